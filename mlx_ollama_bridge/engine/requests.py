@@ -1,0 +1,93 @@
+"""What the HTTP layer hands to the engine, and what the engine sends back.
+
+Requests are plain dataclasses built at the HTTP boundary: the engine never sees Flask's
+``request`` or raw JSON. Replies travel on a per-request queue as the events below.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BridgeError
+from .options import Options
+
+if TYPE_CHECKING:
+    from ..registry import LocalModel
+
+
+@dataclass
+class GenerationRequest:
+    """One ``/api/generate`` or ``/api/chat`` call, validated.
+
+    Exactly one of ``messages`` (chat) and ``prompt`` (generate) is set.
+    """
+
+    model: LocalModel
+    options: Options
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    system: str | None = None
+    template: str | None = None  # legacy Go template override (generate only)
+    raw: bool = False
+    context: list[int] | None = None
+    tools: list[dict[str, Any]] | None = None
+    keep_alive_s: float | None = None
+    truncate: bool = True
+    shift: bool = True
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def is_chat(self) -> bool:
+        """True for ``/api/chat`` requests."""
+        return self.messages is not None
+
+
+@dataclass(frozen=True)
+class Ready:
+    """First event: the model is loaded and the prompt admitted."""
+
+    load_duration_ns: int
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """A piece of generated text (stop strings already removed)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Last event of a successful generation, with Ollama's metrics."""
+
+    done_reason: str
+    prompt_eval_count: int
+    prompt_eval_duration_ns: int
+    eval_count: int
+    eval_duration_ns: int
+    context: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Generation stopped on an error after it had started."""
+
+    error: BridgeError
+
+
+@dataclass(frozen=True)
+class RunningModel:
+    """A snapshot of one loaded model, for ``/api/ps``."""
+
+    model: LocalModel
+    name: str
+    size_bytes: int
+    size_vram_bytes: int  # = size_bytes on a Metal GPU (unified memory), 0 on the CPU backend
+    expires_at: float  # wall-clock unix seconds; math.inf = never
+    context_length: int
+    active_requests: int
+
+
+Event = Ready | TextChunk | Finished | Failed

@@ -1,0 +1,388 @@
+"""The scheduler: one thread that owns MLX, loaded models, keep-alive and the request queue.
+
+Semantics follow Ollama's ``server/sched.go``: models stay loaded while requests use them;
+when the last request finishes, the model's keep-alive timer starts and the model is
+unloaded when it expires; ``keep_alive`` on a request updates the model's (sticky) duration;
+at most ``max_loaded_models`` stay resident, evicting idle ones soonest-to-expire first; the
+pending queue is bounded (503 when full). HTTP threads talk to the thread through queues.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BridgeError, ModelLoadError, ServerBusy
+from .backend import LoadedModel, MLXBackend
+from .jobs import GenerationJob
+from .requests import Failed, Finished, GenerationRequest, Ready, RunningModel
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..registry import LocalModel
+
+log = logging.getLogger(__name__)
+
+_IDLE_WAKEUP_S = 1.0
+
+
+@dataclass
+class _Resident:
+    """A loaded model and its keep-alive state (monotonic clock)."""
+
+    model: LocalModel
+    name: str
+    handle: LoadedModel
+    keep_alive_s: float
+    num_ctx: int
+    active: int = 0
+    expires_at: float = math.inf
+    jobs: list[GenerationJob] = field(default_factory=list)
+
+
+@dataclass
+class _Command:
+    kind: str  # "generate" | "load" | "unload" | "stop"
+    replies: queue.Queue[Any]
+    model: LocalModel | None = None
+    job: GenerationJob | None = None
+    keep_alive_s: float | None = None
+    num_ctx: int = 0
+
+
+class Scheduler:
+    """Owns every MLX object. Public methods are safe to call from any thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: MLXBackend | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._backend = backend or MLXBackend()
+        self._clock = clock
+        self._inbox: queue.Queue[_Command] = queue.Queue()
+        self._pending: deque[GenerationJob] = deque()
+        self._resident: dict[str, _Resident] = {}
+        self._lock = threading.Lock()  # guards _resident for snapshots from HTTP threads
+        self._waiting = 0  # requests submitted and not yet admitted
+        self._thread: threading.Thread | None = None
+
+    # -- public API (HTTP threads) -------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the scheduler thread (idempotent)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="mlx-scheduler", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread and unload everything."""
+        if self._thread is not None and self._thread.is_alive():
+            self._inbox.put(_Command("stop", queue.Queue()))
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        """True while the scheduler thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, request: GenerationRequest) -> tuple[GenerationJob, Ready]:
+        """Queue a generation; block until it is admitted. Raises BridgeError before any output."""
+        with self._lock:
+            if self._waiting >= self._settings.max_queue:
+                raise ServerBusy()
+            self._waiting += 1
+        replies: queue.Queue[Any] = queue.Queue()
+        job = GenerationJob(request, replies)
+        self._inbox.put(_Command("generate", replies, model=request.model, job=job))
+        first = replies.get()
+        if isinstance(first, BaseException):
+            raise first
+        return job, first
+
+    def load(self, model: LocalModel, keep_alive_s: float | None, num_ctx: int) -> int:
+        """Load (or keep) a model without generating; returns the load duration in ns."""
+        return self._call("load", model, keep_alive_s, num_ctx)
+
+    def unload(self, model: LocalModel) -> None:
+        """Unload now if idle, else as soon as its last request finishes. Never loads."""
+        self._call("unload", model, 0, 0)
+
+    def running(self) -> list[RunningModel]:
+        """Snapshot of loaded models for ``/api/ps``."""
+        now_mono, now_wall = self._clock(), time.time()
+        with self._lock:
+            residents = list(self._resident.values())
+        out = []
+        for r in residents:
+            remaining = r.keep_alive_s if r.active else r.expires_at - now_mono
+            out.append(
+                RunningModel(
+                    model=r.model,
+                    name=r.name,
+                    size_bytes=r.handle.size_bytes,
+                    size_vram_bytes=r.handle.size_bytes if r.handle.on_gpu else 0,
+                    expires_at=now_wall + remaining if math.isfinite(remaining) else math.inf,
+                    context_length=r.num_ctx,
+                    active_requests=r.active,
+                )
+            )
+        return out
+
+    def _call(self, kind: str, model: LocalModel, keep_alive_s: float | None, num_ctx: int) -> Any:
+        replies: queue.Queue[Any] = queue.Queue()
+        self._inbox.put(_Command(kind, replies, model, keep_alive_s=keep_alive_s, num_ctx=num_ctx))
+        result = replies.get()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    # -- the scheduler thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        log.info("scheduler started")
+        while True:
+            if not self._drain_inbox():
+                break
+            self._admit_pending()
+            self._step_jobs()
+            self._expire_idle()
+        for key in list(self._resident):
+            self._unload(key, reason="shutdown")
+        log.info("scheduler stopped")
+
+    def _drain_inbox(self) -> bool:
+        """Handle queued commands; block only when there is nothing to step."""
+        busy = any(r.jobs for r in self._resident.values())
+        timeout = 0.0 if busy else self._idle_timeout()
+        try:
+            command = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return True
+        while True:
+            if command.kind == "stop":
+                self._fail_everything()
+                return False
+            self._handle(command)
+            try:
+                command = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _idle_timeout(self) -> float:
+        if self._pending:
+            return 0.05
+        deadlines = [r.expires_at for r in self._resident.values() if not r.active]
+        finite = [d for d in deadlines if math.isfinite(d)]
+        if not finite:
+            return _IDLE_WAKEUP_S
+        return min(max(min(finite) - self._clock(), 0.001), _IDLE_WAKEUP_S)
+
+    def _handle(self, command: _Command) -> None:
+        if command.kind == "generate":
+            assert command.job is not None
+            self._pending.append(command.job)
+        elif command.kind == "load":
+            self._reply(command, lambda: self._explicit_load(command))
+        elif command.kind == "unload":
+            self._reply(command, lambda: self._request_unload(command.model))
+
+    @staticmethod
+    def _reply(command: _Command, action: Callable[[], Any]) -> None:
+        try:
+            command.replies.put(action())
+        except BridgeError as exc:
+            command.replies.put(exc)
+        except Exception as exc:  # never let one request kill the scheduler thread
+            log.exception("scheduler command %s failed", command.kind)
+            command.replies.put(BridgeError(f"internal error: {exc}"))
+
+    def _explicit_load(self, command: _Command) -> int:
+        assert command.model is not None
+        started = time.perf_counter()
+        resident = self._ensure_loaded(command.model, command.keep_alive_s, command.num_ctx)
+        if resident is None:
+            raise ServerBusy("server busy, please try again.  all loaded models are in use")
+        if not resident.active:
+            self._start_idle_timer(resident)
+        return int((time.perf_counter() - started) * 1e9)
+
+    def _request_unload(self, model: LocalModel | None) -> None:
+        assert model is not None
+        key = _key(model)
+        resident = self._resident.get(key)
+        if resident is None:
+            return
+        resident.keep_alive_s = 0.0
+        if not resident.active:
+            self._unload(key, reason="keep_alive=0")
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def _admit_pending(self) -> None:
+        still_waiting: deque[GenerationJob] = deque()
+        while self._pending:
+            job = self._pending.popleft()
+            if job.request.cancel.is_set():
+                self._release_waiting()
+                continue
+            if not self._try_admit(job):
+                still_waiting.append(job)
+        self._pending = still_waiting
+
+    def _try_admit(self, job: GenerationJob) -> bool:
+        request = job.request
+        resident = self._resident.get(_key(request.model))
+        if resident is not None and len(resident.jobs) >= self._settings.num_parallel:
+            return False
+        started = time.perf_counter()
+        try:
+            resident = self._ensure_loaded(
+                request.model, request.keep_alive_s, request.options.num_ctx
+            )
+            if resident is None:
+                return False
+            load_ns = int((time.perf_counter() - started) * 1e9)
+            job.start(self._backend, resident.handle, resident.num_ctx)
+        except BridgeError as exc:
+            self._release_waiting()
+            job.replies.put(exc)
+            return True
+        except Exception as exc:
+            log.exception("failed to start a generation")
+            self._release_waiting()
+            job.replies.put(BridgeError(f"internal error: {exc}"))
+            return True
+        self._release_waiting()
+        resident.active += 1
+        resident.jobs.append(job)
+        resident.expires_at = math.inf
+        if request.keep_alive_s is not None:
+            resident.keep_alive_s = request.keep_alive_s
+        job.replies.put(Ready(load_duration_ns=load_ns))
+        return True
+
+    def _release_waiting(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    def _ensure_loaded(
+        self, model: LocalModel, keep_alive_s: float | None, num_ctx: int
+    ) -> _Resident | None:
+        """Return the resident model, loading it (and evicting idle ones) if needed."""
+        key = _key(model)
+        resident = self._resident.get(key)
+        effective_ctx = self._effective_ctx(model, num_ctx)
+        if resident is not None:
+            resident.name = model.name.display
+            resident.num_ctx = effective_ctx if not resident.active else resident.num_ctx
+            if keep_alive_s is not None:
+                resident.keep_alive_s = keep_alive_s
+            return resident
+        if not self._make_room():
+            return None
+        log.info("loading model=%s path=%s", model.name.display, model.path)
+        try:
+            handle = self._backend.load(model.path)
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"failed to load {model.name.display}: {exc}") from exc
+        keep = self._settings.keep_alive_s if keep_alive_s is None else keep_alive_s
+        resident = _Resident(model, model.name.display, handle, keep, effective_ctx)
+        with self._lock:
+            self._resident[key] = resident
+        log.info("loaded model=%s bytes=%d ctx=%d", resident.name, handle.size_bytes, effective_ctx)
+        return resident
+
+    def _effective_ctx(self, model: LocalModel, num_ctx: int) -> int:
+        """``num_ctx`` capped at the model's trained context length, as Ollama does."""
+        requested = num_ctx or self._settings.context_length
+        trained = model.context_length or requested
+        return max(4, min(requested, trained))
+
+    def _make_room(self) -> bool:
+        limit = self._settings.max_loaded_models or 3
+        while len(self._resident) >= limit:
+            idle = [(r.expires_at, k) for k, r in self._resident.items() if not r.active]
+            if not idle:
+                return False
+            self._unload(min(idle)[1], reason="evicted")
+        return True
+
+    # -- stepping ----------------------------------------------------------------------------
+
+    def _step_jobs(self) -> None:
+        for key, resident in list(self._resident.items()):
+            for job in list(resident.jobs):
+                self._step_one(key, resident, job)
+
+    def _step_one(self, key: str, resident: _Resident, job: GenerationJob) -> None:
+        if job.request.cancel.is_set():
+            log.info("request canceled model=%s", resident.name)
+            self._retire(key, resident, job)
+            return
+        try:
+            events = job.step()
+        except Exception as exc:
+            log.exception("generation failed model=%s", resident.name)
+            job.replies.put(Failed(BridgeError(f"generation failed: {exc}")))
+            self._retire(key, resident, job)
+            return
+        for event in events:
+            job.replies.put(event)
+        if events and isinstance(events[-1], Finished):
+            self._retire(key, resident, job)
+
+    def _retire(self, key: str, resident: _Resident, job: GenerationJob) -> None:
+        job.close()
+        resident.jobs.remove(job)
+        resident.active -= 1
+        if resident.active == 0:
+            if resident.keep_alive_s <= 0:
+                self._unload(key, reason="keep_alive=0")
+            else:
+                self._start_idle_timer(resident)
+
+    def _start_idle_timer(self, resident: _Resident) -> None:
+        resident.expires_at = self._clock() + resident.keep_alive_s
+
+    def _expire_idle(self) -> None:
+        now = self._clock()
+        for key, resident in list(self._resident.items()):
+            if not resident.active and resident.expires_at <= now:
+                self._unload(key, reason="expired")
+
+    def _unload(self, key: str, *, reason: str) -> None:
+        with self._lock:
+            resident = self._resident.pop(key, None)
+        if resident is None:
+            return
+        for job in resident.jobs:
+            job.replies.put(Failed(BridgeError("model was unloaded")))
+            job.close()
+        self._backend.unload(resident.handle)
+        log.info("unloaded model=%s reason=%s", resident.name, reason)
+
+    def _fail_everything(self) -> None:
+        for job in self._pending:
+            job.replies.put(BridgeError("server is shutting down"))
+        self._pending.clear()
+        for resident in self._resident.values():
+            for job in resident.jobs:
+                job.replies.put(Failed(BridgeError("server is shutting down")))
+                job.close()
+            resident.jobs.clear()
+            resident.active = 0
+
+
+def _key(model: LocalModel) -> str:
+    return str(model.path)

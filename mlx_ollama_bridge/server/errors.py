@@ -1,0 +1,49 @@
+"""The one place where exceptions become HTTP error responses.
+
+Native routes answer ``{"error": "..."}``; unknown routes and wrong methods answer plain
+text like Ollama's router (``404 page not found`` / ``405 method not allowed``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from ..errors import BridgeError
+
+log = logging.getLogger(__name__)
+
+_PLAIN_TEXT = {404: "404 page not found", 405: "405 method not allowed"}
+
+
+def error_response(message: str, status: int) -> Response:
+    """``{"error": message}`` with ``status``."""
+    response = jsonify({"error": message})
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install the handlers for bridge errors, HTTP errors and unexpected exceptions."""
+
+    @app.errorhandler(BridgeError)
+    def _bridge_error(exc: BridgeError) -> Response:
+        if exc.status_code >= 500:
+            log.error("request failed: %s", exc.message)
+        return error_response(exc.message, exc.status_code)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if status in _PLAIN_TEXT:
+            return Response(_PLAIN_TEXT[status], status, mimetype="text/plain")
+        if status == 413:
+            return error_response("request body too large", 413)
+        return error_response(exc.description or exc.name, status)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(f"internal error: {type(exc).__name__}", 500)

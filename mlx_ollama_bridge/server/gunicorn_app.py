@@ -1,0 +1,57 @@
+"""Running the app under gunicorn through its embedding API.
+
+One worker (MLX state lives in one process), ``gthread`` threads for concurrent HTTP. The app
+and with it the engine are built in the worker after fork (``preload_app`` off), because
+Metal state does not survive a fork. If the worker dies, gunicorn's master starts a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BridgeApplication(BaseApplication):
+    """A gunicorn application serving ``create_app(settings)``."""
+
+    def __init__(self, settings: Settings, overrides: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.options = {
+            "bind": [settings.host.bind],
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": settings.threads,
+            "timeout": 120,  # heartbeat of the worker's main loop, not a per-request limit
+            "graceful_timeout": 30,
+            "keepalive": 5,
+            "preload_app": False,
+            "accesslog": "-",
+            "errorlog": "-",
+            "loglevel": "debug" if settings.debug else "info",
+            "proc_name": "mlx-ollama-bridge",
+            **(overrides or {}),
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        # Runs in the worker process.
+        from . import create_app
+
+        app = create_app(self.settings)
+        app.extensions["mlx_ollama_bridge"]["engine"].start()
+        return app
+
+
+def serve(settings: Settings, overrides: dict[str, Any] | None = None) -> None:
+    """Serve until stopped (blocks)."""
+    BridgeApplication(settings, overrides).run()

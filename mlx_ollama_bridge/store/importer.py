@@ -1,0 +1,60 @@
+"""Importing models the user already has into the local store."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..manifest import Manifest, hash_model_dir
+from ..names import ModelName
+from ..registry import LocalModel, Registry
+from .gguf import convert_gguf
+
+log = logging.getLogger(__name__)
+
+
+def import_gguf(
+    registry: Registry,
+    gguf_path: Path,
+    name: str,
+    *,
+    parameters: dict[str, Any] | None = None,
+    system: str | None = None,
+) -> LocalModel:
+    """Convert a GGUF file into an MLX model directory in the store and name it ``name``.
+
+    The weights directory is keyed by the GGUF's content hash, so importing the same file
+    under two names shares one copy.
+    """
+    ModelName.parse(name)  # reject a bad name before spending time converting
+    digest = _file_sha256(gguf_path)
+    weights_dir = registry.weights_root / f"gguf-{digest[:16]}"
+    if not (weights_dir / "config.json").exists():
+        weights_dir.parent.mkdir(parents=True, exist_ok=True)
+        if weights_dir.exists():  # a leftover from an interrupted import
+            shutil.rmtree(weights_dir)
+        started = time.perf_counter()
+        convert_gguf(gguf_path, weights_dir)
+        log.info("converted gguf=%s in %.1fs", gguf_path.name, time.perf_counter() - started)
+    manifest = Manifest(
+        model_dir=str(weights_dir.relative_to(registry.models_dir)),
+        format="gguf",
+        source=f"gguf:{gguf_path.name}#sha256:{digest}",
+        files=hash_model_dir(weights_dir),
+        created_at=time.time(),
+        system=system,
+        parameters=dict(parameters or {}),
+    )
+    return registry.write_manifest(name, manifest)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

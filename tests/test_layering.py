@@ -1,0 +1,68 @@
+"""Guard the layering of DESIGN.md: who may import what."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mlx_ollama_bridge"
+
+
+def imports_of(path: Path) -> set[str]:
+    """Absolute module names a file imports (relative imports resolved)."""
+    module_parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if module_parts[-1] == "__init__":
+        module_parts.pop()
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module_parts[: len(module_parts) - node.level + (path.name == "__init__.py")]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            found.add(prefix)
+            found.update(f"{prefix}.{alias.name}" for alias in node.names)
+    return found
+
+
+def files(sub: str = "") -> list[Path]:
+    return sorted((PACKAGE / sub).rglob("*.py"))
+
+
+def uses(path: Path, *roots: str) -> bool:
+    return any(name == r or name.startswith(r + ".") for name in imports_of(path) for r in roots)
+
+
+def test_only_the_backend_and_converter_import_mlx():
+    allowed = {PACKAGE / "engine" / "backend.py", PACKAGE / "store" / "gguf.py"}
+    offenders = [p for p in files() if p not in allowed and uses(p, "mlx", "mlx_lm")]
+    assert offenders == []
+
+
+def test_engine_never_imports_server_flask_or_click():
+    offenders = [
+        p
+        for p in files("engine")
+        if uses(p, "flask", "click", "werkzeug", "mlx_ollama_bridge.server")
+    ]
+    assert offenders == []
+
+
+def test_cli_never_imports_the_engine():
+    assert not uses(PACKAGE / "cli.py", "mlx_ollama_bridge.engine")
+
+
+def test_registry_and_config_stay_free_of_web_and_ml():
+    for name in (
+        "config.py",
+        "registry.py",
+        "names.py",
+        "durations.py",
+        "manifest.py",
+        "errors.py",
+    ):
+        path = PACKAGE / name
+        assert not uses(path, "flask", "mlx", "mlx_lm", "mlx_ollama_bridge.engine"), name
