@@ -110,10 +110,9 @@ def _check_port_free(host: str, port: int) -> None:
 def _port_owner(port: int) -> str:
     try:
         for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
-                if conn.pid:
-                    proc = psutil.Process(conn.pid)
-                    return f" by {proc.name()} (pid {conn.pid})"
+            listening = conn.status == psutil.CONN_LISTEN
+            if conn.pid and listening and conn.laddr and conn.laddr.port == port:
+                return f" by {psutil.Process(conn.pid).name()} (pid {conn.pid})"
     except (psutil.Error, OSError):
         pass  # listing other users' sockets needs privileges on macOS
     return ""

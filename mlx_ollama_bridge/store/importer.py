@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from ..manifest import Manifest, hash_model_dir
+from ..manifest import Manifest, file_sha256, hash_model_dir
 from ..names import ModelName
 from ..registry import LocalModel, Registry
 from .gguf import convert_gguf
@@ -31,7 +30,7 @@ def import_gguf(
     under two names shares one copy.
     """
     ModelName.parse(name)  # reject a bad name before spending time converting
-    digest = _file_sha256(gguf_path)
+    digest = file_sha256(gguf_path)
     weights_dir = registry.weights_root / f"gguf-{digest[:16]}"
     if not (weights_dir / "config.json").exists():
         weights_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -51,10 +50,3 @@ def import_gguf(
     )
     return registry.write_manifest(name, manifest)
 
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,0 +1,399 @@
+"""Settings: one table of every knob, read from the environment and an optional TOML file.
+
+Names follow Ollama (``OLLAMA_*``) where Ollama has the setting, ``MLX_BRIDGE_*`` otherwise.
+Values are parsed the way Ollama's ``envconfig`` parses them: trimmed of spaces and
+surrounding quotes, booleans with Go's ``strconv.ParseBool`` (an unparsable non-empty value
+counts as true), and a bad number falls back to the default with a warning.
+
+Precedence: command-line flag (``Settings.with_overrides``) > environment > file > default.
+The file is ``<config_dir>/config.toml`` with the setting names as keys, e.g.::
+
+    keep_alive_s = "10m"        # any form the environment variable accepts
+    context_length = 8192
+    origins = ["https://app.example.com"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .durations import DEFAULT_KEEP_ALIVE_S, parse_env_duration, parse_env_keep_alive
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "mlx-ollama-bridge"
+DEFAULT_PORT = 11434
+CONFIG_FILE_NAME = "config.toml"
+_PORT = re.compile(r"[+-]?[0-9]+")
+_UINT = re.compile(r"[0-9]+")
+
+
+# -- OLLAMA_HOST ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostAddress:
+    """Where the server listens (and where clients connect): Ollama's ``OLLAMA_HOST``."""
+
+    scheme: str = "http"
+    host: str = "127.0.0.1"  # "" = every interface
+    port: int = DEFAULT_PORT
+    path: str = ""  # base path with a leading "/", for clients behind a proxy
+
+    def __str__(self) -> str:
+        """The URL as Ollama prints it, e.g. ``http://:1234`` for an empty host."""
+        return f"{self.scheme}://{_join_host_port(self.host, self.port)}{self.path}"
+
+    @property
+    def url(self) -> str:
+        """Base URL a client should use: unspecified addresses become loopback."""
+        host = self.host
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return f"{self.scheme}://{_join_host_port(host, self.port)}{self.path}"
+
+    @property
+    def bind(self) -> str:
+        """Address for gunicorn's ``bind``: ``127.0.0.1:11434``, ``[::1]:11434``."""
+        return _join_host_port(self.host or "0.0.0.0", self.port)
+
+    @property
+    def is_loopback(self) -> bool:
+        """True when only this machine can connect (127.0.0.0/8, ::1, localhost)."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_ollama_host(value: str | None) -> HostAddress:
+    """Parse ``OLLAMA_HOST`` exactly as Ollama's ``envconfig.Host()`` does.
+
+    ``[scheme://]host[:port][/path]``: scheme ``http`` (default port 11434 without a scheme,
+    80 with ``http://``, 443 with ``https://``); bare IPv6 with or without brackets; empty
+    host = all interfaces; an invalid port falls back to the default with a warning; the
+    bare value ``ollama.com`` means ``https://ollama.com:443``.
+    """
+    text = _trim(value or "").strip()
+    default_port = str(DEFAULT_PORT)
+    scheme, sep, hostport = text.partition("://")
+    if not sep:
+        scheme, hostport = "http", text
+        if text == "ollama.com":
+            scheme, hostport = "https", "ollama.com:443"
+    elif scheme in ("http", "https"):
+        default_port = "80" if scheme == "http" else "443"
+    hostport, slash, path = hostport.partition("/")
+    split = _split_host_port(hostport)
+    if split is None:
+        host, port_text = "127.0.0.1", default_port
+        if (ip := _parse_ip(hostport.strip("[]"))) is not None:
+            host = ip
+        elif hostport:
+            host = hostport
+    else:
+        host, port_text = split
+    port = int(port_text) if _PORT.fullmatch(port_text) else -1
+    if not 0 <= port <= 65535:
+        log.warning("invalid port, using default port=%s default=%s", port_text, default_port)
+        port = int(default_port)
+    return HostAddress(scheme, host, port, "/" + path if slash and path else "")
+
+
+def _split_host_port(hostport: str) -> tuple[str, str] | None:
+    """Go's ``net.SplitHostPort``: (host, port) or None where Go returns an error."""
+    colon = hostport.rfind(":")
+    if colon < 0:
+        return None  # missing port
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0 or end + 1 != colon:
+            return None  # missing ']', missing port or too many colons
+        host, start_bracket, start_close = hostport[1:end], 1, end + 1
+    else:
+        host, start_bracket, start_close = hostport[:colon], 0, 0
+        if ":" in host:
+            return None  # too many colons
+    if "[" in hostport[start_bracket:] or "]" in hostport[start_close:]:
+        return None
+    return host, hostport[colon + 1 :]
+
+
+def _parse_ip(text: str) -> str | None:
+    """Go's ``net.ParseIP(text).String()``, or None if ``text`` is not an IP literal."""
+    if "%" in text:
+        return None  # Go's ParseIP takes no IPv6 zone
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# -- the settings table ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table (also the source of docs/configuration.md)."""
+
+    name: str  # field of Settings; the unit is in the name (keep_alive_s, max_body_bytes)
+    env: str
+    default: Any  # a value, or a function of the environment for platform-dependent paths
+    help: str
+    parse: Callable[[str], Any]  # raises ValueError for a bad value
+
+
+def _trim(value: str) -> str:
+    """Ollama's ``envconfig.Var``: strip spaces, then surrounding quotes."""
+    return value.strip().strip("\"'")
+
+
+def _parse_uint(text: str) -> int:
+    """Go's ``strconv.ParseUint``: digits only."""
+    if not _UINT.fullmatch(text):
+        raise ValueError(text)
+    return int(text)
+
+
+def _parse_count(text: str) -> int:
+    """A positive integer (0 would stall the server: no queue, no threads, no context)."""
+    if (value := _parse_uint(text)) < 1:
+        raise ValueError(text)
+    return value
+
+
+def parse_go_bool(text: str) -> bool:
+    """Go's ``strconv.ParseBool`` for an env flag: unparsable non-empty text counts as true."""
+    return text not in ("0", "f", "F", "FALSE", "false", "False")
+
+
+def _parse_load_timeout(text: str) -> float:
+    """Duration or integer seconds; zero or negative = no limit (``math.inf``)."""
+    seconds = parse_env_duration(text)
+    if seconds is None:
+        raise ValueError(text)
+    return math.inf if seconds <= 0 else seconds
+
+
+def _parse_origins(text: str) -> tuple[str, ...]:
+    return tuple(origin.strip() for origin in text.split(",") if origin.strip())
+
+
+def _parse_path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env["HOME"]) if env.get("HOME") else Path.home()
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """Per-user data directory of the bridge (macOS Application Support, else XDG)."""
+    if sys.platform == "darwin":
+        return _home(env) / "Library" / "Application Support" / APP_NAME
+    return Path(env.get("XDG_DATA_HOME") or _home(env) / ".local" / "share") / APP_NAME
+
+
+def default_models_dir(env: Mapping[str, str]) -> Path:
+    """Default model store: ``<data dir>/models``."""
+    return default_data_dir(env) / "models"
+
+
+def default_config_dir(env: Mapping[str, str]) -> Path:
+    """Per-user config directory (holds ``models.toml`` and ``config.toml``)."""
+    if sys.platform == "darwin":
+        return _home(env) / "Library" / "Application Support" / APP_NAME
+    return Path(env.get("XDG_CONFIG_HOME") or _home(env) / ".config") / APP_NAME
+
+
+_MIB = 1024 * 1024
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "host", "OLLAMA_HOST", HostAddress(), "Listen address: host[:port].", parse_ollama_host
+    ),
+    Setting(
+        "models_dir",
+        "MLX_BRIDGE_MODELS",
+        default_models_dir,
+        "Model store (manifests/, weights/). Default: ~/Library/Application Support/"
+        "mlx-ollama-bridge/models on macOS, else $XDG_DATA_HOME/mlx-ollama-bridge/models.",
+        _parse_path,
+    ),
+    Setting(
+        "config_dir",
+        "MLX_BRIDGE_CONFIG_DIR",
+        default_config_dir,
+        "Holds models.toml (user aliases) and config.toml. Default: ~/Library/Application "
+        "Support/mlx-ollama-bridge on macOS, else $XDG_CONFIG_HOME/mlx-ollama-bridge.",
+        _parse_path,
+    ),
+    Setting(
+        "keep_alive_s",
+        "OLLAMA_KEEP_ALIVE",
+        DEFAULT_KEEP_ALIVE_S,
+        "Idle time before a model is unloaded: Go duration (5m, 1h) or seconds; "
+        "negative = forever, 0 = at once.",
+        parse_env_keep_alive,
+    ),
+    Setting(
+        "context_length", "OLLAMA_CONTEXT_LENGTH", 4096, "Default num_ctx in tokens.", _parse_count
+    ),
+    Setting(
+        "num_parallel",
+        "OLLAMA_NUM_PARALLEL",
+        1,
+        "Requests served at once per loaded model.",
+        _parse_count,
+    ),
+    Setting("max_queue", "OLLAMA_MAX_QUEUE", 512, "Queue size; beyond it: 503.", _parse_count),
+    Setting(
+        "max_loaded_models",
+        "OLLAMA_MAX_LOADED_MODELS",
+        0,
+        "Loaded at once; 0 = auto (3).",
+        _parse_uint,
+    ),
+    Setting(
+        "load_timeout_s",
+        "OLLAMA_LOAD_TIMEOUT",
+        300.0,
+        "Longest model load: duration or seconds; 0 or negative = no limit.",
+        _parse_load_timeout,
+    ),
+    Setting("debug", "OLLAMA_DEBUG", False, "Debug logging: 1 or true.", parse_go_bool),
+    Setting(
+        "origins",
+        "OLLAMA_ORIGINS",
+        (),
+        "Extra allowed CORS origins, comma-separated; * wildcards allowed.",
+        _parse_origins,
+    ),
+    Setting(
+        "max_body_bytes",
+        "MLX_BRIDGE_MAX_BODY_BYTES",
+        64 * _MIB,
+        "Largest request body accepted, in bytes.",
+        _parse_count,
+    ),
+    Setting(
+        "threads", "MLX_BRIDGE_THREADS", 16, "HTTP threads of the gunicorn worker.", _parse_count
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the bridge, parsed. Build with :meth:`from_env`."""
+
+    host: HostAddress = HostAddress()
+    models_dir: Path = field(default_factory=lambda: default_models_dir(os.environ))
+    config_dir: Path = field(default_factory=lambda: default_config_dir(os.environ))
+    keep_alive_s: float = DEFAULT_KEEP_ALIVE_S  # math.inf = forever
+    context_length: int = 4096  # tokens
+    num_parallel: int = 1
+    max_queue: int = 512
+    max_loaded_models: int = 0  # 0 = auto, see loaded_models_limit
+    load_timeout_s: float = 300.0  # math.inf = no limit
+    debug: bool = False
+    origins: tuple[str, ...] = ()
+    max_body_bytes: int = 64 * _MIB
+    threads: int = 16
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``env`` (default ``os.environ``), then config.toml."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            if text := _trim(env.get(setting.env, "")):
+                values[setting.name] = _parse(setting, text)
+        config_dir = values.get("config_dir") or default_config_dir(env)
+        from_file = _read_config_file(Path(config_dir) / CONFIG_FILE_NAME)
+        for setting in SETTINGS:
+            if setting.name in values:
+                continue
+            if setting.name in from_file:
+                values[setting.name] = _parse(setting, from_file[setting.name])
+            else:
+                default = setting.default
+                values[setting.name] = default(env) if callable(default) else default
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with some settings replaced (command-line flags win over everything)."""
+        return dataclasses.replace(self, **overrides)
+
+    @property
+    def loaded_models_limit(self) -> int:
+        """``max_loaded_models`` with 0 (auto) resolved to Ollama's 3 for Metal/CPU."""
+        return self.max_loaded_models or 3
+
+
+def _parse(setting: Setting, text: str) -> Any:
+    """Parse one value; a bad one falls back to the default with a warning, as Ollama."""
+    try:
+        return setting.parse(text)
+    except ValueError:
+        log.warning("invalid setting, using default key=%s value=%r", setting.env, text)
+        return setting.default
+
+
+def _read_config_file(path: Path) -> dict[str, str]:
+    """Setting name -> text in the environment-variable form; {} if there is no file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        log.warning("ignoring unreadable config file path=%s error=%s", path, exc)
+        return {}
+    known = {s.name for s in SETTINGS} - {"config_dir"}
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            log.warning("unknown setting in config file path=%s key=%s", path, key)
+        elif isinstance(value, list):
+            values[key] = ",".join(str(item) for item in value)
+        elif isinstance(value, bool):
+            values[key] = "true" if value else "false"
+        else:
+            values[key] = _trim(str(value))
+    return values
+
+
+__all__ = [
+    "SETTINGS",
+    "HostAddress",
+    "Setting",
+    "Settings",
+    "default_config_dir",
+    "default_data_dir",
+    "default_models_dir",
+    "parse_go_bool",
+    "parse_ollama_host",
+]

@@ -1,0 +1,358 @@
+"""Model names -> local MLX model directories, and the listing of ``/api/tags``.
+
+A name resolves through (first match wins; every part matches case-insensitively):
+
+1. the store: ``<models_dir>/manifests/<host>/<namespace>/<model>/<tag>`` (see ``manifest``);
+2. user aliases in ``<config_dir>/models.toml``;
+3. built-in aliases (``data/aliases.toml``): Ollama library names -> ``mlx-community`` repos;
+4. ``hf.co/<org>/<repo>[:<revision>]`` and ``<org>/<repo>`` names: that Hugging Face repo.
+
+Aliases and Hugging Face names count as local only if the repo is already in the Hugging
+Face cache (looked up with ``huggingface_hub``'s cache functions; the network is never
+used) or, for a ``path`` alias, if the directory holds a ``config.json``. Nothing is
+downloaded here: ``alias_target`` tells a pull which repo to fetch.
+
+User aliases (``<config_dir>/models.toml``); keys are model names, the tag defaults to
+``latest``, and a user alias shadows a built-in one::
+
+    [aliases]
+    "mymodel:latest" = "mlx-community/Some-Repo-4bit"                      # a HF repo
+    "coder" = { repo = "mlx-community/Qwen2.5-Coder-7B-Instruct-8bit", revision = "main" }
+    "mine:v2" = { path = "~/models/my-finetune" }      # an mlx-lm directory (relative
+                                                       # paths: relative to config_dir)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .aliases import Alias, builtin_alias, builtin_aliases, load_user_aliases
+from .config import Settings
+from .errors import InvalidModelName, ModelNotFound
+from .manifest import Manifest, quick_files_map, read_manifest_file, write_manifest_file
+from .model_details import ModelDescription, describe_model
+from .names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName
+
+log = logging.getLogger(__name__)
+
+USER_ALIASES_FILE = "models.toml"
+
+
+@dataclass
+class LocalModel:
+    """A model that can be served now, with everything ``/api/tags`` and ``/api/show`` need."""
+
+    name: ModelName
+    manifest: Manifest
+    path: Path  # absolute, mlx-lm loadable directory
+    modified_at: datetime  # manifest mtime (snapshot mtime for cache models), local time zone
+    digest: str  # 64 hex chars, see Manifest.digest
+    size: int  # bytes on disk
+    details: dict[str, Any]  # the 6-key details object
+    model_info: dict[str, Any]  # GGUF-style metadata for /api/show
+    capabilities: list[str]  # "completion" or "embedding", then "tools", "thinking"
+    chat_template: str | None  # Jinja: the manifest's override or the model's own
+    context_length: int  # trained context in tokens; 0 = unknown
+    system: str | None
+    parameters: dict[str, Any]  # default options (Ollama PARAMETER names)
+    messages: list[dict[str, Any]]
+
+
+class Registry:
+    """Resolves names to :class:`LocalModel` and manages the store's manifests."""
+
+    def __init__(self, settings: Settings, *, hf_cache: Path | None = None) -> None:
+        self.settings = settings
+        self.models_dir = Path(settings.models_dir)
+        self.manifests_root = self.models_dir / "manifests"
+        self.weights_root = self.models_dir / "weights"
+        self.user_aliases_path = Path(settings.config_dir) / USER_ALIASES_FILE
+        self.hf_cache = hf_cache or hf_cache_dir()
+        self._lock = threading.Lock()
+        self._descriptions: dict[tuple, ModelDescription] = {}
+        self._user_aliases: tuple[tuple[int, int] | None, dict[tuple, Alias]] = (None, {})
+
+    # -- public API --------------------------------------------------------------------------
+
+    def list_models(self) -> list[LocalModel]:
+        """Every model in the store, newest manifest first; unreadable ones are skipped."""
+        if not self.manifests_root.is_dir():
+            return []
+        models = []
+        for path in self.manifests_root.glob("*/*/*/*"):
+            if path.name.startswith(".") or not path.is_file():
+                continue  # an in-progress atomic write, or a stray directory
+            try:
+                name = ModelName.from_parts(*path.relative_to(self.manifests_root).parts)
+            except InvalidModelName:
+                log.warning("skipping manifest with an invalid name path=%s", path)
+                continue
+            if (model := self._load_manifest(name, path)) is not None:
+                models.append(model)
+        models.sort(key=lambda m: m.modified_at, reverse=True)
+        return models
+
+    def resolve(self, name: str) -> LocalModel:
+        """The local model for ``name``; raises InvalidModelName or ModelNotFound(name)."""
+        parsed = ModelName.parse(name)
+        path, exists = self._store_path(parsed)
+        if exists:
+            stored_name = ModelName.from_parts(*path.relative_to(self.manifests_root).parts)
+            if (model := self._load_manifest(stored_name, path)) is not None:
+                return model
+        model = None
+        if (alias := self._alias(parsed)) is not None:
+            model = self._from_alias(parsed, alias)
+        elif (repo := hf_repo(parsed)) is not None:
+            model = self._from_hf_cache(parsed, *repo)
+        if model is None:
+            raise ModelNotFound(name)
+        return model
+
+    def write_manifest(self, name: str, manifest: Manifest) -> LocalModel:
+        """Store ``manifest`` under ``name`` (atomically), reusing an existing spelling."""
+        parsed = ModelName.parse(name)
+        model_dir = manifest.resolve_dir(self.models_dir)
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"model directory not found: {model_dir}")
+        path, _ = self._store_path(parsed)
+        write_manifest_file(path, manifest)
+        stored_name = ModelName.from_parts(*path.relative_to(self.manifests_root).parts)
+        log.info("wrote manifest model=%s digest=%s", stored_name.display, manifest.digest[:12])
+        return self._build(stored_name, manifest, model_dir, path.stat().st_mtime)
+
+    def delete_manifest(self, name: str) -> None:
+        """Remove ``name`` from the store (its weights stay: other names may share them)."""
+        path, exists = self._store_path(ModelName.parse(name))
+        if not exists:
+            raise ModelNotFound(name)
+        path.unlink()
+        for parent in path.parents:  # prune now-empty model/namespace/host directories
+            if parent == self.manifests_root:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        log.info("deleted manifest path=%s", path)
+
+    def alias_target(self, name: str) -> str | None:
+        """The Hugging Face repo id a pull of ``name`` should fetch, or None."""
+        parsed = ModelName.parse(name)
+        if (alias := self._alias(parsed)) is not None:
+            return alias.repo
+        repo = hf_repo(parsed)
+        return repo[0] if repo else None
+
+    def aliases(self) -> dict[str, Alias]:
+        """All aliases by display name, built-in ones first; user aliases win."""
+        builtin, _ = builtin_aliases()
+        merged = {alias.name.display: alias for alias in builtin.values()}
+        merged.update({alias.name.display: alias for alias in self._user_alias_map().values()})
+        return merged
+
+    # -- the store ---------------------------------------------------------------------------
+
+    def _store_path(self, name: ModelName) -> tuple[Path, bool]:
+        """Manifest path for ``name`` using on-disk spellings where they exist; and whether
+        the manifest file exists. New parts keep the spelling they were given."""
+        current, found = self.manifests_root, True
+        for part in name.parts:
+            match = _match_entry(current, part) if found else None
+            found = match is not None
+            current = current / (match or part)
+        return current, found and current.is_file()
+
+    def _load_manifest(self, name: ModelName, path: Path) -> LocalModel | None:
+        try:
+            manifest = read_manifest_file(path)
+            mtime = path.stat().st_mtime
+        except (OSError, ValueError) as exc:
+            log.warning("skipping unreadable manifest path=%s error=%s", path, exc)
+            return None
+        model_dir = manifest.resolve_dir(self.models_dir)
+        if not model_dir.is_dir():
+            log.warning("skipping manifest whose model dir is gone path=%s dir=%s", path, model_dir)
+            return None
+        return self._build(name, manifest, model_dir, mtime)
+
+    # -- aliases and the Hugging Face cache --------------------------------------------------
+
+    def _alias(self, name: ModelName) -> Alias | None:
+        return self._user_alias_map().get(name.key) or builtin_alias(name)
+
+    def _user_alias_map(self) -> dict[tuple, Alias]:
+        """User aliases, re-read only when models.toml changes."""
+        try:
+            stat = self.user_aliases_path.stat()
+            signature: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            signature = None
+        with self._lock:
+            if self._user_aliases[0] == signature:
+                return self._user_aliases[1]
+        aliases = load_user_aliases(self.user_aliases_path) if signature else {}
+        with self._lock:
+            self._user_aliases = (signature, aliases)
+        return aliases
+
+    def _from_alias(self, name: ModelName, alias: Alias) -> LocalModel | None:
+        if alias.path is not None:
+            if not (alias.path / "config.json").is_file():
+                log.warning("alias directory has no config.json model=%s path=%s", name, alias.path)
+                return None
+            return self._from_directory(name, alias.path, f"path:{alias.path}")
+        return self._from_hf_cache(name, alias.repo or "", alias.revision or "main")
+
+    def _from_hf_cache(self, name: ModelName, repo: str, revision: str) -> LocalModel | None:
+        snapshot = find_cached_snapshot(self.hf_cache, repo, revision)
+        if snapshot is None:
+            return None
+        return self._from_directory(name, snapshot, f"hf:{repo}@{snapshot.name}")
+
+    def _from_directory(self, name: ModelName, path: Path, source: str) -> LocalModel:
+        """A model outside the store (HF snapshot, path alias): an in-memory manifest."""
+        mtime = path.stat().st_mtime
+        manifest = Manifest(str(path), "mlx", source, quick_files_map(path), created_at=mtime)
+        return self._build(name, manifest, path, mtime)
+
+    # -- building LocalModel -----------------------------------------------------------------
+
+    def _build(self, name: ModelName, manifest: Manifest, path: Path, mtime: float) -> LocalModel:
+        description = self._describe(manifest, path)
+        return LocalModel(
+            name=name,
+            manifest=manifest,
+            path=path.absolute(),
+            modified_at=datetime.fromtimestamp(mtime).astimezone(),
+            digest=manifest.digest,
+            size=manifest.size,
+            details=dict(description.details),
+            model_info=dict(description.model_info),
+            capabilities=list(description.capabilities),
+            chat_template=description.chat_template,
+            context_length=description.context_length,
+            system=manifest.system,
+            parameters=dict(manifest.parameters),
+            messages=list(manifest.messages),
+        )
+
+    def _describe(self, manifest: Manifest, path: Path) -> ModelDescription:
+        """Derived details, cached in memory per digest (reading headers costs disk I/O)."""
+        basename = _basename(manifest, path)
+        key = (manifest.digest, str(path), manifest.format, manifest.parent_model)
+        key += (manifest.template, basename)
+        with self._lock:
+            cached = self._descriptions.get(key)
+        if cached is None:
+            cached = describe_model(
+                path,
+                format=manifest.format,
+                parent_model=manifest.parent_model,
+                template=manifest.template,
+                basename=basename,
+            )
+            with self._lock:
+                self._descriptions[key] = cached
+        return cached
+
+
+def _match_entry(directory: Path, part: str) -> str | None:
+    """The entry of ``directory`` named ``part``: exact spelling first, else any case."""
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return None
+    if part in entries:
+        return part
+    folded = part.casefold()
+    return next((entry for entry in entries if entry.casefold() == folded), None)
+
+
+def _basename(manifest: Manifest, path: Path) -> str:
+    """``general.basename`` for a model without GGUF metadata: its repo or directory name."""
+    if manifest.source.startswith("hf:"):
+        return manifest.source[3:].split("@", 1)[0].rsplit("/", 1)[-1]
+    return path.name
+
+
+def hf_repo(name: ModelName) -> tuple[str, str] | None:
+    """(repo id, revision) for ``hf.co/<org>/<repo>`` and ``<org>/<repo>`` names, else None.
+
+    The tag is the revision; ``latest`` means ``main``.
+    """
+    host, namespace = name.key[:2]
+    if not name.is_hf and (host != DEFAULT_HOST or namespace == DEFAULT_NAMESPACE):
+        return None
+    revision = "main" if name.tag.casefold() == DEFAULT_TAG else name.tag
+    return f"{name.namespace}/{name.model}", revision
+
+
+def hf_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The Hugging Face hub cache, resolved from the environment as huggingface_hub does.
+
+    Read at call time (not at import), so tests and services can point it elsewhere.
+    """
+    env = os.environ if env is None else env
+    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if env.get(key):
+            return Path(env[key]).expanduser()
+    if env.get("HF_HOME"):
+        return Path(env["HF_HOME"]).expanduser() / "hub"
+    cache = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return cache / "huggingface" / "hub"
+
+
+def find_cached_snapshot(cache: Path, repo: str, revision: str = "main") -> Path | None:
+    """The snapshot directory of ``repo`` at ``revision`` if it is fully in the HF cache.
+
+    Offline by construction: only ``huggingface_hub.try_to_load_from_cache`` is used. The
+    repo id matches the cache case-insensitively; a snapshot counts only if it has a
+    ``config.json`` and all of its safetensors weights.
+    """
+    folder = "models--" + repo.replace("/", "--")
+    actual = _match_entry(cache, folder)
+    if actual is None or "/" not in repo:
+        return None
+    org_length = len(repo.split("/", 1)[0])
+    repo_id = f"{actual[8 : 8 + org_length]}/{actual[10 + org_length :]}"
+    from huggingface_hub import try_to_load_from_cache  # here: importing it costs ~0.1 s
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache, revision=revision)
+    except (ValueError, OSError) as exc:  # HFValidationError is a ValueError
+        log.debug("hf cache lookup failed repo=%s error=%s", repo_id, exc)
+        return None
+    if not isinstance(found, str):
+        return None
+    snapshot = Path(found).parent
+    return snapshot if _weights_complete(snapshot) else None
+
+
+def _weights_complete(snapshot: Path) -> bool:
+    index = snapshot / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return bool(shards) and all((snapshot / shard).is_file() for shard in shards)
+    return any(snapshot.glob("*.safetensors"))
+
+
+__all__ = [
+    "Alias",
+    "LocalModel",
+    "Registry",
+    "find_cached_snapshot",
+    "hf_cache_dir",
+    "hf_repo",
+]
