@@ -74,9 +74,9 @@ def start_server() -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=5)
             return proc, url
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or the worker still booting
             time.sleep(0.2)
     proc.kill()
     raise SystemExit("bridge did not start")

@@ -35,13 +35,16 @@ class BridgeApplication(BaseApplication):
             "errorlog": "-",
             "loglevel": "debug" if settings.debug else "info",
             "proc_name": "mlx-ollama-bridge",
+            # gunicorn >= 24 opens a control socket in ~/.gunicorn shared by every instance.
+            "control_socket_disable": True,
             **(overrides or {}),
         }
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # settings newer gunicorns added are skipped on old ones
+                self.cfg.set(key, value)
 
     def load(self):
         # Runs in the worker process.
