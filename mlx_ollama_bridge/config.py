@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "mlx-ollama-bridge"
 DEFAULT_PORT = 11434
+DEFAULT_UPSTREAM = "http://127.0.0.1:11435"  # where `OLLAMA_HOST=127.0.0.1:11435 ollama serve` is
 CONFIG_FILE_NAME = "config.toml"
 _PORT = re.compile(r"[+-]?[0-9]+")
 _UINT = re.compile(r"[0-9]+")
@@ -208,6 +209,16 @@ def _parse_path(text: str) -> Path:
     return Path(text).expanduser()
 
 
+_OFF = ("off", "none", "no", "false", "0", "disabled")
+
+
+def parse_upstream(text: str) -> str | None:
+    """``MLX_BRIDGE_UPSTREAM``: an ``OLLAMA_HOST``-style address -> base URL; ``off`` -> None."""
+    if text.strip().lower() in _OFF:
+        return None
+    return parse_ollama_host(text).url
+
+
 def _home(env: Mapping[str, str]) -> Path:
     return Path(env["HOME"]) if env.get("HOME") else Path.home()
 
@@ -303,6 +314,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "threads", "MLX_BRIDGE_THREADS", 16, "HTTP threads of the gunicorn worker.", _parse_count
     ),
+    Setting(
+        "upstream",
+        "MLX_BRIDGE_UPSTREAM",
+        DEFAULT_UPSTREAM,
+        "A real Ollama to forward unknown models to and merge into /api/tags and /api/ps "
+        "(host:port or URL, OLLAMA_HOST forms); off = none.",
+        parse_upstream,
+    ),
+    Setting(
+        "api_key",
+        "MLX_BRIDGE_API_KEY",
+        "",
+        "Bearer token required on every route except GET and HEAD /; empty = no key.",
+        str,
+    ),
 )
 
 
@@ -323,6 +349,8 @@ class Settings:
     origins: tuple[str, ...] = ()
     max_body_bytes: int = 64 * _MIB
     threads: int = 16
+    upstream: str | None = DEFAULT_UPSTREAM  # base URL of a real Ollama; None = off
+    api_key: str = field(default="", repr=False)  # never printed with the settings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -396,4 +424,5 @@ __all__ = [
     "default_models_dir",
     "parse_go_bool",
     "parse_ollama_host",
+    "parse_upstream",
 ]

@@ -10,6 +10,8 @@ from ..config import Settings
 from ..registry import Registry
 from .context import EXTENSION
 from .errors import register_error_handlers
+from .observability import register_observability
+from .security import register_security
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -32,9 +34,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         "engine": engine,
     }
     from .ollama_api import bp as ollama_bp
+    from .ops_api import bp as ops_bp
 
     app.register_blueprint(ollama_bp)
+    app.register_blueprint(ops_bp)
     register_error_handlers(app)
+    register_observability(app, settings)
+    register_security(app, settings)
     return app
 
 

@@ -31,7 +31,7 @@ class BridgeApplication(BaseApplication):
             "graceful_timeout": 30,
             "keepalive": 5,
             "preload_app": False,
-            "accesslog": "-",
+            "accesslog": None,  # the app writes one key=value line per request itself
             "errorlog": "-",
             "loglevel": "debug" if settings.debug else "info",
             "proc_name": "mlx-ollama-bridge",

@@ -8,6 +8,7 @@ from typing import Any
 from flask import request
 
 from ..errors import BadRequest
+from .observability import note_model
 
 _MAX_DEPTH = 64
 
@@ -24,7 +25,7 @@ _JSON_TYPE = {
 
 def json_body() -> dict[str, Any]:
     """The request body as a JSON object; 400 with a clear message otherwise."""
-    raw = request.get_data(cache=False)
+    raw = request.get_data(cache=True)  # kept: a request for upstream's model is re-sent
     if not raw.strip():
         raise BadRequest("missing request body")
     try:
@@ -41,6 +42,7 @@ def json_body() -> dict[str, Any]:
         raise BadRequest(f"cannot unmarshal {_json_type(body)} into an object")
     if _depth(body) > _MAX_DEPTH:
         raise BadRequest("request body is nested too deeply")
+    note_model(body.get("model") or body.get("name"))
     return body
 
 
