@@ -89,7 +89,7 @@ def test_ollama_run_interactive_sequence(server):
         )
         assert lines[-1]["done"] is True
         history += [
-            {"role": "assistant", "content": "".join(l["message"]["content"] for l in lines)},
+            {"role": "assistant", "content": "".join(line["message"]["content"] for line in lines)},
             {"role": "user", "content": "more"},
         ]
 
@@ -162,7 +162,7 @@ def test_open_webui_sequence(server):
         "keep_alive": "5m",
     }
     lines = ndjson(requests.post(server.url + "/api/chat", json=chat, stream=True))
-    assert lines[-1]["done"] is True and all("message" in l for l in lines)
+    assert lines[-1]["done"] is True and all("message" in line for line in lines)
     eject = requests.post(
         server.url + "/api/generate", json={"model": "tiny:latest", "keep_alive": 0}
     ).json()
