@@ -1,7 +1,10 @@
 """The ``mlx-ollama-bridge`` command line.
 
-Commands that use models talk to a running bridge over HTTP like any client; ``serve``
-starts it and ``import``/``import-defaults`` write into the local model store.
+``serve`` starts the bridge and ``import``/``import-defaults`` write into the local model
+store. Every other command is a client of a running server, over HTTP like any Ollama client
+(``commands/``): ``run``, ``chat``, ``list``, ``ps``, ``show``, ``pull``, ``rm``, ``cp``,
+``stop``, ``status``, ``switch``, ``doctor``, ``config show``. ``--host`` (before the command)
+or ``OLLAMA_HOST`` says where the bridge is, parsed as the ``ollama`` CLI parses it.
 """
 
 from __future__ import annotations
@@ -11,19 +14,47 @@ import errno
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 import click
-import psutil
 
 from . import OLLAMA_COMPAT_VERSION, __version__
+from .client import ClientError
+from .commands import doctor, models, ops, pull, run
+from .commands.common import CliState, readable, state
+from .commands.doctor import port_owner
 from .config import Settings, parse_ollama_host
 from .errors import BridgeError
 
+ALIASES = {"ls": "list"}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class BridgeGroup(click.Group):
+    """The root group: ``ls`` = ``list``, and one readable line for any client error."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # The command boundary: a failed request is "Error: <server's message>", exit 1.
+        try:
+            return super().invoke(ctx)
+        except ClientError as exc:
+            raise readable(exc, ctx.obj if isinstance(ctx.obj, CliState) else None) from exc
+
+
+@click.group(cls=BridgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlx-ollama-bridge")
-def main() -> None:
+@click.option(
+    "--host",
+    metavar="ADDRESS",
+    help="The bridge to talk to (OLLAMA_HOST forms: host, host:port, :port, URL). "
+    "Default: $OLLAMA_HOST, else 127.0.0.1:11434.",
+)
+@click.pass_context
+def main(ctx: click.Context, host: str | None) -> None:
     """A drop-in Ollama server that runs models on Apple's MLX."""
+    ctx.obj = CliState(host=host)
 
 
 @main.command()
@@ -33,6 +64,7 @@ def main() -> None:
 def serve(host: str | None, port: int | None, dev: bool) -> None:
     """Serve the Ollama API (default 127.0.0.1:11434)."""
     settings = Settings.from_env()
+    host = host or state().host  # `mlx-ollama-bridge --host X serve` works too
     address = parse_ollama_host(host) if host else settings.host
     if port is not None:
         address = dataclasses.replace(address, port=port)
@@ -105,18 +137,24 @@ def _check_port_free(host: str, port: int) -> None:
             if exc.errno != errno.EADDRINUSE:
                 raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
             raise click.ClickException(
-                f"port {port} is already in use{_port_owner(port)}. Either move Ollama to "
+                f"port {port} is already in use{port_owner(port)}. Either move Ollama to "
                 "another port (OLLAMA_HOST=127.0.0.1:11435 ollama serve) or run the bridge "
                 "on another one (mlx-ollama-bridge serve --port 11436)."
             ) from exc
 
 
-def _port_owner(port: int) -> str:
+for _module in (run, models, pull, ops, doctor):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
+
+
+def _add_service_group() -> None:
+    """``service ...`` comes from the service package; the CLI works without it."""
     try:
-        for conn in psutil.net_connections(kind="tcp"):
-            listening = conn.status == psutil.CONN_LISTEN
-            if conn.pid and listening and conn.laddr and conn.laddr.port == port:
-                return f" by {psutil.Process(conn.pid).name()} (pid {conn.pid})"
-    except (psutil.Error, OSError):
-        pass  # listing other users' sockets needs privileges on macOS
-    return ""
+        from .service.cli import service_group
+    except ImportError:  # not there (yet): every other command still works
+        return
+    main.add_command(service_group, "service")
+
+
+_add_service_group()

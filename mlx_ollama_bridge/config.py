@@ -201,6 +201,14 @@ def _parse_load_timeout(text: str) -> float:
     return math.inf if seconds <= 0 else seconds
 
 
+def _parse_fraction(text: str) -> float:
+    """A share of physical memory: 0 < value <= 1."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(text)
+    return value
+
+
 def _parse_origins(text: str) -> tuple[str, ...]:
     return tuple(origin.strip() for origin in text.split(",") if origin.strip())
 
@@ -315,6 +323,14 @@ SETTINGS: tuple[Setting, ...] = (
         "threads", "MLX_BRIDGE_THREADS", 16, "HTTP threads of the gunicorn worker.", _parse_count
     ),
     Setting(
+        "memory_fraction",
+        "MLX_BRIDGE_MEMORY_FRACTION",
+        0.75,
+        "Share of physical RAM loaded models may use (0-1]; a model that cannot fit is refused, "
+        "idle ones are evicted to make room.",
+        _parse_fraction,
+    ),
+    Setting(
         "upstream",
         "MLX_BRIDGE_UPSTREAM",
         DEFAULT_UPSTREAM,
@@ -349,6 +365,7 @@ class Settings:
     origins: tuple[str, ...] = ()
     max_body_bytes: int = 64 * _MIB
     threads: int = 16
+    memory_fraction: float = 0.75  # of physical RAM, for loaded models
     upstream: str | None = DEFAULT_UPSTREAM  # base URL of a real Ollama; None = off
     api_key: str = field(default="", repr=False)  # never printed with the settings
 

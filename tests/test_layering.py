@@ -37,7 +37,13 @@ def uses(path: Path, *roots: str) -> bool:
 
 
 def test_only_the_backend_and_converter_import_mlx():
-    allowed = {PACKAGE / "engine" / "backend.py", PACKAGE / "store" / "gguf.py"}
+    # engine/embeddings.py is the BERT encoder behind the backend's embed(): model code in
+    # mlx.nn, kept out of backend.py so that the seam stays one readable page.
+    allowed = {
+        PACKAGE / "engine" / "backend.py",
+        PACKAGE / "engine" / "embeddings.py",
+        PACKAGE / "store" / "gguf.py",
+    }
     offenders = [p for p in files() if p not in allowed and uses(p, "mlx", "mlx_lm")]
     assert offenders == []
 

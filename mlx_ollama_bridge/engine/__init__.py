@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .embed_job import EmbeddingRequest, EmbeddingResult
 from .options import IGNORED_OPTIONS, Options, merge_options, validate_options
 from .requests import (
     Event,
@@ -16,6 +17,8 @@ from .scheduler import Scheduler as Engine
 
 __all__ = [
     "IGNORED_OPTIONS",
+    "EmbeddingRequest",
+    "EmbeddingResult",
     "Engine",
     "Event",
     "Failed",

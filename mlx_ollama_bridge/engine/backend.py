@@ -27,7 +27,9 @@ from mlx_lm.sample_utils import (
 from mlx_lm.utils import load as mlx_load
 
 from ..errors import BadRequest, ModelLoadError
+from . import embeddings
 from .options import Options
+from .tool_formats import TokenizerMarkup
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ class LoadedModel:
     size_bytes: int
     context_length: int
     on_gpu: bool = False
+    encoder: embeddings.Encoder | None = None  # set for BERT-family embedding models
+    pooling: embeddings.Pooling = embeddings.Pooling()  # how embed() pools hidden states
 
     def is_eos(self, token: int) -> bool:
         """True if ``token`` ends generation for this model."""
@@ -55,7 +59,26 @@ class MLXBackend:
     """Loads models and runs token generation with mlx-lm."""
 
     def load(self, path: Path) -> LoadedModel:
-        """Load the mlx-lm model directory at ``path`` (weights are evaluated eagerly)."""
+        """Load the model directory at ``path`` (weights are evaluated eagerly).
+
+        BERT-family encoders go to ``embeddings``; everything else to mlx-lm.
+        """
+        on_gpu = mx.default_device().type == mx.DeviceType.gpu
+        if on_gpu:
+            _wire_recommended_memory()
+        if embeddings.is_encoder_dir(path):
+            encoder = embeddings.load_encoder(path)
+            context = encoder.model.config.max_position_embeddings
+            return LoadedModel(
+                path,
+                encoder.model,
+                encoder.tokenizer,
+                encoder.size_bytes,
+                context,
+                on_gpu,
+                encoder=encoder,
+                pooling=encoder.pooling,
+            )
         try:
             model, tokenizer = mlx_load(str(path))
         except FileNotFoundError as exc:
@@ -63,14 +86,39 @@ class MLXBackend:
         except (ValueError, KeyError, OSError, RuntimeError) as exc:
             raise ModelLoadError(f"failed to load model from {path}: {exc}") from exc
         size = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
-        on_gpu = mx.default_device().type == mx.DeviceType.gpu
-        return LoadedModel(path, model, tokenizer, size, _context_length(path), on_gpu)
+        pooling = embeddings.read_pooling(path)
+        return LoadedModel(
+            path, model, tokenizer, size, _context_length(path), on_gpu, None, pooling
+        )
 
     def unload(self, loaded: LoadedModel) -> None:
         """Drop a model's buffers and return the memory to the system."""
         loaded.model = None
         loaded.tokenizer = None
+        loaded.encoder = None
         mx.clear_cache()
+
+    def embedding_tokens(
+        self, loaded: LoadedModel, text: str, limit: int, *, truncate: bool
+    ) -> list[int]:
+        """Token ids to embed ``text``, at most ``limit``; BadRequest if too long and not
+        ``truncate`` (Ollama keeps the beginning of an over-long input)."""
+        if loaded.encoder is not None:
+            return embeddings.tokenize(loaded.encoder, text, limit, truncate=truncate)
+        if not callable(getattr(loaded.model, "model", None)):  # no body exposing hidden states
+            raise BadRequest("this model does not support embeddings", status_code=501)
+        ids = list(loaded.tokenizer.encode(text))
+        if len(ids) > limit and not truncate:
+            raise BadRequest(embeddings.TOO_LONG)
+        return ids[: max(limit, 1)]
+
+    def embed(self, loaded: LoadedModel, batch: list[list[int]]) -> list[list[float]]:
+        """One pooled vector per token list (float32 values; normalised only if the model's
+        sentence-transformers config says so)."""
+        if loaded.encoder is not None:
+            return embeddings.encode_batch(loaded.encoder, batch)
+        # decoder LLMs: one sequence at a time, so no padding mask is needed
+        return [embeddings.pool_decoder_states(loaded.model, ids, loaded.pooling) for ids in batch]
 
     def render_chat(
         self,
@@ -79,12 +127,19 @@ class MLXBackend:
         *,
         tools: list[dict[str, Any]] | None = None,
         chat_template: str | None = None,
+        enable_thinking: bool | None = None,
     ) -> str:
-        """Render messages with the model's (or an override) chat template, ready to answer."""
+        """Render messages with the model's (or an override) chat template, ready to answer.
+
+        ``enable_thinking`` is the Qwen3-style template switch (mlx-lm maps it to the name a
+        custom renderer uses); None leaves mlx-lm's default.
+        """
         tokenizer = loaded.tokenizer
         kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
         if tools:
             kwargs["tools"] = tools
+        if enable_thinking is not None:
+            kwargs["enable_thinking"] = enable_thinking
         if chat_template:
             kwargs["chat_template"] = chat_template
         elif not tokenizer.has_chat_template:
@@ -93,6 +148,19 @@ class MLXBackend:
             return tokenizer.apply_chat_template(messages, **kwargs)
         except Exception as exc:  # jinja2 raises many types; all mean "bad template/input"
             raise BadRequest(f"template error: {exc}") from exc
+
+    def output_markup(self, loaded: LoadedModel) -> TokenizerMarkup:
+        """Think tags and tool-call syntax as mlx-lm inferred them from the tokenizer."""
+        tokenizer = loaded.tokenizer
+        parser = getattr(tokenizer, "tool_parser", None)
+        return TokenizerMarkup(
+            think_start=getattr(tokenizer, "think_start", None),
+            think_end=getattr(tokenizer, "think_end", None),
+            tool_family=parser.__module__.rsplit(".", 1)[-1] if parser is not None else None,
+            tool_call_start=getattr(tokenizer, "tool_call_start", None),
+            tool_call_end=getattr(tokenizer, "tool_call_end", None),
+            tool_parser=parser,
+        )
 
     def encode(self, loaded: LoadedModel, text: str, *, add_special_tokens: bool) -> list[int]:
         """Tokenize ``text``."""
@@ -181,6 +249,19 @@ def _generated_only(processor: LogitsProcessor, prompt_length: int) -> LogitsPro
         return processor(tokens[prompt_length:], logits)
 
     return apply
+
+
+def _wire_recommended_memory() -> None:
+    """Let Metal keep up to its recommended working set wired (mlx-lm does this only while
+    generating; a server keeps models resident between requests, so it is set for good)."""
+    try:
+        from mlx_lm.utils import maybe_set_recommended_wired_limit
+    except ImportError:  # older mlx-lm
+        return
+    try:
+        maybe_set_recommended_wired_limit()
+    except (RuntimeError, ValueError) as exc:
+        log.warning("could not set the wired memory limit: %s", exc)
 
 
 def _plain_prompt(messages: list[dict[str, Any]]) -> str:

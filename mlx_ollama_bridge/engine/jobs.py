@@ -1,7 +1,8 @@
 """One generation in flight: prompt construction, token stepping and Ollama's metrics.
 
 A job is advanced one token at a time by the scheduler thread, so several jobs can share the
-thread and new ones can join between steps.
+thread and new ones can join between steps. Decoded text goes through the stop strings, then
+the output parser, which splits it into content, thinking and tool calls (``parsers``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from ..errors import BadRequest
 from .backend import LoadedModel, MLXBackend
 from .gotemplate import render_legacy_template
-from .requests import Event, Finished, GenerationRequest, TextChunk
+from .parsers import OutputParser, make_output_parser
+from .requests import Event, Finished, GenerationRequest
 from .stops import StopMatcher
 
 
@@ -26,10 +28,12 @@ class GenerationJob:
         self.replies = replies
         self.submitted_at = time.perf_counter()
         self.prompt_tokens: list[int] = []
+        self.prompt_text = ""  # the rendered prompt (without a generate request's context)
         self.generated: list[int] = []
         self._tokens: Iterator[int] | None = None
         self._detokenizer: Any = None
         self._stops = StopMatcher(request.options.stop)
+        self._parser = OutputParser()
         self._loaded: LoadedModel | None = None
         self._started_at = 0.0
         self._first_token_at = 0.0
@@ -40,9 +44,24 @@ class GenerationJob:
     def start(self, backend: MLXBackend, loaded: LoadedModel, context_length: int) -> None:
         """Build the prompt tokens and the token stream; raises BadRequest on bad input."""
         self._loaded = loaded
-        tokens = build_prompt_tokens(backend, loaded, self.request)
-        tokens = fit_to_context(tokens, self.request, context_length)
+        request = self.request
+        self.prompt_text, tokens = build_prompt(backend, loaded, request)
+        tokens = fit_to_context(tokens, request, context_length)
         self.prompt_tokens = tokens
+        self._parser = make_output_parser(
+            template=request.model.chat_template,
+            markup=backend.output_markup(loaded),
+            thinking_capable="thinking" in request.model.capabilities,
+            think=request.think,
+            prompt_text=self.prompt_text,
+            tools=request.tools,
+        )
+        self._detokenizer = backend.detokenizer(loaded)
+        self._started_at = time.perf_counter()
+        if request.render_only:  # `_debug_render_only`: finish at the first step
+            self._max_tokens = 0
+            self._tokens = iter(())
+            return
         ctx = context_length
         needs_window = len(tokens) + self._max_tokens > ctx
         if not self.request.shift:
@@ -54,8 +73,6 @@ class GenerationJob:
             self.request.options,
             max_kv_size=ctx if needs_window and self.request.shift else None,
         )
-        self._detokenizer = backend.detokenizer(loaded)
-        self._started_at = time.perf_counter()
 
     # -- stepping ----------------------------------------------------------------------------
 
@@ -71,10 +88,7 @@ class GenerationJob:
             return self._finish("stop")
         self.generated.append(token)
         self._detokenizer.add_token(token)
-        events: list[Event] = []
-        text = self._stops.feed(self._detokenizer.last_segment)
-        if text:
-            events.append(TextChunk(text))
+        events = self._parser.feed(self._stops.feed(self._detokenizer.last_segment))
         if self._stops.stopped:
             return events + self._finish("stop", flush=False)
         if len(self.generated) >= self._max_tokens:
@@ -84,17 +98,19 @@ class GenerationJob:
     def close(self) -> None:
         """Release the token generator (and with it the KV cache)."""
         if self._tokens is not None:
-            self._tokens.close()  # type: ignore[attr-defined]
+            close = getattr(self._tokens, "close", None)
+            if close is not None:
+                close()
             self._tokens = None
 
     def _finish(self, reason: str, *, flush: bool = True) -> list[Event]:
         now = time.perf_counter()
-        events: list[Event] = []
+        text = ""
         if flush:
             self._detokenizer.finalize()
             text = self._stops.feed(self._detokenizer.last_segment) + self._stops.flush()
-            if text:
-                events.append(TextChunk(text))
+        # Held-back markup is released (or parsed) even when a stop string ended the output.
+        events: list[Event] = self._parser.feed(text) + self._parser.finish()
         first = self._first_token_at or now
         context = None
         if not self.request.is_chat and not self.request.raw:
@@ -113,30 +129,39 @@ class GenerationJob:
         return events
 
 
-def build_prompt_tokens(
+def build_prompt(
     backend: MLXBackend, loaded: LoadedModel, request: GenerationRequest
-) -> list[int]:
-    """Turn a chat or generate request into prompt token ids, as Ollama builds prompts."""
+) -> tuple[str, list[int]]:
+    """The rendered prompt and its token ids, as Ollama builds prompts.
+
+    The text leaves out a generate request's ``context`` (token ids from an earlier call).
+    """
     model = request.model
     if request.is_chat:
         messages = _with_system(list(model.messages) + list(request.messages or []), model.system)
         text = backend.render_chat(
-            loaded, messages, tools=request.tools, chat_template=model.manifest.template
+            loaded,
+            messages,
+            tools=request.tools,
+            chat_template=model.manifest.template,
+            enable_thinking=request.think,
         )
-        return backend.encode(loaded, text, add_special_tokens=False)
+        return text, backend.encode(loaded, text, add_special_tokens=False)
     prompt = request.prompt or ""
     context = list(request.context or [])
     if request.raw:
-        return context + backend.encode_raw(loaded, prompt)
+        return prompt, context + backend.encode_raw(loaded, prompt)
     system = request.system if request.system is not None else model.system
     if request.template:
         values = {"System": system or "", "Prompt": prompt}
         text = render_legacy_template(request.template, values)
-        return context + backend.encode_raw(loaded, text)
+        return text, context + backend.encode_raw(loaded, text)
     history = [] if context else list(model.messages)
     messages = _with_system(history + [{"role": "user", "content": prompt}], system)
-    text = backend.render_chat(loaded, messages, chat_template=model.manifest.template)
-    return context + backend.encode(loaded, text, add_special_tokens=False)
+    text = backend.render_chat(
+        loaded, messages, chat_template=model.manifest.template, enable_thinking=request.think
+    )
+    return text, context + backend.encode(loaded, text, add_special_tokens=False)
 
 
 def fit_to_context(tokens: list[int], request: GenerationRequest, context_length: int) -> list[int]:

@@ -33,6 +33,8 @@ class GenerationRequest:
     raw: bool = False
     context: list[int] | None = None
     tools: list[dict[str, Any]] | None = None
+    think: bool | None = None  # None: the model cannot think; else Ollama's resolved `think`
+    render_only: bool = False  # `_debug_render_only`: render the prompt, generate nothing
     keep_alive_s: float | None = None
     truncate: bool = True
     shift: bool = True
@@ -56,6 +58,30 @@ class TextChunk:
     """A piece of generated text (stop strings already removed)."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class ThinkingChunk:
+    """A piece of the model's reasoning (its think tags removed)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One parsed tool call; ``index`` counts calls within the response from 0."""
+
+    index: int
+    name: str
+    arguments: dict[str, Any]
+    id: str
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """Complete tool calls, sent whole once their markup has been parsed."""
+
+    calls: tuple[ToolCall, ...]
 
 
 @dataclass(frozen=True)
@@ -90,4 +116,4 @@ class RunningModel:
     active_requests: int
 
 
-Event = Ready | TextChunk | Finished | Failed
+Event = Ready | TextChunk | ThinkingChunk | ToolCalls | Finished | Failed

@@ -3,8 +3,9 @@
 Semantics follow Ollama's ``server/sched.go``: models stay loaded while requests use them;
 when the last request finishes, the model's keep-alive timer starts and the model is
 unloaded when it expires; ``keep_alive`` on a request updates the model's (sticky) duration;
-at most ``max_loaded_models`` stay resident, evicting idle ones soonest-to-expire first; the
-pending queue is bounded (503 when full). HTTP threads talk to the thread through queues.
+at most ``max_loaded_models`` within the memory budget (``preflight``) stay resident, idle ones
+evicted soonest-to-expire first; the pending queue is bounded (503 when full). Embedding jobs
+share the queue and the residents. HTTP threads talk to the thread through queues.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BridgeError, ModelLoadError, ServerBusy
 from .backend import LoadedModel, MLXBackend
+from .embed_job import EmbeddingJob, EmbeddingRequest, EmbeddingResult
 from .jobs import GenerationJob
+from .preflight import MemoryBudget, check_model_files
 from .requests import Failed, Finished, GenerationRequest, Ready, RunningModel
 
 if TYPE_CHECKING:
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _IDLE_WAKEUP_S = 1.0
+_Job = GenerationJob | EmbeddingJob
 
 
 @dataclass
@@ -44,15 +48,15 @@ class _Resident:
     num_ctx: int
     active: int = 0
     expires_at: float = math.inf
-    jobs: list[GenerationJob] = field(default_factory=list)
+    jobs: list[_Job] = field(default_factory=list)
 
 
 @dataclass
 class _Command:
-    kind: str  # "generate" | "load" | "unload" | "stop"
+    kind: str  # "generate" (embedding jobs too) | "load" | "unload" | "stop"
     replies: queue.Queue[Any]
     model: LocalModel | None = None
-    job: GenerationJob | None = None
+    job: _Job | None = None
     keep_alive_s: float | None = None
     num_ctx: int = 0
 
@@ -65,12 +69,14 @@ class Scheduler:
         settings: Settings,
         backend: MLXBackend | None = None,
         clock: Callable[[], float] = time.monotonic,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._settings = settings
         self._backend = backend or MLXBackend()
         self._clock = clock
+        self._budget = budget or MemoryBudget.from_settings(settings)
         self._inbox: queue.Queue[_Command] = queue.Queue()
-        self._pending: deque[GenerationJob] = deque()
+        self._pending: deque[_Job] = deque()
         self._resident: dict[str, _Resident] = {}
         self._lock = threading.Lock()  # guards _resident for snapshots from HTTP threads
         self._waiting = 0  # requests submitted and not yet admitted
@@ -96,17 +102,29 @@ class Scheduler:
 
     def submit(self, request: GenerationRequest) -> tuple[GenerationJob, Ready]:
         """Queue a generation; block until it is admitted. Raises BridgeError before any output."""
+        job = GenerationJob(request, queue.Queue())
+        return job, self._enqueue(job)
+
+    def embed(self, request: EmbeddingRequest) -> tuple[EmbeddingResult, int]:
+        """Embed ``request.inputs``; returns the result and the load duration in ns.
+
+        Admitted like a generation (queue, keep_alive, loading, eviction); raises BridgeError.
+        """
+        job = EmbeddingJob(request, queue.Queue())
+        ready = self._enqueue(job)
+        return job.wait_for_result(self.is_alive), ready.load_duration_ns
+
+    def _enqueue(self, job: _Job) -> Ready:
+        """Put a job in the pending queue; block until it is admitted (or refused)."""
         with self._lock:
             if self._waiting >= self._settings.max_queue:
                 raise ServerBusy()
             self._waiting += 1
-        replies: queue.Queue[Any] = queue.Queue()
-        job = GenerationJob(request, replies)
-        self._inbox.put(_Command("generate", replies, model=request.model, job=job))
-        first = replies.get()
+        self._inbox.put(_Command("generate", job.replies, model=job.request.model, job=job))
+        first = job.replies.get()
         if isinstance(first, BaseException):
             raise first
-        return job, first
+        return first
 
     def load(self, model: LocalModel, keep_alive_s: float | None, num_ctx: int) -> int:
         """Load (or keep) a model without generating; returns the load duration in ns."""
@@ -228,7 +246,7 @@ class Scheduler:
     # -- admission ---------------------------------------------------------------------------
 
     def _admit_pending(self) -> None:
-        still_waiting: deque[GenerationJob] = deque()
+        still_waiting: deque[_Job] = deque()
         while self._pending:
             job = self._pending.popleft()
             if job.request.cancel.is_set():
@@ -238,7 +256,7 @@ class Scheduler:
                 still_waiting.append(job)
         self._pending = still_waiting
 
-    def _try_admit(self, job: GenerationJob) -> bool:
+    def _try_admit(self, job: _Job) -> bool:
         request = job.request
         resident = self._resident.get(_key(request.model))
         if resident is not None and len(resident.jobs) >= self._settings.num_parallel:
@@ -287,7 +305,9 @@ class Scheduler:
             if keep_alive_s is not None:
                 resident.keep_alive_s = keep_alive_s
             return resident
-        if not self._make_room():
+        check_model_files(model)  # missing/truncated/changed files: a clear error, not a crash
+        self._budget.check_alone(model.name.display, model.size)
+        if not self._make_room(model.size):
             return None
         log.info("loading model=%s path=%s", model.name.display, model.path)
         try:
@@ -309,9 +329,16 @@ class Scheduler:
         trained = model.context_length or requested
         return max(4, min(requested, trained))
 
-    def _make_room(self) -> bool:
+    def _make_room(self, need_bytes: int) -> bool:
+        """Evict idle models (soonest to expire first) until the count limit and the memory
+        budget leave room; False if only busy models are in the way (the caller waits)."""
         limit = self._settings.max_loaded_models or 3
-        while len(self._resident) >= limit:
+
+        def crowded() -> bool:
+            used = sum(r.handle.size_bytes for r in self._resident.values())
+            return len(self._resident) >= limit or not self._budget.fits(used, need_bytes)
+
+        while self._resident and crowded():
             idle = [(r.expires_at, k) for k, r in self._resident.items() if not r.active]
             if not idle:
                 return False
@@ -325,13 +352,17 @@ class Scheduler:
             for job in list(resident.jobs):
                 self._step_one(key, resident, job)
 
-    def _step_one(self, key: str, resident: _Resident, job: GenerationJob) -> None:
+    def _step_one(self, key: str, resident: _Resident, job: _Job) -> None:
         if job.request.cancel.is_set():
             log.info("request canceled model=%s", resident.name)
             self._retire(key, resident, job)
             return
         try:
             events = job.step()
+        except BridgeError as exc:
+            job.replies.put(Failed(exc))
+            self._retire(key, resident, job)
+            return
         except Exception as exc:
             log.exception("generation failed model=%s", resident.name)
             job.replies.put(Failed(BridgeError(f"generation failed: {exc}")))
@@ -339,10 +370,10 @@ class Scheduler:
             return
         for event in events:
             job.replies.put(event)
-        if events and isinstance(events[-1], Finished):
+        if events and isinstance(events[-1], (Finished, EmbeddingResult)):
             self._retire(key, resident, job)
 
-    def _retire(self, key: str, resident: _Resident, job: GenerationJob) -> None:
+    def _retire(self, key: str, resident: _Resident, job: _Job) -> None:
         job.close()
         resident.jobs.remove(job)
         resident.active -= 1

@@ -1,7 +1,8 @@
 """The one place where exceptions become HTTP error responses.
 
 Native routes answer ``{"error": "..."}``; unknown routes and wrong methods answer plain
-text like Ollama's router (``404 page not found`` / ``405 method not allowed``).
+text like Ollama's router (``404 page not found`` / ``405 method not allowed``). A model
+that is not here is first offered to the upstream Ollama (``upstream_proxy``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ..errors import BridgeError
+from .upstream_proxy import forward_model_request
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(BridgeError)
     def _bridge_error(exc: BridgeError) -> Response:
+        # A model this bridge lacks may be the upstream Ollama's: its answer, streamed.
+        forwarded = forward_model_request(exc)
+        if forwarded is not None:
+            return forwarded
         if exc.status_code >= 500:
             log.error("request failed: %s", exc.message)
         return error_response(exc.message, exc.status_code)

@@ -1,17 +1,24 @@
-"""``/api/generate`` and ``/api/chat``: validate, submit to the engine, answer as Ollama does."""
+"""``/api/generate`` and ``/api/chat``: validate, submit to the engine, answer as Ollama does.
+
+The OpenAI layer (``openai_api``) translates its requests into native bodies and goes
+through :func:`prepare_generate` / :func:`prepare_chat` and :func:`start_generation` too,
+so checks, prompt building and the engine call exist once.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Response, jsonify
 
 from ..durations import parse_keep_alive
-from ..engine import Failed, Finished, GenerationRequest, TextChunk, merge_options
+from ..engine import Failed, Finished, GenerationRequest, Options, TextChunk, merge_options
 from ..engine import validate_options as check_options
-from ..errors import BadRequest, ModelNotFound
+from ..engine.requests import Event, ThinkingChunk, ToolCall, ToolCalls
+from ..errors import BadRequest, BridgeError, ModelNotFound
 from ..registry import LocalModel
 from .context import get_engine, get_registry, get_settings
 from .messages import parse_messages, parse_tools
@@ -19,9 +26,43 @@ from .parsing import model_name, optional, optional_str
 from .streaming import job_events, ndjson_response, now_rfc3339
 
 
+@dataclass
+class Prepared:
+    """A validated ``/api/generate`` or ``/api/chat`` call."""
+
+    name: str  # the model name exactly as the client sent it
+    model: LocalModel
+    chat: bool
+    stream: bool
+    keep_alive_s: float | None
+    options: Options
+    request: GenerationRequest | None  # None: empty prompt/messages, i.e. load or unload
+
+
+@dataclass
+class Outcome:
+    """A whole generation, collected from its events (``stream: false``)."""
+
+    content: str = ""
+    thinking: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finished: Finished | None = None
+
+
 def handle_generate(body: dict[str, Any]) -> Response:
     """POST /api/generate."""
     started = time.perf_counter()
+    return _respond(prepare_generate(body), started)
+
+
+def handle_chat(body: dict[str, Any]) -> Response:
+    """POST /api/chat."""
+    started = time.perf_counter()
+    return _respond(prepare_chat(body), started)
+
+
+def prepare_generate(body: dict[str, Any]) -> Prepared:
+    """Validate a native generate body, in Ollama's check order."""
     _check_top_logprobs(body)
     name = model_name(body)
     if not name:
@@ -38,26 +79,21 @@ def handle_generate(body: dict[str, Any]) -> Response:
     _check_capabilities(model, name, body, chat=False)
     if suffix:
         raise BadRequest(f"{model.name.fully_qualified} does not support insert")
-    if not prompt and not context:
-        return _load_or_unload(model, name, keep_alive, body, chat=False)
-    request = GenerationRequest(
-        model=model,
-        options=_options(model, body),
-        prompt=prompt,
-        system=system or None,
-        template=template,
-        raw=raw,
-        context=context,
-        keep_alive_s=keep_alive,
-        truncate=optional(body, "truncate", bool, True),
-        shift=optional(body, "shift", bool, True),
-    )
-    return _respond(request, name, body, started)
+    prepared = _prepared(model, name, body, keep_alive, chat=False)
+    if prompt or context:
+        prepared.request = GenerationRequest(
+            prompt=prompt,
+            system=system or None,
+            template=template,
+            raw=raw,
+            context=context,
+            **_common(prepared, body),
+        )
+    return prepared
 
 
-def handle_chat(body: dict[str, Any]) -> Response:
-    """POST /api/chat."""
-    started = time.perf_counter()
+def prepare_chat(body: dict[str, Any]) -> Prepared:
+    """Validate a native chat body, in Ollama's check order."""
     _check_top_logprobs(body)
     name = model_name(body)
     if not name:
@@ -69,18 +105,73 @@ def handle_chat(body: dict[str, Any]) -> Response:
     _check_capabilities(model, name, body, chat=True)
     if tools and "tools" not in model.capabilities:
         raise BadRequest(f"{model.name.fully_qualified} does not support tools")
-    if not messages:
-        return _load_or_unload(model, name, keep_alive, body, chat=True)
-    request = GenerationRequest(
-        model=model,
-        options=_options(model, body),
-        messages=messages,
-        tools=tools,
-        keep_alive_s=keep_alive,
-        truncate=optional(body, "truncate", bool, True),
-        shift=optional(body, "shift", bool, True),
-    )
-    return _respond(request, name, body, started)
+    prepared = _prepared(model, name, body, keep_alive, chat=True)
+    if messages:
+        prepared.request = GenerationRequest(
+            messages=messages, tools=tools, **_common(prepared, body)
+        )
+    return prepared
+
+
+def start_generation(request: GenerationRequest) -> tuple[Iterator[Event], int]:
+    """Submit to the engine: the job's events and the load duration in ns.
+
+    Errors before the first token (not found, busy, bad prompt) raise here; later ones
+    arrive as a ``Failed`` event.
+    """
+    engine = get_engine()
+    job, ready = engine.submit(request)
+    return job_events(job, engine.is_alive), ready.load_duration_ns
+
+
+def render_prompt(request: GenerationRequest) -> str:
+    """``_debug_render_only``: the prompt the model would see (the model gets loaded)."""
+    engine = get_engine()
+    job, _ready = engine.submit(request)
+    for _event in job_events(job, engine.is_alive):
+        pass  # render-only jobs finish at once; this retires the job
+    return job.prompt_text
+
+
+def load_or_unload(prepared: Prepared) -> str:
+    """Empty prompt/messages: load the model (or unload it with keep_alive 0), as Ollama.
+
+    Returns the ``done_reason``: ``load`` or ``unload``.
+    """
+    engine = get_engine()
+    if prepared.keep_alive_s == 0:
+        engine.unload(prepared.model)
+        return "unload"
+    engine.load(prepared.model, prepared.keep_alive_s, prepared.options.num_ctx)
+    return "load"
+
+
+def collect(events: Iterator[Event]) -> Outcome:
+    """Aggregate a generation; an error event raises (nothing has been sent yet)."""
+    outcome = Outcome()
+    content: list[str] = []
+    thinking: list[str] = []
+    for event in events:
+        if isinstance(event, TextChunk):
+            content.append(event.text)
+        elif isinstance(event, ThinkingChunk):
+            thinking.append(event.text)
+        elif isinstance(event, ToolCalls):
+            outcome.tool_calls.extend(event.calls)
+        elif isinstance(event, Failed):
+            raise BridgeError(event.error.message, status_code=event.error.status_code)
+        elif isinstance(event, Finished):
+            outcome.finished = event
+    if outcome.finished is None:
+        raise BridgeError("generation ended without a result")
+    outcome.content, outcome.thinking = "".join(content), "".join(thinking)
+    return outcome
+
+
+def native_tool_call(call: ToolCall) -> dict[str, Any]:
+    """Ollama's ToolCall: ``arguments`` an object, ``index`` always, no ``type``."""
+    function = {"index": call.index, "name": call.name, "arguments": call.arguments}
+    return {"id": call.id, "function": function}
 
 
 # -- checks -------------------------------------------------------------------------------
@@ -101,6 +192,7 @@ def _check_capabilities(model: LocalModel, name: str, body: dict[str, Any], *, c
             raise BadRequest(
                 f'invalid think value: "{think}" (must be "high", "medium", "low", true, or false)'
             )
+        # Levels are gpt-oss (harmony) only in Ollama; no model here speaks harmony.
         raise BadRequest(f'think value "{think}" is not supported for this model')
     if think is True and "thinking" not in model.capabilities:
         raise BadRequest(f'"{name}" does not support thinking')
@@ -116,6 +208,14 @@ def _check_capabilities(model: LocalModel, name: str, body: dict[str, Any], *, c
         raise BadRequest("structured output (format) is not supported by this bridge yet")
 
 
+def _resolved_think(model: LocalModel, body: dict[str, Any]) -> bool | None:
+    """Ollama's rule: on a thinking model an unset ``think`` means true; else not used."""
+    if "thinking" not in model.capabilities:
+        return None
+    think = body.get("think")
+    return True if think is None else bool(think)
+
+
 def _parse_context(value: Any) -> list[int] | None:
     if value is None:
         return None
@@ -126,71 +226,100 @@ def _parse_context(value: Any) -> list[int] | None:
     return value or None
 
 
-def _options(model: LocalModel, body: dict[str, Any]):
-    settings = get_settings()
-    return merge_options(
+def _prepared(
+    model: LocalModel, name: str, body: dict[str, Any], keep_alive: float | None, *, chat: bool
+) -> Prepared:
+    options = merge_options(
         model.parameters,
         check_options(body.get("options")),
-        default_num_ctx=settings.context_length,
+        default_num_ctx=get_settings().context_length,
     )
+    stream = optional(body, "stream", bool, True)
+    return Prepared(name, model, chat, stream, keep_alive, options, None)
 
 
-# -- responses ----------------------------------------------------------------------------
+def _common(prepared: Prepared, body: dict[str, Any]) -> dict[str, Any]:
+    """GenerationRequest fields shared by generate and chat."""
+    return {
+        "model": prepared.model,
+        "options": prepared.options,
+        "think": _resolved_think(prepared.model, body),
+        "render_only": optional(body, "_debug_render_only", bool, False),
+        "keep_alive_s": prepared.keep_alive_s,
+        "truncate": optional(body, "truncate", bool, True),
+        "shift": optional(body, "shift", bool, True),
+    }
 
 
-def _load_or_unload(
-    model: LocalModel, name: str, keep_alive: float | None, body: dict[str, Any], *, chat: bool
-) -> Response:
-    """Empty prompt/messages: load the model (or unload it with keep_alive 0), as Ollama."""
-    engine = get_engine()
-    if keep_alive == 0:
-        engine.unload(model)
-        reason = "unload"
-    else:
-        options = _options(model, body)
-        engine.load(model, keep_alive, options.num_ctx)
-        reason = "load"
-    reply = _line(name, chat, "")
-    reply.update(done=True, done_reason=reason)
-    return jsonify(reply)
+# -- native responses ---------------------------------------------------------------------
 
 
-def _respond(request: GenerationRequest, name: str, body: dict[str, Any], started: float):
-    engine = get_engine()
-    job, ready = engine.submit(request)
-    events = job_events(job, engine.is_alive)
-    lines = _lines(events, name, request.is_chat, started, ready.load_duration_ns)
-    if optional(body, "stream", bool, True):
-        return ndjson_response(lines)
-    return jsonify(_aggregate(lines, request.is_chat))
+def _respond(prepared: Prepared, started: float) -> Response:
+    request = prepared.request
+    if request is None:
+        reply = {**_line(prepared, ""), "done": True, "done_reason": load_or_unload(prepared)}
+        return jsonify(reply)
+    if request.render_only:
+        info = {"rendered_template": render_prompt(request), "image_count": 0}
+        return jsonify({**_line(prepared, ""), "done": False, "_debug_info": info})
+    events, load_ns = start_generation(request)
+    if prepared.stream:
+        return ndjson_response(_lines(events, prepared, started, load_ns))
+    outcome = collect(events)
+    assert outcome.finished is not None
+    return jsonify(_final_line(outcome.finished, prepared, started, load_ns, outcome))
 
 
 def _lines(
-    events: Iterator[Any], name: str, chat: bool, started: float, load_ns: int
+    events: Iterator[Event], prepared: Prepared, started: float, load_ns: int
 ) -> Iterator[dict[str, Any]]:
     for event in events:
         if isinstance(event, TextChunk):
-            yield {**_line(name, chat, event.text), "done": False}
+            yield {**_line(prepared, event.text), "done": False}
+        elif isinstance(event, ThinkingChunk):
+            yield {**_line(prepared, "", thinking=event.text), "done": False}
+        elif isinstance(event, ToolCalls):
+            yield {**_line(prepared, "", tool_calls=list(event.calls)), "done": False}
         elif isinstance(event, Failed):
             yield {"error": event.error.message}
         elif isinstance(event, Finished):
-            yield _final_line(event, name, chat, started, load_ns)
+            yield _final_line(event, prepared, started, load_ns)
 
 
-def _line(name: str, chat: bool, text: str) -> dict[str, Any]:
-    line: dict[str, Any] = {"model": name, "created_at": now_rfc3339()}
-    if chat:
-        line["message"] = {"role": "assistant", "content": text}
+def _line(
+    prepared: Prepared,
+    text: str,
+    *,
+    thinking: str = "",
+    tool_calls: list[ToolCall] | None = None,
+) -> dict[str, Any]:
+    line: dict[str, Any] = {"model": prepared.name, "created_at": now_rfc3339()}
+    if prepared.chat:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if thinking:
+            message["thinking"] = thinking
+        if tool_calls:
+            message["tool_calls"] = [native_tool_call(c) for c in tool_calls]
+        line["message"] = message
     else:
         line["response"] = text
+        if thinking:
+            line["thinking"] = thinking
     return line
 
 
 def _final_line(
-    event: Finished, name: str, chat: bool, started: float, load_ns: int
+    event: Finished,
+    prepared: Prepared,
+    started: float,
+    load_ns: int,
+    outcome: Outcome | None = None,
 ) -> dict[str, Any]:
-    line = {**_line(name, chat, ""), "done": True, "done_reason": event.done_reason}
-    if event.context is not None and not chat:
+    """The ``done`` line; with ``outcome`` (``stream: false``) it carries the whole answer."""
+    whole = outcome or Outcome()
+    line = _line(prepared, whole.content, thinking=whole.thinking, tool_calls=whole.tool_calls)
+    line.update(done=True, done_reason=event.done_reason)
+    if event.context is not None and not prepared.chat:
         line["context"] = event.context
     metrics = {
         "total_duration": int((time.perf_counter() - started) * 1e9),
@@ -203,20 +332,3 @@ def _final_line(
     # Go's omitempty: zero metrics are left out, not sent as 0.
     line.update({k: v for k, v in metrics.items() if v})
     return line
-
-
-def _aggregate(lines: Iterator[dict[str, Any]], chat: bool) -> dict[str, Any]:
-    """``stream: false``: one object with the concatenated text and the final metrics."""
-    parts: list[str] = []
-    for line in lines:
-        if "error" in line:
-            raise BadRequest(line["error"], status_code=500)
-        if not line["done"]:
-            parts.append(line["message"]["content"] if chat else line["response"])
-            continue
-        if chat:
-            line["message"]["content"] = "".join(parts)
-        else:
-            line["response"] = "".join(parts)
-        return line
-    raise BadRequest("generation ended without a result", status_code=500)

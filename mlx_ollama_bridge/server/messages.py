@@ -14,7 +14,8 @@ def parse_messages(value: Any) -> list[dict[str, Any]]:
     """Check Ollama chat messages; roles are lower-cased, missing content is ``""``.
 
     Tool results keep ``tool_name`` and also get ``name``, which Hugging Face chat templates
-    read; tool-call arguments stay objects (templates serialise them).
+    read; an assistant's ``thinking`` is also ``reasoning_content`` (Qwen3's name for it);
+    tool-call arguments stay objects (templates serialise them).
     """
     if value is None:
         return []
@@ -58,6 +59,9 @@ def _message(index: int, message: Any) -> dict[str, Any]:
             out[key] = value
     if "tool_name" in out:
         out["name"] = out["tool_name"]
+    if "thinking" in out and out["role"] == "assistant":
+        # Qwen3-style templates keep the reasoning of the current tool-calling turn from here.
+        out["reasoning_content"] = out["thinking"]
     images = message.get("images")
     if images is not None:
         if not isinstance(images, list) or not all(isinstance(i, str) for i in images):

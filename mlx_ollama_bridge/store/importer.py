@@ -12,6 +12,7 @@ from ..manifest import Manifest, file_sha256, hash_model_dir
 from ..names import ModelName
 from ..registry import LocalModel, Registry
 from .gguf import convert_gguf
+from .manage import store_lock
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,18 @@ def import_gguf(
     """
     ModelName.parse(name)  # reject a bad name before spending time converting
     digest = file_sha256(gguf_path)
+    with store_lock(registry):  # a concurrent delete must not prune these weights meanwhile
+        return _import_locked(registry, gguf_path, digest, name, parameters, system)
+
+
+def _import_locked(
+    registry: Registry,
+    gguf_path: Path,
+    digest: str,
+    name: str,
+    parameters: dict[str, Any] | None,
+    system: str | None,
+) -> LocalModel:
     weights_dir = registry.weights_root / f"gguf-{digest[:16]}"
     if not (weights_dir / "config.json").exists():
         weights_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -49,4 +62,3 @@ def import_gguf(
         parameters=dict(parameters or {}),
     )
     return registry.write_manifest(name, manifest)
-

@@ -1,0 +1,210 @@
+"""``doctor``: check what the bridge needs and say how to fix what is missing.
+
+MLX is checked in a child Python process: the CLI is a client and never imports MLX itself
+(importing it initialises Metal, which is slow and pointless for a client).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import psutil
+
+from ..client import Client, ClientError
+from ..config import parse_ollama_host
+from .common import CliState, state
+from .format import human_bytes
+
+MIN_PYTHON = (3, 10)
+MLX_TIMEOUT_S = 120.0  # the first Metal initialisation can take a while on a cold machine
+LOW_MEMORY_BYTES = 2 * 1000**3
+_MLX_PROBE = """
+import json, mlx.core as mx
+device = mx.default_device()
+info = {"mlx": getattr(mx, "__version__", "?"), "device": getattr(device.type, "name", str(device))}
+try:
+    info["metal"] = bool(mx.metal.is_available())
+except Exception:
+    info["metal"] = False
+try:
+    import mlx_lm
+    info["mlx_lm"] = getattr(mlx_lm, "__version__", "?")
+except Exception as exc:
+    info["mlx_lm_error"] = repr(exc)
+print(json.dumps(info))
+"""
+
+
+@dataclass
+class Check:
+    """One line of the report: ``ok`` True (✓), False (✗) or None (- for information)."""
+
+    ok: bool | None
+    text: str
+    fix: str = ""
+
+    def render(self) -> str:
+        mark = {True: "✓", False: "✗", None: "-"}[self.ok]
+        line = f"{mark} {self.text}"
+        return f"{line}\n    fix: {self.fix}" if self.fix and not self.ok else line
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info[:2] >= MIN_PYTHON:
+        return Check(True, f"Python {version} ({sys.executable})")
+    return Check(False, f"Python {version} is too old", "install Python 3.10 or newer")
+
+
+def check_mlx(python: str = sys.executable) -> Check:
+    """Import MLX (and mlx-lm) in a child process and report the device."""
+    package = "mlx" if sys.platform == "darwin" else "mlx[cpu]"
+    fix = f"{python} -m pip install '{package}' mlx-lm"
+    try:
+        done = subprocess.run(
+            [python, "-c", _MLX_PROBE], capture_output=True, text=True, timeout=MLX_TIMEOUT_S
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check(False, f"MLX could not be checked: {exc}", fix)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["import failed"])[-1]
+        return Check(False, f"MLX is not importable: {last}", fix)
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    if "mlx_lm_error" in info:
+        return Check(False, f"mlx-lm is not importable: {info['mlx_lm_error']}", fix)
+    where = "Metal GPU" if info["metal"] else "CPU only, no Metal: slow"
+    text = f"MLX {info['mlx']}, mlx-lm {info['mlx_lm']}, device {info['device']} ({where})"
+    if not info["metal"] and sys.platform == "darwin":
+        return Check(False, text, "use a native arm64 Python on Apple silicon (not Rosetta)")
+    return Check(True, text)
+
+
+def check_memory() -> Check:
+    memory = psutil.virtual_memory()
+    text = f"memory: {human_bytes(memory.total)} total, {human_bytes(memory.available)} available"
+    if memory.available < LOW_MEMORY_BYTES:
+        return Check(False, text, "close other apps or use a smaller (4-bit) model")
+    return Check(True, text)
+
+
+def check_store(models_dir: Path) -> Check:
+    """The store must be writable (or creatable) for pull/import/cp."""
+    existing = models_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if os.access(existing, os.W_OK):
+        how = "writable" if existing == models_dir else "will be created"
+        return Check(True, f"model store {models_dir} ({how})")
+    return Check(
+        False,
+        f"model store {models_dir} is not writable",
+        "set MLX_BRIDGE_MODELS to a folder you can write",
+    )
+
+
+def check_bridge(cli: CliState) -> Check:
+    """Something answering at the bridge's address, or at least a free port for it."""
+    url = cli.bridge_url
+    try:
+        version = _client(url).version()
+        return Check(True, f"server answering at {url} (Ollama API {version})")
+    except ClientError as exc:
+        reason = exc.message
+    address = parse_ollama_host(cli.host) if cli.host else cli.settings.host
+    serve = "mlx-ollama-bridge serve (or mlx-ollama-bridge service install)"
+    if _port_in_use(address.host or "127.0.0.1", address.port):
+        return Check(
+            False,
+            f"port {address.port} is in use{port_owner(address.port)} but does not answer "
+            f"the Ollama API ({reason})",
+            "stop that program, or run the bridge on another port: "
+            "mlx-ollama-bridge serve --port 11436",
+        )
+    return Check(False, f"no bridge running at {url} (port {address.port} is free)", serve)
+
+
+def check_upstream(cli: CliState) -> Check:
+    url = cli.upstream_url
+    if not url:
+        return Check(None, "upstream Ollama: off (MLX_BRIDGE_UPSTREAM=off)")
+    try:
+        version = _client(url).version()
+    except ClientError:
+        return Check(
+            None,
+            f"no upstream Ollama at {url} (optional: models the bridge lacks cannot go there)",
+        )
+    return Check(True, f"upstream Ollama {version} at {url}")
+
+
+def check_service() -> Check:
+    try:
+        from ..service import ServiceError, make_manager
+    except ImportError:
+        return Check(None, "service: not available in this version")
+    try:
+        manager = make_manager()
+    except ServiceError as exc:
+        return Check(None, f"service: {exc}")
+    if Path(manager.definition_path).exists():
+        return Check(True, f"service installed ({manager.definition_path})")
+    return Check(None, "service not installed (start at login: mlx-ollama-bridge service install)")
+
+
+def port_owner(port: int) -> str:
+    """`` by <name> (pid N)`` for the process listening on ``port``, or "" if unknown."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            listening = conn.status == psutil.CONN_LISTEN
+            if conn.pid and listening and conn.laddr and conn.laddr.port == port:
+                return f" by {psutil.Process(conn.pid).name()} (pid {conn.pid})"
+    except (psutil.Error, OSError):
+        pass  # listing other users' sockets needs privileges on macOS
+    return ""
+
+
+def _client(url: str) -> Client:
+    return Client(url, connect_timeout_s=2.0, read_timeout_s=5.0)
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+@click.command()
+def doctor() -> None:
+    """Check Python, MLX, memory, the model store, the port, upstream Ollama and the service."""
+    cli = state()
+    checks = [
+        check_python(),
+        check_mlx(),
+        check_memory(),
+        check_store(Path(cli.settings.models_dir)),
+        check_bridge(cli),
+        check_upstream(cli),
+        check_service(),
+    ]
+    for check in checks:
+        click.echo(check.render())
+    failed = sum(check.ok is False for check in checks)
+    click.echo(f"\n{failed} problem(s) found." if failed else "\nAll checks passed.")
+    if failed:
+        click.get_current_context().exit(1)
+
+
+COMMANDS = (doctor,)

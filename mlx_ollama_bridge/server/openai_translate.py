@@ -1,0 +1,306 @@
+"""OpenAI request bodies -> native Ollama bodies, and engine results -> OpenAI objects.
+
+As Ollama's ``openai`` package: ``/v1`` never talks to the engine itself. A chat or
+completion request becomes the native body ``/api/chat`` or ``/api/generate`` would receive
+(so model lookup, capability checks, options validation and errors are the native ones),
+and the generation's events are rendered back in OpenAI's shapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import time
+from typing import Any
+
+from ..engine import Finished
+from ..engine.requests import ToolCall
+from ..errors import BadRequest
+from ..registry import LocalModel
+
+FINGERPRINT = "fp_ollama"
+_IMAGE_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "jpg", "png", "webp"))
+_EFFORTS = {"none": False, "low": "low", "medium": "medium", "high": "high"}
+
+
+class InvalidField(BadRequest):
+    """A request the translator rejects (400, ``invalid_request_error``), naming the field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+def chat_to_native(body: dict[str, Any]) -> dict[str, Any]:
+    """``/v1/chat/completions`` -> an ``/api/chat`` body."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidField("'messages' must be an array", "messages")
+    if not messages:
+        raise InvalidField("[] is too short - 'messages'", "messages")
+    native: dict[str, Any] = {
+        "model": body.get("model"),
+        "messages": _messages(messages),
+        "stream": _stream(body),
+        "options": _options(body),
+        "tools": body.get("tools"),
+        "format": _format(body.get("response_format")),
+        "think": _think(body),
+        "_debug_render_only": body.get("_debug_render_only"),
+    }
+    return {k: v for k, v in native.items() if v is not None}
+
+
+def completion_to_native(body: dict[str, Any]) -> dict[str, Any]:
+    """``/v1/completions`` -> an ``/api/generate`` body (templated: there is no ``raw``)."""
+    prompt = body.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise InvalidField("only a string 'prompt' is supported", "prompt")
+    native: dict[str, Any] = {
+        "model": body.get("model"),
+        "prompt": prompt,
+        "suffix": body.get("suffix"),
+        "stream": _stream(body),
+        "options": _options(body),
+        "_debug_render_only": body.get("_debug_render_only"),
+    }
+    return {k: v for k, v in native.items() if v is not None}
+
+
+def include_usage(body: dict[str, Any]) -> bool:
+    """``stream_options.include_usage``."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise InvalidField("'stream_options' must be an object", "stream_options")
+    return bool(options.get("include_usage"))
+
+
+def _stream(body: dict[str, Any]) -> bool:
+    stream = body.get("stream", False)  # OpenAI's default, unlike Ollama's
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidField("'stream' must be a boolean", "stream")
+    return bool(stream)
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    """Sampling fields -> Ollama options; OpenAI's defaults where Ollama's differ."""
+    options: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0}
+    for key in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty"):
+        if body.get(key) is not None:
+            options[key] = body[key]
+    limit = body.get("max_completion_tokens")
+    if limit is None:
+        limit = body.get("max_tokens")
+    if limit is not None:
+        options["num_predict"] = limit
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        options["stop"] = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        options["stop"] = stop
+    elif stop is not None:
+        raise InvalidField(f"invalid type for 'stop' field: {_type_name(stop)}", "stop")
+    return options
+
+
+def _format(response_format: Any) -> Any:
+    """``response_format`` -> native ``format`` (the native path decides what it supports)."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidField("'response_format.json_schema.schema' must be an object")
+        return schema
+    raise InvalidField(
+        "'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format"
+    )
+
+
+def _think(body: dict[str, Any]) -> bool | str | None:
+    """``reasoning_effort`` / ``reasoning.effort``: none -> think false, a level -> a level."""
+    reasoning = body.get("reasoning")
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+    if effort is None:
+        effort = body.get("reasoning_effort")
+    if effort is None:
+        return None
+    if effort not in _EFFORTS:
+        raise InvalidField(
+            f'invalid reasoning value: \'{effort}\' (must be "high", "medium", "low", or "none")',
+            "reasoning_effort",
+        )
+    return _EFFORTS[effort]
+
+
+def _messages(messages: list[Any]) -> list[dict[str, Any]]:
+    native: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidField(f"messages[{index}] must be an object", "messages")
+        native.extend(_message(message, messages))
+    return native
+
+
+def _message(message: dict[str, Any], history: list[Any]) -> list[dict[str, Any]]:
+    """One OpenAI message -> native messages (each content part becomes its own message)."""
+    role, content = message.get("role"), message.get("content")
+    extra: dict[str, Any] = {}
+    if message.get("tool_calls"):
+        extra["tool_calls"] = _tool_calls_to_native(message["tool_calls"])
+    reasoning = message.get("reasoning") or message.get("reasoning_content")
+    if reasoning:
+        extra["thinking"] = reasoning
+    if isinstance(role, str) and role.lower() == "tool":
+        name = message.get("name") or _tool_name_for(message.get("tool_call_id"), history)
+        extra.update(tool_name=name or None, tool_call_id=message.get("tool_call_id"))
+    extra = {k: v for k, v in extra.items() if v is not None}
+    if isinstance(content, str) or content == []:
+        return [{"role": role, "content": content or "", **extra}]
+    if content is None:
+        if "tool_calls" not in extra:
+            raise InvalidField("invalid message content type: <nil>", "messages")
+        return [{"role": role, "content": "", **extra}]
+    if not isinstance(content, list):
+        raise InvalidField(f"invalid message content type: {_type_name(content)}", "messages")
+    parts = [{"role": role, **_content_part(part)} for part in content]
+    if parts and extra:
+        parts[-1].update(extra)  # calls and names belong with the message's last part
+    return parts
+
+
+def _content_part(part: Any) -> dict[str, Any]:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "text" and isinstance(part.get("text"), str):
+        return {"content": part["text"]}
+    if kind == "image_url":
+        url = part.get("image_url")
+        url = url.get("url") if isinstance(url, dict) else url
+        if isinstance(url, str):
+            return {"content": "", "images": [_image_data(url)]}
+    raise InvalidField("invalid message format", "messages")
+
+
+def _image_data(url: str) -> str:
+    """A ``data:`` URL -> bare base64 (Ollama's form); web URLs are not fetched."""
+    prefix = next((p for p in (*_IMAGE_PREFIXES, "data:;base64,") if url.startswith(p)), None)
+    if prefix is None:
+        raise InvalidField("invalid image input", "messages")
+    data = url[len(prefix) :]
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidField("invalid image input", "messages") from exc
+    return data
+
+
+def _tool_calls_to_native(calls: Any) -> list[dict[str, Any]]:
+    """OpenAI tool calls (arguments a JSON string) -> native ones (arguments an object)."""
+    if not isinstance(calls, list):
+        raise InvalidField("'tool_calls' must be an array", "messages")
+    native = []
+    for index, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidField("tool calls need function.name", "messages")
+        arguments = function.get("arguments") or "{}"
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError as exc:
+                raise InvalidField("invalid tool call arguments", "messages") from exc
+        entry: dict[str, Any] = {"function": {"index": index, "name": function["name"]}}
+        entry["function"]["arguments"] = arguments
+        if isinstance(call.get("id"), str):
+            entry["id"] = call["id"]
+        native.append(entry)
+    return native
+
+
+def _tool_name_for(call_id: Any, history: list[Any]) -> str | None:
+    """The function an earlier assistant call with this id named (the last one wins)."""
+    if not call_id:
+        return None
+    for message in reversed(history):
+        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+            if isinstance(call, dict) and call.get("id") == call_id:
+                function = call.get("function")
+                return function.get("name") if isinstance(function, dict) else None
+    return None
+
+
+def _type_name(value: Any) -> str:
+    return {list: "array", dict: "object", bool: "boolean", str: "string"}.get(
+        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+# -- responses ----------------------------------------------------------------------------
+
+
+def new_id(prefix: str) -> str:
+    """``chatcmpl-…`` / ``cmpl-…``."""
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+def envelope(prefix: str, kind: str, model: str) -> dict[str, Any]:
+    """The fields every response object and chunk of one request shares."""
+    return {
+        "id": new_id(prefix),
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": FINGERPRINT,
+    }
+
+
+def openai_tool_call(call: ToolCall) -> dict[str, Any]:
+    """OpenAI's tool call: ``arguments`` as a JSON string, with ``type``."""
+    arguments = json.dumps(call.arguments, ensure_ascii=False)
+    return {
+        "id": call.id,
+        "index": call.index,
+        "type": "function",
+        "function": {"name": call.name, "arguments": arguments},
+    }
+
+
+def usage(finished: Finished | None) -> dict[str, int]:
+    """Token counts from the native metrics."""
+    prompt = finished.prompt_eval_count if finished else 0
+    completion = finished.eval_count if finished else 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def finish_reason(done_reason: str | None, called_tools: bool) -> str | None:
+    """``tool_calls`` when a turn that called tools stopped normally; else the native reason."""
+    if done_reason == "stop" and called_tools:
+        return "tool_calls"
+    return done_reason or None
+
+
+def model_object(model: LocalModel, model_id: str | None = None) -> dict[str, Any]:
+    """One entry of ``/v1/models``: ``owned_by`` is the namespace (``library`` by default)."""
+    return {
+        "id": model_id or model.name.display,
+        "object": "model",
+        "created": int(model.modified_at.timestamp()),
+        "owned_by": model.name.namespace,
+    }

@@ -1,0 +1,171 @@
+"""Forwarding to the upstream Ollama, and merging its lists into ``/api/tags`` and ``/api/ps``.
+
+The hook is the error path: a model-addressed route raises :class:`ModelNotFound` before any
+byte is written, and ``errors.py`` asks :func:`forward_model_request` to resend the original
+request (method, path, query, body bytes, content headers) upstream. The answer goes back as
+it arrives, chunk by chunk, status code and body unchanged. Upstream down, off, or the
+request marked local-only: the original 404 stands.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, current_app, jsonify, request
+
+from ..errors import BridgeError, ModelNotFound
+from ..upstream import (
+    LOCAL_ONLY_HEADER,
+    Upstream,
+    UpstreamUnavailable,
+    iter_body,
+    rfc3339_seconds,
+)
+from .context import get_settings
+
+log = logging.getLogger(__name__)
+
+_KEY = "mlx_ollama_bridge.upstream"
+_CREATE_LOCK = threading.Lock()
+BACKEND_KEY = "backend"  # in each entry's details: where the model runs
+MLX, OLLAMA = "mlx", "ollama"
+
+# Routes whose request names one model: a ModelNotFound there may be upstream's model.
+MODEL_ROUTES = frozenset(
+    {
+        "/api/generate",
+        "/api/chat",
+        "/api/show",
+        "/api/embed",
+        "/api/embeddings",
+        "/api/delete",
+        "/api/copy",
+        "/api/push",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/messages",
+    }
+)
+_REQUEST_HEADERS = ("Content-Type", "Accept", "User-Agent", "X-Request-Id")
+_RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "Retry-After", "X-Request-Id")
+
+
+def get_upstream() -> Upstream | None:
+    """The app's upstream (made on first use from the settings), or None when it is off."""
+    state = current_app.extensions.get(_KEY)
+    if state is None:
+        with _CREATE_LOCK:
+            state = current_app.extensions.get(_KEY)
+            if state is None:
+                state = current_app.extensions[_KEY] = [Upstream.from_settings(get_settings())]
+    return state[0]
+
+
+def local_only() -> bool:
+    """True if the client asked for this bridge's own models only (loop guard, ``switch mlx``)."""
+    return bool(request.headers.get(LOCAL_ONLY_HEADER))
+
+
+def _live_upstream() -> Upstream | None:
+    if local_only():
+        return None
+    upstream = get_upstream()
+    return upstream if upstream is not None and upstream.is_up() else None
+
+
+# -- forwarding ---------------------------------------------------------------------------
+
+
+def forward_model_request(exc: BridgeError) -> Response | None:
+    """Upstream's answer to the current request if ``exc`` means "not here"; else None."""
+    if not isinstance(exc, ModelNotFound) or not exc.name:
+        return None
+    if request.path not in MODEL_ROUTES and not request.path.startswith("/v1/models/"):
+        return None
+    upstream = _live_upstream()
+    if upstream is None:
+        return None
+    path = request.full_path if request.query_string else request.path
+    headers = {k: request.headers[k] for k in _REQUEST_HEADERS if k in request.headers}
+    body = request.get_data(cache=True)  # parsing.json_body cached the bytes it read
+    try:
+        reply = upstream.open(request.method, path, body, headers)
+    except UpstreamUnavailable as err:
+        if not err.connected:  # gone since the last probe: answer as if it were down
+            log.warning("upstream unreachable url=%s error=%s", upstream.base_url, err)
+            return None
+        log.warning("upstream timed out url=%s error=%s", upstream.base_url, err)
+        reply = jsonify({"error": f"upstream Ollama at {upstream.base_url} did not answer in time"})
+        reply.status_code = 502
+        return reply
+    log.info("forwarded to upstream model=%s path=%s status=%s", exc.name, path, reply.status_code)
+    kept = {k: reply.headers[k] for k in _RESPONSE_HEADERS if k in reply.headers}
+    ndjson = kept.get("Content-Type", "").startswith("application/x-ndjson")
+    return Response(
+        _relay(reply, upstream.base_url, ndjson),
+        status=reply.status_code,
+        headers=kept,
+        direct_passthrough=True,  # hand each chunk to the server as is: no buffering
+    )
+
+
+def _relay(reply: Any, base_url: str, ndjson: bool) -> Iterator[bytes]:
+    """Upstream's body as it arrives; a broken NDJSON stream ends with an error line."""
+    try:
+        yield from iter_body(reply)
+    except UpstreamUnavailable as err:
+        log.warning("upstream stream broke url=%s error=%s", base_url, err)
+        if ndjson:  # Ollama's rule once streaming: a final {"error": ...} line
+            message = f"upstream Ollama at {base_url} stopped responding ({err})"
+            yield (json.dumps({"error": message}) + "\n").encode()
+
+
+# -- merged lists -------------------------------------------------------------------------
+
+
+def merged_models(local: list[dict[str, Any]], path: str, sort_key: str) -> list[dict[str, Any]]:
+    """``local`` entries plus upstream's from ``path`` (``/api/tags`` or ``/api/ps``).
+
+    Every entry's ``details`` says where it runs; on a name clash the bridge's entry wins.
+    Sorted by ``sort_key`` (an RFC 3339 time) newest first, as Ollama sorts both lists.
+    """
+    for entry in local:
+        _mark(entry, MLX)
+    upstream = _live_upstream()
+    if upstream is None:
+        return local
+    reply = upstream.get_json(path)
+    theirs = reply.get("models") if isinstance(reply, dict) else None
+    if not isinstance(theirs, list):
+        return local
+    ours = {str(entry.get("name", "")).lower() for entry in local}
+    extra = [
+        _mark(entry, OLLAMA)
+        for entry in theirs
+        if isinstance(entry, dict) and str(entry.get("name", "")).lower() not in ours
+    ]
+    return sorted(local + extra, key=lambda e: rfc3339_seconds(e.get(sort_key)), reverse=True)
+
+
+def _mark(entry: dict[str, Any], backend: str) -> dict[str, Any]:
+    details = entry.get("details")
+    if not isinstance(details, dict):
+        details = entry["details"] = {}
+    details[BACKEND_KEY] = backend
+    return entry
+
+
+__all__ = [
+    "BACKEND_KEY",
+    "MODEL_ROUTES",
+    "forward_model_request",
+    "get_upstream",
+    "local_only",
+    "merged_models",
+]

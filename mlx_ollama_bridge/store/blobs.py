@@ -1,0 +1,128 @@
+"""Uploaded blobs (``/api/blobs/:digest``) and models created from them (``/api/create`` files).
+
+``ollama create`` with ``FROM ./model.gguf`` (or ``FROM ./a-safetensors-dir``) uploads each
+file as a blob named by its SHA-256, then sends ``files``: name -> digest. A GGUF file is
+converted like ``mlx-ollama-bridge import``; a safetensors directory (``config.json`` plus
+``*.safetensors`` and tokenizer files) is copied into the store's weights. Blobs live in
+``<models_dir>/blobs/sha256-<hex>`` until a create consumes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from ..errors import BadRequest
+from ..registry import LocalModel, Registry
+
+_DIGEST = re.compile(r"sha256[:-]([0-9a-f]{64})")
+_CHUNK = 1 << 20
+
+
+def parse_digest(digest: str) -> str:
+    """The 64 hex characters of ``sha256:<hex>`` / ``sha256-<hex>``; 400 otherwise."""
+    match = _DIGEST.fullmatch(digest or "")
+    if not match:
+        raise BadRequest("invalid digest format")
+    return match.group(1)
+
+
+def blob_file(registry: Registry, digest: str) -> Path:
+    """Where the blob with ``digest`` is (or would be) kept."""
+    return registry.models_dir / "blobs" / f"sha256-{parse_digest(digest)}"
+
+
+def save_blob(registry: Registry, digest: str, body: BinaryIO) -> bool:
+    """Store ``body`` as the blob ``digest``, hashing as it streams; True if newly created.
+
+    A blob that exists already is kept without reading the body, as Ollama does.
+    """
+    target = blob_file(registry, digest)
+    if target.is_file():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    hasher = hashlib.sha256()
+    fd, temp = tempfile.mkstemp(prefix=".upload-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            while chunk := body.read(_CHUNK):
+                hasher.update(chunk)
+                handle.write(chunk)
+        got = hasher.hexdigest()
+        if got != parse_digest(digest):
+            raise BadRequest(
+                f'digest mismatch, expected "sha256:{parse_digest(digest)}", got "sha256:{got}"'
+            )
+        os.replace(temp, target)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+    return True
+
+
+def check_files(files: Any) -> dict[str, str]:
+    """``files`` of /api/create: relative file names -> digests (400 for anything else)."""
+    if not isinstance(files, dict) or not files:
+        raise BadRequest('field "files" must be an object of file name -> digest')
+    out = {}
+    for name, digest in files.items():
+        path = PurePosixPath(str(name))
+        if path.is_absolute() or ".." in path.parts or "\\" in str(name) or not path.parts:
+            raise BadRequest("file path must be relative")
+        if not isinstance(digest, str):
+            raise BadRequest("invalid digest format")
+        parse_digest(digest)
+        out[path.as_posix()] = digest
+    return out
+
+
+def import_from_blobs(
+    registry: Registry,
+    name: str,
+    files: dict[str, str],
+    *,
+    parameters: dict[str, Any] | None = None,
+    system: str | None = None,
+) -> LocalModel:
+    """Create ``name`` from uploaded files: one GGUF, or a safetensors model directory."""
+    from .embedded import import_model_dir  # here: it imports the GGUF converter (MLX)
+    from .importer import import_gguf
+
+    sources = {rel: blob_file(registry, digest) for rel, digest in files.items()}
+    missing = [rel for rel, path in sources.items() if not path.is_file()]
+    if missing:
+        raise BadRequest(f"blob for {missing[0]} not found: upload it to /api/blobs first")
+    ggufs = [rel for rel in sources if rel.lower().endswith(".gguf")]
+    if len(ggufs) > 1:
+        raise BadRequest("one GGUF file per model (vision projectors are not supported)")
+    if not ggufs and (
+        "config.json" not in sources or not any(r.endswith(".safetensors") for r in sources)
+    ):
+        raise BadRequest("unknown type: send one GGUF file or config.json with safetensors")
+    if ggufs:
+        _check_gguf(sources[ggufs[0]])
+    with tempfile.TemporaryDirectory(dir=registry.models_dir) as scratch:
+        for rel, path in sources.items():  # the files under their names (loaders go by suffix)
+            link = Path(scratch, rel)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)  # copied or converted, never linked, into the weights
+        if ggufs:
+            gguf = Path(scratch, ggufs[0])
+            model = import_gguf(registry, gguf, name, parameters=parameters, system=system)
+        else:
+            model = import_model_dir(registry, Path(scratch), name, source="blobs")
+    for path in set(sources.values()):
+        path.unlink(missing_ok=True)  # consumed: the store has its own copy now
+    return model
+
+
+def _check_gguf(path: Path) -> None:
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise BadRequest("supplied file was not in GGUF format")
+
+
+__all__ = ["blob_file", "check_files", "import_from_blobs", "parse_digest", "save_blob"]
