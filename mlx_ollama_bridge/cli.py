@@ -70,8 +70,10 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
         address = dataclasses.replace(address, port=port)
     settings = dataclasses.replace(settings, host=address)
     _check_port_free(address.host, address.port)
-    logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO)
+    from .server.logging_setup import configure_logging
     from .server.security import exposure_warnings
+
+    configure_logging(settings)
 
     for warning in exposure_warnings(settings):
         logging.getLogger("mlx_ollama_bridge").warning(warning)

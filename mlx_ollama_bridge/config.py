@@ -339,11 +339,40 @@ SETTINGS: tuple[Setting, ...] = (
         parse_upstream,
     ),
     Setting(
+        "prompt_cache_entries",
+        "MLX_BRIDGE_PROMPT_CACHE",
+        4,
+        "KV caches kept per loaded model for reuse across turns (LRU, at most 1 GiB each "
+        "model); 0 = off.",
+        _parse_uint,
+    ),
+    Setting(
         "api_key",
         "MLX_BRIDGE_API_KEY",
         "",
         "Bearer token required on every route except GET and HEAD /; empty = no key.",
         str,
+    ),
+    Setting(
+        "log_file",
+        "MLX_BRIDGE_LOG_FILE",
+        None,
+        "Write the server log to this file, rotated by size; unset = standard error.",
+        _parse_path,
+    ),
+    Setting(
+        "log_max_bytes",
+        "MLX_BRIDGE_LOG_MAX_BYTES",
+        10 * _MIB,
+        "Size at which the log file is rotated, in bytes.",
+        _parse_count,
+    ),
+    Setting(
+        "log_backups",
+        "MLX_BRIDGE_LOG_BACKUPS",
+        3,
+        "Rotated log files kept beside the current one.",
+        _parse_count,
     ),
 )
 
@@ -367,7 +396,11 @@ class Settings:
     threads: int = 16
     memory_fraction: float = 0.75  # of physical RAM, for loaded models
     upstream: str | None = DEFAULT_UPSTREAM  # base URL of a real Ollama; None = off
+    prompt_cache_entries: int = 4  # per loaded model; 0 = no prompt cache reuse
     api_key: str = field(default="", repr=False)  # never printed with the settings
+    log_file: Path | None = None
+    log_max_bytes: int = 10 * _MIB
+    log_backups: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -299,7 +299,9 @@ def test_install_writes_the_launch_agent_and_bootstraps_it(fakes: Fakes, monkeyp
     assert plist["ThrottleInterval"] == 15
     assert plist["ProcessType"] == "Interactive"
     assert plist["WorkingDirectory"] == str(fakes.home)
-    assert plist["StandardOutPath"] == plist["StandardErrorPath"] == str(fakes.log_file)
+    stderr_file = fakes.log_dir / f"{LABEL}.stderr.log"
+    assert plist["StandardOutPath"] == plist["StandardErrorPath"] == str(stderr_file)
+    assert plist["EnvironmentVariables"]["MLX_BRIDGE_LOG_FILE"] == str(fakes.log_file)
     env = plist["EnvironmentVariables"]
     assert env["OLLAMA_HOST"] == "127.0.0.1:11500"
     assert env["OLLAMA_KEEP_ALIVE"] == "1h"
@@ -462,7 +464,9 @@ def test_custom_label_and_platform_from_the_environment(fakes: Fakes, monkeypatc
     assert result.exit_code == 0, result.output
     plist = _plist(fakes.agents / "com.example.bridge.plist")
     assert plist["Label"] == "com.example.bridge"
-    assert plist["StandardOutPath"] == str(fakes.log_dir / "com.example.bridge.log")
+    assert plist["StandardOutPath"] == str(fakes.log_dir / "com.example.bridge.stderr.log")
+    log_file = plist["EnvironmentVariables"]["MLX_BRIDGE_LOG_FILE"]
+    assert log_file == str(fakes.log_dir / "com.example.bridge.log")
     assert "MLX_BRIDGE_SERVICE_LABEL" not in plist["EnvironmentVariables"]
     target = f"{GUI}/com.example.bridge"
     assert fakes.calls()[-2:] == [

@@ -13,6 +13,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from ..config import Settings
+from .logging_setup import logging_config
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,7 @@ class BridgeApplication(BaseApplication):
             "keepalive": 5,
             "preload_app": False,
             "accesslog": None,  # the app writes one key=value line per request itself
-            "errorlog": "-",
-            "loglevel": "debug" if settings.debug else "info",
+            "logconfig_dict": logging_config(settings),
             "proc_name": "mlx-ollama-bridge",
             # gunicorn >= 24 opens a control socket in ~/.gunicorn shared by every instance.
             "control_socket_disable": True,

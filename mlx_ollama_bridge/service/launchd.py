@@ -30,6 +30,7 @@ from .logs import follow_file, tail_file
 log = logging.getLogger(__name__)
 
 DEFAULT_LABEL = "com.github.mlx-ollama-bridge"
+LOG_FILE_ENV = "MLX_BRIDGE_LOG_FILE"
 # Restart after a crash, an out-of-memory kill or a non-zero exit, but not after a clean
 # exit: a deliberate shutdown stays down instead of being fought by launchd.
 KEEP_ALIVE: dict[str, Any] = {"SuccessfulExit": False}
@@ -50,20 +51,36 @@ def launch_agents_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def build_plist(spec: ServiceSpec, log_file: Path) -> dict[str, Any]:
-    """The LaunchAgent property list for ``spec``; stdout and stderr share ``log_file`` so
-    its lines keep their order and one file holds everything."""
+    """The LaunchAgent property list for ``spec``.
+
+    The server writes its log to ``log_file`` itself (``MLX_BRIDGE_LOG_FILE``), rotating it by
+    size; launchd's stdout/stderr capture, which nothing rotates, only gets what escapes
+    logging (a crash in native code), in a ``.stderr.log`` beside it.
+    """
+    stderr_file = stderr_log_path(log_file)
     return {
         "Label": spec.label,
         "ProgramArguments": list(spec.program_args),
-        "EnvironmentVariables": dict(spec.environment),
+        "EnvironmentVariables": {**spec.environment, LOG_FILE_ENV: str(log_file)},
         "WorkingDirectory": str(spec.working_dir),
         "RunAtLoad": True,
         "KeepAlive": dict(KEEP_ALIVE),
         "ThrottleInterval": THROTTLE_INTERVAL_S,
         "ProcessType": PROCESS_TYPE,
-        "StandardOutPath": str(log_file),
-        "StandardErrorPath": str(log_file),
+        "StandardOutPath": str(stderr_file),
+        "StandardErrorPath": str(stderr_file),
     }
+
+
+def stderr_log_path(log_file: Path) -> Path:
+    """Where launchd captures the raw output: ``<label>.stderr.log`` beside the log."""
+    return log_file.with_name(log_file.stem + ".stderr.log")
+
+
+def _log_path(plist: dict[str, Any], default: Path) -> Path:
+    """The server's own log file as installed (older plists only had StandardOutPath)."""
+    env = plist.get("EnvironmentVariables") or {}
+    return Path(env.get(LOG_FILE_ENV) or plist.get("StandardOutPath") or default)
 
 
 def parse_print(text: str) -> dict[str, str]:
@@ -166,7 +183,7 @@ class LaunchdManager:
             label=self.label,
             definition=self.definition_path,
             installed=installed,
-            logs=plist.get("StandardOutPath") or str(self.log_file),
+            logs=str(_log_path(plist, self.log_file)),
             server_url=server_url(plist.get("EnvironmentVariables") or {}),
         )
         info = self._print()
@@ -184,7 +201,7 @@ class LaunchdManager:
     def logs(self, lines: int, follow: bool, echo: Callable[[str], None]) -> None:
         """The tail of the agent's log file, then new lines with ``follow``."""
         plist = self._installed_plist() if self.definition_path.exists() else {}
-        path = Path(plist.get("StandardOutPath") or self.log_file)
+        path = _log_path(plist, self.log_file)
         if follow:
             follow_file(path, lines, echo)
         else:
