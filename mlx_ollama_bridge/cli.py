@@ -94,18 +94,54 @@ def version() -> None:
 
 
 @main.command("import")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--name", required=True, help="Model name to import as, e.g. mymodel:latest.")
-def import_model(path: Path, name: str) -> None:
-    """Import a GGUF file into the local model store."""
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--name", help="Model name to import PATH as, e.g. mymodel:latest.")
+@click.option(
+    "--from-ollama",
+    "ollama_store",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[DIR]",
+    help="Import every GGUF model of an Ollama store (default $OLLAMA_MODELS or "
+    "~/.ollama/models) under its Ollama name.",
+)
+@click.option("--overwrite", is_flag=True, help="With --from-ollama: replace existing names.")
+def import_model(
+    path: Path | None, name: str | None, ollama_store: str | None, overwrite: bool
+) -> None:
+    """Import a GGUF file or an MLX model directory, or an Ollama store, into the store."""
     from .registry import Registry
-    from .store.importer import import_gguf
 
+    registry = Registry(Settings.from_env())
     try:
-        model = import_gguf(Registry(Settings.from_env()), path, name)
+        if ollama_store is not None:
+            _import_from_ollama(registry, ollama_store, overwrite)
+            return
+        if path is None or not name:
+            raise click.UsageError("give PATH and --name, or --from-ollama")
+        model = _import_path(registry, path, name)
     except BridgeError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(f"imported {model.name.display} ({model.details.get('quantization_level')})")
+
+
+def _import_path(registry, path: Path, name: str):
+    if path.is_dir():
+        from .store.embedded import import_model_dir
+
+        return import_model_dir(registry, path, name, source=f"dir:{path.resolve()}")
+    from .store.importer import import_gguf
+
+    return import_gguf(registry, path, name)
+
+
+def _import_from_ollama(registry, store: str, overwrite: bool) -> None:
+    from .store.ollama_store import import_ollama_store, ollama_models_dir
+
+    root = Path(store).expanduser() if store else ollama_models_dir()
+    for line in import_ollama_store(registry, root, overwrite=overwrite):
+        click.echo(line)
 
 
 @main.command("import-defaults")

@@ -13,6 +13,7 @@ import math
 import re
 import shutil
 import struct
+import tempfile
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -236,7 +237,7 @@ def _unpermute_rows(x: mx.array, n_head: int) -> mx.array:
 def _convert_weights(gguf_path: Path, meta: dict[str, Any], arch: str) -> dict[str, mx.array]:
     """Load the GGUF tensors and rename them for mlx-lm's llama, un-permuting q/k rows."""
     try:
-        weights = mx.load(str(gguf_path))
+        weights = _load_gguf_tensors(gguf_path)
     except (RuntimeError, ValueError) as exc:
         raise BadRequest(f"cannot load the tensors of {gguf_path.name}: {exc}") from exc
     n_head = meta[f"{arch}.attention.head_count"]
@@ -250,6 +251,16 @@ def _convert_weights(gguf_path: Path, meta: dict[str, Any], arch: str) -> dict[s
             value = value.astype(mx.float32)  # fp16 scales are many times slower on MLX CPU
         converted[f"{_mlx_name(stem)}.{suffix}"] = value
     return converted
+
+
+def _load_gguf_tensors(gguf_path: Path) -> dict[str, mx.array]:
+    """``mx.load`` picks the format from the file's extension; Ollama's blobs have none."""
+    if gguf_path.suffix.lower() == ".gguf":
+        return mx.load(str(gguf_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        alias = Path(tmp) / "model.gguf"
+        alias.symlink_to(gguf_path.resolve())
+        return mx.load(str(alias))
 
 
 def _quantization(weights: dict[str, mx.array]) -> dict[str, Any] | None:
