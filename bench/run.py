@@ -1,24 +1,32 @@
-"""Bridge vs raw mlx-lm on the same model and prompt, in one run.
+"""Bridge vs raw mlx-lm, concurrency, multi-turn prompt cache, cold load and RSS, in one run.
 
-Prints a JSON document and a readable table: decode tokens/s (and the bridge/raw ratio),
-time to first token, and the server's idle RSS before and after loading the model.
-Usage: ``python bench/run.py [--model smollm2:135m] [--tokens 32] [--runs 3]``.
+Prints a JSON document and readable tables:
+(1) decode tokens/s and time to first token, bridge vs ``mlx_lm.stream_generate``;
+(2) aggregate decode tokens/s at 1, 2, 4 and 8 concurrent streams;
+(3) a 6-turn chat: TTFT per turn with and without prompt-cache reuse;
+(4) cold load time; (5) the server's RSS with no model and with one loaded.
+Usage: ``python bench/run.py [--model smollm2:135m] [--tokens 32] [--runs 3]
+[--streams 1,2,4,8] [--turns 6] [--json out.json]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
-import psutil
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scenarios import concurrency, multi_turn  # noqa: E402
+from server import start_bridge, stream_chat  # noqa: E402
 
 QUESTION = "Write one sentence about the sea."
 
@@ -44,8 +52,13 @@ def raw_mlx(path: str, tokens: int, runs: int) -> dict[str, float]:
     return {"decode_tps": statistics.median(tps[1:]), "ttft_s": statistics.median(ttft[1:])}
 
 
-def bridge(url: str, model: str, tokens: int, runs: int) -> dict[str, float]:
-    """Decode speed (eval_count/eval_duration) and client-side TTFT through /api/chat."""
+def bridge_decode(url: str, model: str, tokens: int, runs: int) -> dict[str, float]:
+    """Decode speed (eval_count/eval_duration) and client-side TTFT through /api/chat.
+
+    The prompt differs from raw mlx-lm's in nothing, and each run says the same thing, so
+    from the second run on the prompt cache would serve it: it is disabled on this server
+    (``MLX_BRIDGE_PROMPT_CACHE=0``) to compare equal work.
+    """
     body = {
         "model": model,
         "messages": [{"role": "user", "content": QUESTION}],
@@ -54,38 +67,76 @@ def bridge(url: str, model: str, tokens: int, runs: int) -> dict[str, float]:
     }
     tps, ttft = [], []
     for _ in range(runs + 1):
-        start = time.perf_counter()
-        first = None
-        with requests.post(f"{url}/api/chat", json=body, stream=True, timeout=600) as reply:
-            for line in reply.iter_lines():
-                first = first or time.perf_counter() - start
-                final = json.loads(line)
+        first, _text, final = stream_chat(url, body)
         tps.append(final["eval_count"] / final["eval_duration"] * 1e9)
         ttft.append(first)
     return {"decode_tps": statistics.median(tps[1:]), "ttft_s": statistics.median(ttft[1:])}
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "mlx_ollama_bridge", "serve", "--host", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            requests.get(url, timeout=5)
-            return proc, url
-        except requests.RequestException:  # not listening yet, or the worker still booting
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("bridge did not start")
+def single_server(args: argparse.Namespace, streams: list[int]) -> dict[str, Any]:
+    """RSS, cold load, decode and concurrency on one server without a prompt cache."""
+    bridge = start_bridge(
+        OLLAMA_NUM_PARALLEL=str(max(streams)), MLX_BRIDGE_PROMPT_CACHE="0", OLLAMA_KEEP_ALIVE="-1"
+    )
+    try:
+        time.sleep(1.0)
+        rss_idle = bridge.rss_bytes()
+        load_start = time.perf_counter()
+        requests.post(f"{bridge.url}/api/generate", json={"model": args.model}, timeout=600)
+        cold_load_s = time.perf_counter() - load_start
+        rss_loaded = bridge.rss_bytes()
+        decode = bridge_decode(bridge.url, args.model, args.tokens, args.runs)
+        rows = [concurrency(bridge.url, args.model, n, args.concurrency_tokens) for n in streams]
+    finally:
+        bridge.stop()
+    return {
+        "bridge": decode,
+        "concurrency": rows,
+        "cold_load_s": cold_load_s,
+        "server_rss_mb": {"idle": rss_idle / 2**20, "one_model_loaded": rss_loaded / 2**20},
+    }
 
 
-def server_rss(proc: subprocess.Popen) -> int:
-    """RSS of the gunicorn worker (the process that holds the model)."""
-    children = psutil.Process(proc.pid).children(recursive=True)
-    return max((c.memory_info().rss for c in children), default=0)
+def chat_turns(args: argparse.Namespace, cache_entries: int) -> list[dict[str, float]]:
+    """The multi-turn chat on a fresh server with the given prompt cache size."""
+    bridge = start_bridge(MLX_BRIDGE_PROMPT_CACHE=str(cache_entries), OLLAMA_KEEP_ALIVE="-1")
+    try:
+        requests.post(f"{bridge.url}/api/generate", json={"model": args.model}, timeout=600)
+        return multi_turn(bridge.url, args.model, args.turns, args.turn_tokens)
+    finally:
+        bridge.stop()
+
+
+def print_tables(report: dict[str, Any]) -> None:
+    """The report as readable tables."""
+    raw, via = report["raw_mlx_lm"], report["bridge"]
+    print(f"\n{'':24}{'raw mlx-lm':>12}{'bridge':>12}")
+    print(f"{'decode tok/s':24}{raw['decode_tps']:12.2f}{via['decode_tps']:12.2f}")
+    print(f"{'time to first token s':24}{raw['ttft_s']:12.3f}{via['ttft_s']:12.3f}")
+    print(f"ratio bridge/raw decode: {report['decode_ratio_bridge_over_raw']:.3f}")
+    print(f"\n{'streams':>8}{'aggregate tok/s':>18}{'x single':>10}{'mean TTFT s':>14}")
+    base = report["concurrency"][0]["aggregate_tps"]
+    for row in report["concurrency"]:
+        speedup = row["aggregate_tps"] / base
+        print(
+            f"{row['streams']:8d}{row['aggregate_tps']:18.2f}{speedup:10.2f}"
+            f"{row['mean_ttft_s']:14.2f}"
+        )
+    print(
+        f"\n{'turn':>5}{'prompt tok':>12}{'reused':>8}{'TTFT cached s':>15}{'TTFT uncached s':>17}"
+    )
+    for hit, miss in zip(
+        report["multi_turn"]["cached"], report["multi_turn"]["uncached"], strict=True
+    ):
+        print(
+            f"{hit['turn']:5d}{hit['prompt_eval_count']:12d}{hit['reused_tokens']:8d}"
+            f"{hit['ttft_s']:15.2f}{miss['ttft_s']:17.2f}"
+        )
+    rss = report["server_rss_mb"]
+    print(
+        f"\ncold load: {report['cold_load_s']:.2f} s; RSS idle {rss['idle']:.0f} MB, "
+        f"one model loaded {rss['one_model_loaded']:.0f} MB"
+    )
 
 
 def main() -> None:
@@ -93,40 +144,39 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2:135m")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--streams", default="1,2,4,8")
+    parser.add_argument("--concurrency-tokens", type=int, default=16)
+    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--turn-tokens", type=int, default=16)
+    parser.add_argument("--json", type=Path, help="also write the JSON report here")
     args = parser.parse_args()
+    streams = [int(n) for n in args.streams.split(",")]
 
     from mlx_ollama_bridge.config import Settings
     from mlx_ollama_bridge.registry import Registry
 
     path = str(Registry(Settings.from_env()).resolve(args.model).path)
-    proc, url = start_server()
-    try:
-        rss_idle = server_rss(proc)
-        load_start = time.perf_counter()
-        requests.post(f"{url}/api/generate", json={"model": args.model}, timeout=600)
-        cold_load_s = time.perf_counter() - load_start
-        rss_loaded = server_rss(proc)
-        via_bridge = bridge(url, args.model, args.tokens, args.runs)
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    started = time.perf_counter()
+    served = single_server(args, streams)
+    cached, uncached = chat_turns(args, 4), chat_turns(args, 0)
     raw = raw_mlx(path, args.tokens, args.runs)
     report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
         "model": args.model,
         "tokens": args.tokens,
         "raw_mlx_lm": raw,
-        "bridge": via_bridge,
-        "decode_ratio_bridge_over_raw": via_bridge["decode_tps"] / raw["decode_tps"],
-        "ttft_difference_s": via_bridge["ttft_s"] - raw["ttft_s"],
-        "cold_load_s": cold_load_s,
-        "server_rss_mb": {"idle": rss_idle / 2**20, "one_model_loaded": rss_loaded / 2**20},
+        **served,
+        "decode_ratio_bridge_over_raw": served["bridge"]["decode_tps"] / raw["decode_tps"],
+        "ttft_difference_s": served["bridge"]["ttft_s"] - raw["ttft_s"],
+        "multi_turn": {"cached": cached, "uncached": uncached},
+        "bench_seconds": time.perf_counter() - started,
     }
-    print(json.dumps(report, indent=2))
-    print(f"\n{'':24}{'raw mlx-lm':>12}{'bridge':>12}")
-    print(f"{'decode tok/s':24}{raw['decode_tps']:12.2f}{via_bridge['decode_tps']:12.2f}")
-    print(f"{'time to first token s':24}{raw['ttft_s']:12.2f}{via_bridge['ttft_s']:12.2f}")
-    print(f"ratio bridge/raw decode: {report['decode_ratio_bridge_over_raw']:.2f}")
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print_tables(report)
 
 
 if __name__ == "__main__":

@@ -188,6 +188,20 @@ def _parse_count(text: str) -> int:
     return value
 
 
+_RATE_SPEC = re.compile(r"\s*(\d+)\s*(?:/|per)\s*(second|minute|hour|day)s?\s*", re.IGNORECASE)
+_RATE_PERIODS_S = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+def parse_rate_limit(text: str) -> tuple[int, float] | None:
+    """``"60/minute"`` -> ``(60, 60.0)`` (requests, period in s); ``""``/``"off"`` -> None."""
+    if not text.strip() or text.strip().lower() in ("off", "0", "none"):
+        return None
+    match = _RATE_SPEC.fullmatch(text)
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError(f"invalid rate limit {text!r}: expected N/second|minute|hour|day")
+    return int(match.group(1)), _RATE_PERIODS_S[match.group(2).lower()]
+
+
 def parse_go_bool(text: str) -> bool:
     """Go's ``strconv.ParseBool`` for an env flag: unparsable non-empty text counts as true."""
     return text not in ("0", "f", "F", "FALSE", "false", "False")
@@ -354,6 +368,20 @@ SETTINGS: tuple[Setting, ...] = (
         str,
     ),
     Setting(
+        "rate_limit",
+        "MLX_BRIDGE_RATE_LIMIT",
+        None,
+        "Requests allowed per API key (or client address), e.g. 60/minute; unset = no limit.",
+        parse_rate_limit,
+    ),
+    Setting(
+        "graceful_timeout_s",
+        "MLX_BRIDGE_GRACEFUL_TIMEOUT_S",
+        30,
+        "Seconds in-flight streams get to finish after SIGTERM before they end with an error.",
+        _parse_count,
+    ),
+    Setting(
         "log_file",
         "MLX_BRIDGE_LOG_FILE",
         None,
@@ -398,6 +426,8 @@ class Settings:
     upstream: str | None = DEFAULT_UPSTREAM  # base URL of a real Ollama; None = off
     prompt_cache_entries: int = 4  # per loaded model; 0 = no prompt cache reuse
     api_key: str = field(default="", repr=False)  # never printed with the settings
+    rate_limit: tuple[int, float] | None = None  # (requests, period in seconds)
+    graceful_timeout_s: int = 30
     log_file: Path | None = None
     log_max_bytes: int = 10 * _MIB
     log_backups: int = 3

@@ -42,6 +42,10 @@ def test_only_the_backend_and_converter_import_mlx():
     allowed = {
         PACKAGE / "engine" / "backend.py",
         PACKAGE / "engine" / "embeddings.py",
+        # structured output: the token mask is applied to mx logits inside mlx-lm's loop
+        PACKAGE / "engine" / "constrained.py",
+        # prompt cache reuse: mlx-lm's LRUPromptCache and KV-cache trimming, behind the backend
+        PACKAGE / "engine" / "prompt_cache.py",
         PACKAGE / "store" / "gguf.py",
     }
     offenders = [p for p in files() if p not in allowed and uses(p, "mlx", "mlx_lm")]

@@ -92,11 +92,11 @@ def test_native_checks_apply_through_v1(server):
         server, "/v1/chat/completions", {"model": "smollm2:135m", "messages": ASK, "tools": TOOLS}
     )
     assert tools.status_code == 400 and "does not support tools" in tools.json()["error"]["message"]
-    body = {"model": "tiny", "messages": ASK, "response_format": {"type": "json_object"}}
+    body = {"model": "tiny", "messages": ASK, "response_format": {"type": "json_schema"}}
     fmt = post(server, "/v1/chat/completions", body)
     assert fmt.status_code == 400
     assert fmt.json()["error"]["message"] == (
-        "structured output (format) is not supported by this bridge yet"
+        "'response_format.json_schema.schema' must be an object"
     )
 
 

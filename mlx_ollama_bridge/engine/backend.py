@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,17 @@ from mlx_lm.sample_utils import (
 )
 from mlx_lm.utils import load as mlx_load
 
-from ..errors import BadRequest, ModelLoadError
+from ..errors import BadRequest, ModelLoadError, RequestCanceled
 from . import embeddings
 from .options import Options
+from .prompt_cache import PromptCachePool, cache_offset
 from .tool_formats import TokenizerMarkup
 
 log = logging.getLogger(__name__)
 
 Sampler = Callable[[mx.array], mx.array]
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
+_PREFILL_STEP = 512  # prompt tokens per forward pass; cancellation is checked between them
 
 
 @dataclass
@@ -49,14 +52,33 @@ class LoadedModel:
     on_gpu: bool = False
     encoder: embeddings.Encoder | None = None  # set for BERT-family embedding models
     pooling: embeddings.Pooling = embeddings.Pooling()  # how embed() pools hidden states
+    prompt_cache: PromptCachePool | None = None  # KV caches reusable across turns
 
     def is_eos(self, token: int) -> bool:
         """True if ``token`` ends generation for this model."""
         return token in self.tokenizer.eos_token_ids
 
 
+@dataclass
+class Generation:
+    """A running ``generate_step``: its token ids and the KV cache it fills.
+
+    ``fed`` lists every token yielded so far; ``generate_step`` feeds a token to the model
+    before yielding it, so the cache holds ``prompt + fed`` (see ``MLXBackend.keep_cache``).
+    """
+
+    tokens: Iterator[int]
+    prompt: list[int]
+    cache: list[Any] | None  # None: not reusable (rotating window)
+    reused: int = 0  # prompt tokens taken from the prompt cache, not evaluated
+    fed: list[int] = field(default_factory=list)
+
+
 class MLXBackend:
     """Loads models and runs token generation with mlx-lm."""
+
+    def __init__(self, prompt_cache_entries: int = 4) -> None:
+        self._prompt_cache_entries = prompt_cache_entries
 
     def load(self, path: Path) -> LoadedModel:
         """Load the model directory at ``path`` (weights are evaluated eagerly).
@@ -87,8 +109,9 @@ class MLXBackend:
             raise ModelLoadError(f"failed to load model from {path}: {exc}") from exc
         size = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
         pooling = embeddings.read_pooling(path)
+        pool = PromptCachePool(model, self._prompt_cache_entries)
         return LoadedModel(
-            path, model, tokenizer, size, _context_length(path), on_gpu, None, pooling
+            path, model, tokenizer, size, _context_length(path), on_gpu, None, pooling, pool
         )
 
     def unload(self, loaded: LoadedModel) -> None:
@@ -96,6 +119,9 @@ class MLXBackend:
         loaded.model = None
         loaded.tokenizer = None
         loaded.encoder = None
+        if loaded.prompt_cache is not None:
+            loaded.prompt_cache.clear()
+            loaded.prompt_cache = None
         mx.clear_cache()
 
     def embedding_tokens(
@@ -182,18 +208,79 @@ class MLXBackend:
         options: Options,
         *,
         max_kv_size: int | None,
-    ) -> Iterator[int]:
-        """Yield generated token ids forever (the caller decides when to stop)."""
+        cancel: threading.Event | None = None,
+        extra_processors: list[LogitsProcessor] | None = None,
+    ) -> Generation:
+        """Start generating after ``prompt_tokens``; the tokens never end (the caller stops).
+
+        Without a rotating window (``max_kv_size``) the longest cached prefix is reused and
+        only the rest of the prompt is evaluated. ``cancel`` aborts a long prompt between
+        prefill chunks (RequestCanceled).
+        """
+        pool = loaded.prompt_cache
+        if max_kv_size is None and pool is not None and pool.enabled:
+            cache, rest = pool.fetch(prompt_tokens)
+        else:
+            cache, rest = None, prompt_tokens
         steps = generate_step(
-            mx.array(prompt_tokens),
+            mx.array(rest),
             loaded.model,
             max_tokens=-1,
             sampler=make_sampler(options),
-            logits_processors=make_processors(options, len(prompt_tokens)),
+            # generate_step shows processors only the tokens it was given: the uncached rest
+            logits_processors=make_processors(options, len(rest))
+            + list(extra_processors or []),  # structured output's token mask, last
             max_kv_size=max_kv_size,
+            prompt_cache=cache,
+            prefill_step_size=_PREFILL_STEP,
+            prompt_progress_callback=_cancel_check(cancel),
         )
+        generation = Generation(
+            iter(()), list(prompt_tokens), cache, len(prompt_tokens) - len(rest)
+        )
+        generation.tokens = _track(steps, generation.fed)
+        return generation
+
+    def keep_cache(self, loaded: LoadedModel, generation: Generation) -> bool:
+        """Offer a finished generation's KV cache to the model's pool, keyed by exactly the
+        tokens it holds. False if it is not reusable or does not match."""
+        pool, cache = loaded.prompt_cache, generation.cache
+        if pool is None or cache is None:
+            return False
+        tokens = generation.prompt + generation.fed
+        if cache_offset(cache) != len(tokens):
+            log.debug(
+                "prompt cache not kept: offset=%d tokens=%d", cache_offset(cache), len(tokens)
+            )
+            return False
+        # The last step was evaluated asynchronously: materialise the cache before it is kept
+        # (and deep-copied by later requests), so no lazy graph outlives its generator.
+        mx.eval([c.state for c in cache])
+        return pool.insert(tokens, cache)
+
+
+def _track(steps: Iterator[tuple[Any, Any]], fed: list[int]) -> Iterator[int]:
+    try:
         for token, _logprobs in steps:
-            yield int(token)
+            fed.append(int(token))
+            yield fed[-1]
+    finally:
+        # Close generate_step here, on the scheduler thread, rather than whenever the
+        # garbage collector gets to it on whatever thread: its exit touches MLX streams.
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()
+
+
+def _cancel_check(cancel: threading.Event | None) -> Callable[[int, int], None] | None:
+    if cancel is None:
+        return None
+
+    def check(_done: int, _total: int) -> None:
+        if cancel.is_set():
+            raise RequestCanceled()
+
+    return check
 
 
 def make_sampler(options: Options) -> Sampler:

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import BadRequest
-from .backend import LoadedModel, MLXBackend
+from .backend import Generation, LoadedModel, MLXBackend
+from .constrained import format_processors
 from .gotemplate import render_legacy_template
 from .parsers import OutputParser, make_output_parser
 from .requests import Event, Finished, GenerationRequest
@@ -31,6 +32,8 @@ class GenerationJob:
         self.prompt_text = ""  # the rendered prompt (without a generate request's context)
         self.generated: list[int] = []
         self._tokens: Iterator[int] | None = None
+        self._generation: Generation | None = None
+        self._backend: MLXBackend | None = None
         self._detokenizer: Any = None
         self._stops = StopMatcher(request.options.stop)
         self._parser = OutputParser()
@@ -44,6 +47,7 @@ class GenerationJob:
     def start(self, backend: MLXBackend, loaded: LoadedModel, context_length: int) -> None:
         """Build the prompt tokens and the token stream; raises BadRequest on bad input."""
         self._loaded = loaded
+        self._backend = backend
         request = self.request
         self.prompt_text, tokens = build_prompt(backend, loaded, request)
         tokens = fit_to_context(tokens, request, context_length)
@@ -67,12 +71,26 @@ class GenerationJob:
         if not self.request.shift:
             # No shifting: stop at the context limit instead, as Ollama does with shift=false.
             self._max_tokens = min(self._max_tokens, max(ctx - len(tokens), 0))
-        self._tokens = backend.generate(
+        self._generation = backend.generate(
             loaded,
             tokens,
             self.request.options,
             max_kv_size=ctx if needs_window and self.request.shift else None,
+            cancel=self.request.cancel,
+            extra_processors=format_processors(
+                loaded.tokenizer,
+                request,
+                backend.output_markup(loaded),
+                self.prompt_text,
+                self._max_tokens,
+            ),
         )
+        self._tokens = self._generation.tokens
+
+    @property
+    def reused_tokens(self) -> int:
+        """Prompt tokens taken from the prompt cache instead of being evaluated."""
+        return self._generation.reused if self._generation is not None else 0
 
     # -- stepping ----------------------------------------------------------------------------
 
@@ -97,6 +115,7 @@ class GenerationJob:
 
     def close(self) -> None:
         """Release the token generator (and with it the KV cache)."""
+        self._generation = None
         if self._tokens is not None:
             close = getattr(self._tokens, "close", None)
             if close is not None:
@@ -125,6 +144,8 @@ class GenerationJob:
                 context=context,
             )
         )
+        if self._generation is not None and self._backend is not None and self._loaded is not None:
+            self._backend.keep_cache(self._loaded, self._generation)
         self.close()
         return events
 

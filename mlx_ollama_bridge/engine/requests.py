@@ -38,6 +38,7 @@ class GenerationRequest:
     keep_alive_s: float | None = None
     truncate: bool = True
     shift: bool = True
+    format: dict[str, Any] | str | None = None  # Ollama's `format`: "json" or a JSON Schema
     cancel: threading.Event = field(default_factory=threading.Event)
 
     @property

@@ -17,15 +17,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BridgeError, ModelLoadError, ServerBusy
-from .backend import LoadedModel, MLXBackend
+from ..errors import BridgeError, RequestCanceled, ServerBusy
+from .backend import MLXBackend
 from .embed_job import EmbeddingJob, EmbeddingRequest, EmbeddingResult
 from .jobs import GenerationJob
-from .preflight import MemoryBudget, check_model_files
+from .loader import Loader
+from .preflight import MemoryBudget
 from .requests import Failed, Finished, GenerationRequest, Ready, RunningModel
+from .residency import Residency, Resident, model_key
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -34,21 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _IDLE_WAKEUP_S = 1.0
+_GONE_POLL_S = 0.25  # how often a queued request checks that its client is still there
 _Job = GenerationJob | EmbeddingJob
-
-
-@dataclass
-class _Resident:
-    """A loaded model and its keep-alive state (monotonic clock)."""
-
-    model: LocalModel
-    name: str
-    handle: LoadedModel
-    keep_alive_s: float
-    num_ctx: int
-    active: int = 0
-    expires_at: float = math.inf
-    jobs: list[_Job] = field(default_factory=list)
 
 
 @dataclass
@@ -61,7 +50,7 @@ class _Command:
     num_ctx: int = 0
 
 
-class Scheduler:
+class Scheduler(Residency):
     """Owns every MLX object. Public methods are safe to call from any thread."""
 
     def __init__(
@@ -72,12 +61,14 @@ class Scheduler:
         budget: MemoryBudget | None = None,
     ) -> None:
         self._settings = settings
-        self._backend = backend or MLXBackend()
+        self._backend = backend or MLXBackend(settings.prompt_cache_entries)
+        self._loader = Loader(self._backend.load, settings.load_timeout_s)
+        self._stats = {"prompt_tokens": 0, "prompt_tokens_reused": 0, "canceled": 0}
         self._clock = clock
         self._budget = budget or MemoryBudget.from_settings(settings)
         self._inbox: queue.Queue[_Command] = queue.Queue()
         self._pending: deque[_Job] = deque()
-        self._resident: dict[str, _Resident] = {}
+        self._resident: dict[str, Resident] = {}
         self._lock = threading.Lock()  # guards _resident for snapshots from HTTP threads
         self._waiting = 0  # requests submitted and not yet admitted
         self._thread: threading.Thread | None = None
@@ -100,10 +91,23 @@ class Scheduler:
         """True while the scheduler thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def submit(self, request: GenerationRequest) -> tuple[GenerationJob, Ready]:
-        """Queue a generation; block until it is admitted. Raises BridgeError before any output."""
+    def submit(
+        self, request: GenerationRequest, client_gone: Callable[[], bool] | None = None
+    ) -> tuple[GenerationJob, Ready]:
+        """Queue a generation; block until it is admitted. Raises BridgeError before any output.
+
+        ``client_gone`` is polled while the request waits: a client that went away is
+        dropped from the queue (RequestCanceled) instead of holding a slot later.
+        """
         job = GenerationJob(request, queue.Queue())
-        return job, self._enqueue(job)
+        return job, self._enqueue(job, client_gone)
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start: prompt tokens of admitted generations (``prompt_tokens``),
+        how many of them came from the prompt cache (``prompt_tokens_reused``), the rest were
+        evaluated; requests canceled by their client (``canceled``)."""
+        with self._lock:
+            return dict(self._stats)
 
     def embed(self, request: EmbeddingRequest) -> tuple[EmbeddingResult, int]:
         """Embed ``request.inputs``; returns the result and the load duration in ns.
@@ -114,14 +118,22 @@ class Scheduler:
         ready = self._enqueue(job)
         return job.wait_for_result(self.is_alive), ready.load_duration_ns
 
-    def _enqueue(self, job: _Job) -> Ready:
+    def _enqueue(self, job: _Job, client_gone: Callable[[], bool] | None = None) -> Ready:
         """Put a job in the pending queue; block until it is admitted (or refused)."""
         with self._lock:
             if self._waiting >= self._settings.max_queue:
                 raise ServerBusy()
             self._waiting += 1
         self._inbox.put(_Command("generate", job.replies, model=job.request.model, job=job))
-        first = job.replies.get()
+        while True:
+            try:
+                first = job.replies.get(timeout=_GONE_POLL_S if client_gone else None)
+                break
+            except queue.Empty:
+                if client_gone is not None and client_gone():
+                    # the scheduler drops it from the queue, or retires it if just admitted
+                    job.request.cancel.set()
+                    raise RequestCanceled() from None
         if isinstance(first, BaseException):
             raise first
         return first
@@ -235,7 +247,7 @@ class Scheduler:
 
     def _request_unload(self, model: LocalModel | None) -> None:
         assert model is not None
-        key = _key(model)
+        key = model_key(model)
         resident = self._resident.get(key)
         if resident is None:
             return
@@ -250,6 +262,10 @@ class Scheduler:
         while self._pending:
             job = self._pending.popleft()
             if job.request.cancel.is_set():
+                log.info(
+                    "queued request dropped: client gone model=%s", job.request.model.name.display
+                )
+                self._count("canceled")
                 self._release_waiting()
                 continue
             if not self._try_admit(job):
@@ -258,7 +274,7 @@ class Scheduler:
 
     def _try_admit(self, job: _Job) -> bool:
         request = job.request
-        resident = self._resident.get(_key(request.model))
+        resident = self._resident.get(model_key(request.model))
         if resident is not None and len(resident.jobs) >= self._settings.num_parallel:
             return False
         started = time.perf_counter()
@@ -280,6 +296,9 @@ class Scheduler:
             job.replies.put(BridgeError(f"internal error: {exc}"))
             return True
         self._release_waiting()
+        if isinstance(job, GenerationJob):
+            self._count("prompt_tokens", len(job.prompt_tokens))
+            self._count("prompt_tokens_reused", job.reused_tokens)
         resident.active += 1
         resident.jobs.append(job)
         resident.expires_at = math.inf
@@ -292,58 +311,9 @@ class Scheduler:
         with self._lock:
             self._waiting -= 1
 
-    def _ensure_loaded(
-        self, model: LocalModel, keep_alive_s: float | None, num_ctx: int
-    ) -> _Resident | None:
-        """Return the resident model, loading it (and evicting idle ones) if needed."""
-        key = _key(model)
-        resident = self._resident.get(key)
-        effective_ctx = self._effective_ctx(model, num_ctx)
-        if resident is not None:
-            resident.name = model.name.display
-            resident.num_ctx = effective_ctx if not resident.active else resident.num_ctx
-            if keep_alive_s is not None:
-                resident.keep_alive_s = keep_alive_s
-            return resident
-        check_model_files(model)  # missing/truncated/changed files: a clear error, not a crash
-        self._budget.check_alone(model.name.display, model.size)
-        if not self._make_room(model.size):
-            return None
-        log.info("loading model=%s path=%s", model.name.display, model.path)
-        try:
-            handle = self._backend.load(model.path)
-        except ModelLoadError:
-            raise
-        except Exception as exc:
-            raise ModelLoadError(f"failed to load {model.name.display}: {exc}") from exc
-        keep = self._settings.keep_alive_s if keep_alive_s is None else keep_alive_s
-        resident = _Resident(model, model.name.display, handle, keep, effective_ctx)
+    def _count(self, name: str, amount: int = 1) -> None:
         with self._lock:
-            self._resident[key] = resident
-        log.info("loaded model=%s bytes=%d ctx=%d", resident.name, handle.size_bytes, effective_ctx)
-        return resident
-
-    def _effective_ctx(self, model: LocalModel, num_ctx: int) -> int:
-        """``num_ctx`` capped at the model's trained context length, as Ollama does."""
-        requested = num_ctx or self._settings.context_length
-        trained = model.context_length or requested
-        return max(4, min(requested, trained))
-
-    def _make_room(self, need_bytes: int) -> bool:
-        """Evict idle models (soonest to expire first) until the count limit and the memory
-        budget leave room; False if only busy models are in the way (the caller waits)."""
-        limit = self._settings.max_loaded_models or 3
-
-        def crowded() -> bool:
-            used = sum(r.handle.size_bytes for r in self._resident.values())
-            return len(self._resident) >= limit or not self._budget.fits(used, need_bytes)
-
-        while self._resident and crowded():
-            idle = [(r.expires_at, k) for k, r in self._resident.items() if not r.active]
-            if not idle:
-                return False
-            self._unload(min(idle)[1], reason="evicted")
-        return True
+            self._stats[name] += amount
 
     # -- stepping ----------------------------------------------------------------------------
 
@@ -352,9 +322,10 @@ class Scheduler:
             for job in list(resident.jobs):
                 self._step_one(key, resident, job)
 
-    def _step_one(self, key: str, resident: _Resident, job: _Job) -> None:
+    def _step_one(self, key: str, resident: Resident, job: _Job) -> None:
         if job.request.cancel.is_set():
             log.info("request canceled model=%s", resident.name)
+            self._count("canceled")
             self._retire(key, resident, job)
             return
         try:
@@ -373,7 +344,7 @@ class Scheduler:
         if events and isinstance(events[-1], (Finished, EmbeddingResult)):
             self._retire(key, resident, job)
 
-    def _retire(self, key: str, resident: _Resident, job: _Job) -> None:
+    def _retire(self, key: str, resident: Resident, job: _Job) -> None:
         job.close()
         resident.jobs.remove(job)
         resident.active -= 1
@@ -382,26 +353,6 @@ class Scheduler:
                 self._unload(key, reason="keep_alive=0")
             else:
                 self._start_idle_timer(resident)
-
-    def _start_idle_timer(self, resident: _Resident) -> None:
-        resident.expires_at = self._clock() + resident.keep_alive_s
-
-    def _expire_idle(self) -> None:
-        now = self._clock()
-        for key, resident in list(self._resident.items()):
-            if not resident.active and resident.expires_at <= now:
-                self._unload(key, reason="expired")
-
-    def _unload(self, key: str, *, reason: str) -> None:
-        with self._lock:
-            resident = self._resident.pop(key, None)
-        if resident is None:
-            return
-        for job in resident.jobs:
-            job.replies.put(Failed(BridgeError("model was unloaded")))
-            job.close()
-        self._backend.unload(resident.handle)
-        log.info("unloaded model=%s reason=%s", resident.name, reason)
 
     def _fail_everything(self) -> None:
         for job in self._pending:
@@ -413,7 +364,3 @@ class Scheduler:
                 job.close()
             resident.jobs.clear()
             resident.active = 0
-
-
-def _key(model: LocalModel) -> str:
-    return str(model.path)

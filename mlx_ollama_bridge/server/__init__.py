@@ -11,6 +11,7 @@ from ..registry import Registry
 from .context import EXTENSION
 from .errors import register_error_handlers
 from .observability import register_observability
+from .ratelimit import register_rate_limit
 from .security import register_security
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     register_error_handlers(app)
     register_observability(app, settings)
     register_security(app, settings)
+    register_rate_limit(app, settings)  # after security: unauthorized calls cost nothing
     return app
 
 

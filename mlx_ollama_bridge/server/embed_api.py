@@ -64,8 +64,9 @@ def handle_embeddings(body: dict[str, Any]) -> Response:
     prompt = optional(body, "prompt", str, "")
     model = resolve_for_embedding(name)
     keep_alive = parse_keep_alive(body.get("keep_alive"))
+    options = _options(model, body)  # bad options are the client's fault: 400, not 500
     if not prompt:
-        get_engine().load(model, keep_alive, _options(model, body).num_ctx)
+        get_engine().load(model, keep_alive, options.num_ctx)
         return jsonify({"embedding": []})
     try:
         result = embed_texts(model, [prompt], body, keep_alive=keep_alive, truncate=True)

@@ -17,13 +17,15 @@ from flask import Response, jsonify
 from ..durations import parse_keep_alive
 from ..engine import Failed, Finished, GenerationRequest, Options, TextChunk, merge_options
 from ..engine import validate_options as check_options
+from ..engine.json_grammar import grammar_for_format
 from ..engine.requests import Event, ThinkingChunk, ToolCall, ToolCalls
 from ..errors import BadRequest, BridgeError, ModelNotFound
 from ..registry import LocalModel
 from .context import get_engine, get_registry, get_settings
+from .images import request_images
 from .messages import parse_messages, parse_tools
 from .parsing import model_name, optional, optional_str
-from .streaming import job_events, ndjson_response, now_rfc3339
+from .streaming import client_gone_probe, job_events, ndjson_response, now_rfc3339
 
 
 @dataclass
@@ -120,8 +122,9 @@ def start_generation(request: GenerationRequest) -> tuple[Iterator[Event], int]:
     arrive as a ``Failed`` event.
     """
     engine = get_engine()
-    job, ready = engine.submit(request)
-    return job_events(job, engine.is_alive), ready.load_duration_ns
+    client_gone = client_gone_probe()
+    job, ready = engine.submit(request, client_gone)
+    return job_events(job, engine.is_alive, client_gone), ready.load_duration_ns
 
 
 def render_prompt(request: GenerationRequest) -> str:
@@ -196,16 +199,9 @@ def _check_capabilities(model: LocalModel, name: str, body: dict[str, Any], *, c
         raise BadRequest(f'think value "{think}" is not supported for this model')
     if think is True and "thinking" not in model.capabilities:
         raise BadRequest(f'"{name}" does not support thinking')
-    images = body.get("images") or []
-    if chat:
-        images = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("images")]
-    if images and "vision" not in model.capabilities:
+    if request_images(body, chat=chat) and "vision" not in model.capabilities:
         raise BadRequest(f"{model.name.fully_qualified} does not support vision")
-    fmt = body.get("format")
-    if fmt not in (None, ""):
-        if fmt != "json" and not isinstance(fmt, dict):
-            raise BadRequest(f'invalid format: {fmt!r}; expected "json" or a valid JSON Schema')
-        raise BadRequest("structured output (format) is not supported by this bridge yet")
+    grammar_for_format(body.get("format"))  # 400 for a format the constraint cannot enforce
 
 
 def _resolved_think(model: LocalModel, body: dict[str, Any]) -> bool | None:
@@ -248,6 +244,7 @@ def _common(prepared: Prepared, body: dict[str, Any]) -> dict[str, Any]:
         "keep_alive_s": prepared.keep_alive_s,
         "truncate": optional(body, "truncate", bool, True),
         "shift": optional(body, "shift", bool, True),
+        "format": body.get("format") or None,
     }
 
 

@@ -14,6 +14,7 @@ from gunicorn.app.base import BaseApplication
 
 from ..config import Settings
 from .logging_setup import logging_config
+from .shutdown import install_sigterm_hook
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class BridgeApplication(BaseApplication):
             "worker_class": "gthread",
             "threads": settings.threads,
             "timeout": 120,  # heartbeat of the worker's main loop, not a per-request limit
-            "graceful_timeout": 30,
+            "graceful_timeout": settings.graceful_timeout_s,
             "keepalive": 5,
             "preload_app": False,
             "accesslog": None,  # the app writes one key=value line per request itself
@@ -52,6 +53,7 @@ class BridgeApplication(BaseApplication):
 
         app = create_app(self.settings)
         app.extensions["mlx_ollama_bridge"]["engine"].start()
+        install_sigterm_hook(float(self.cfg.graceful_timeout))  # after gunicorn's handlers
         return app
 
 

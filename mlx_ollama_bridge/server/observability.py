@@ -320,6 +320,10 @@ def health_report(app: Flask) -> tuple[dict[str, Any], int]:
         log.exception("engine snapshot failed")
         models_loaded = 0
     healthy = engine != "down"
+    try:
+        stats = getattr(_engine(app), "stats", None)
+    except Exception:  # no engine attached (some unit tests)
+        stats = None
     body = {
         "status": "ok" if healthy else "unavailable",
         "engine": engine,
@@ -327,6 +331,8 @@ def health_report(app: Flask) -> tuple[dict[str, Any], int]:
         "uptime_s": round(time.monotonic() - state.started, 3),
         "version": __version__,
     }
+    if callable(stats):  # prompt tokens evaluated vs reused from the prompt cache, cancels
+        body["engine_stats"] = stats()
     return body, 200 if healthy else 503
 
 

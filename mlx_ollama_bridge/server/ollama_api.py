@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from .. import OLLAMA_COMPAT_VERSION
 from ..errors import BadRequest
+from . import schemas
 from .context import get_engine, get_registry
 from .embed_api import handle_embed, handle_embeddings
 from .generation import handle_chat, handle_generate
@@ -45,7 +46,7 @@ def tags() -> Response:
 @bp.route("/api/show", methods=["POST"])
 def show() -> Response:
     """Model details, model_info and capabilities."""
-    body = json_body()
+    body = json_body(schemas.SHOW)
     name = model_name(body)
     if not name:
         raise BadRequest("model is required")
@@ -64,37 +65,37 @@ def ps() -> Response:
 @bp.route("/api/generate", methods=["POST"])
 def generate() -> Response:
     """Completion (NDJSON stream by default)."""
-    return handle_generate(json_body())
+    return handle_generate(json_body(schemas.GENERATE))
 
 
 @bp.route("/api/chat", methods=["POST"])
 def chat() -> Response:
     """Chat completion (NDJSON stream by default)."""
-    return handle_chat(json_body())
+    return handle_chat(json_body(schemas.CHAT))
 
 
 @bp.route("/api/embed", methods=["POST"])
 def embed() -> Response:
     """Embeddings for a string or a list of strings (normalised vectors)."""
-    return handle_embed(json_body())
+    return handle_embed(json_body(schemas.EMBED))
 
 
 @bp.route("/api/embeddings", methods=["POST"])
 def embeddings() -> Response:
     """Legacy single embedding (the model's own vector)."""
-    return handle_embeddings(json_body())
+    return handle_embeddings(json_body(schemas.EMBEDDINGS))
 
 
 @bp.route("/api/pull", methods=["POST"])
 def pull() -> Response:
     """Download a model from Hugging Face (NDJSON progress by default)."""
-    return handle_pull(json_body())
+    return handle_pull(json_body(schemas.PULL))
 
 
 @bp.route("/api/create", methods=["POST"])
 def create() -> Response:
     """A model from an existing one with system/template/parameters/messages (or a Modelfile)."""
-    return handle_create(json_body())
+    return handle_create(json_body(schemas.CREATE))
 
 
 @bp.route("/api/blobs/<digest>", methods=["HEAD", "POST"])
@@ -106,13 +107,13 @@ def blobs(digest: str) -> Response:
 @bp.route("/api/copy", methods=["POST"])
 def copy() -> Response:
     """A second name for a model; 200 with an empty body."""
-    return handle_copy(json_body())
+    return handle_copy(json_body(schemas.COPY))
 
 
 @bp.route("/api/delete", methods=["DELETE"])
 def delete() -> Response:
     """Remove a name, and weights no other name uses; 200 with an empty body."""
-    return handle_delete(json_body())
+    return handle_delete(json_body(schemas.DELETE))
 
 
 def request_label() -> str:

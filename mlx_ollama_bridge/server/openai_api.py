@@ -5,8 +5,8 @@ preparation and engine call as ``/api/chat`` and ``/api/generate`` (``generation
 events come back as OpenAI objects, streamed as server-sent events ending in
 ``data: [DONE]``. Errors use OpenAI's envelope ``{"error": {"message", "type", "param",
 "code"}}`` with the native status (400 ``invalid_request_error``, 404 ``not_found_error``,
-others ``api_error``). ``/v1/embeddings`` is not served here yet: it will be one more route
-translating into the native embed path.
+others ``api_error``). ``/v1/embeddings`` goes through the native embed path
+(``openai_embed``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ..engine import Failed, Finished, TextChunk
 from ..engine.requests import Event, ThinkingChunk, ToolCalls
 from ..errors import BridgeError
 from . import openai_translate as oai
+from . import schemas
 from .context import get_registry
 from .generation import (
     collect,
@@ -31,6 +32,7 @@ from .generation import (
     render_prompt,
     start_generation,
 )
+from .openai_embed import embeddings_reply
 from .parsing import json_body
 from .streaming import dumps
 from .upstream_proxy import forward_model_request
@@ -45,7 +47,7 @@ _ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 @bp.route("/chat/completions", methods=["POST"])
 def chat_completions() -> Response:
     """Chat completion (JSON, or SSE with ``stream: true``)."""
-    body = json_body()
+    body = json_body(schemas.OPENAI_CHAT)
     prepared = prepare_chat(oai.chat_to_native(body))
     request = prepared.request
     assert request is not None  # the translator insists on messages
@@ -62,7 +64,7 @@ def chat_completions() -> Response:
 @bp.route("/completions", methods=["POST"])
 def completions() -> Response:
     """Legacy text completion (JSON, or SSE with ``stream: true``)."""
-    body = json_body()
+    body = json_body(schemas.OPENAI_COMPLETION)
     prepared = prepare_generate(oai.completion_to_native(body))
     base = oai.envelope("cmpl", "text_completion", prepared.name)
     if prepared.request is None:  # an empty prompt loads the model, as the native route
@@ -76,6 +78,12 @@ def completions() -> Response:
     if prepared.stream:
         return _sse(_completion_chunks(events, base, oai.include_usage(body)))
     return jsonify(_completion(events, base))
+
+
+@bp.route("/embeddings", methods=["POST"])
+def embeddings() -> Response:
+    """Embeddings of a string or an array of strings (float or base64 vectors)."""
+    return jsonify(embeddings_reply(json_body()))
 
 
 @bp.route("/models", methods=["GET"])

@@ -6,26 +6,26 @@ import json
 from typing import Any
 
 from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import BadRequest
 from .observability import note_model
+from .schemas import Schema, json_type, type_error, validate
 
 _MAX_DEPTH = 64
 
-_JSON_TYPE = {
-    str: "string",
-    bool: "bool",
-    int: "number",
-    float: "number",
-    list: "array",
-    dict: "object",
-    type(None): "null",
-}
 
+def json_body(schema: Schema | None = None) -> dict[str, Any]:
+    """The request body as a JSON object checked against ``schema``; 400 otherwise.
 
-def json_body() -> dict[str, Any]:
-    """The request body as a JSON object; 400 with a clear message otherwise."""
+    Stricter than Python's ``json``, as Go's decoder: ``NaN``/``Infinity`` literals and
+    numbers that overflow a float64 (``1e400``) are invalid JSON.
+    """
     raw = request.get_data(cache=True)  # kept: a request for upstream's model is re-sent
+    cap = request.max_content_length
+    if request.content_length is None and cap is not None and len(raw) >= cap:
+        # A chunked body is cut at the cap silently by Werkzeug's stream: refuse it.
+        raise RequestEntityTooLarge()
     if not raw.strip():
         raise BadRequest("missing request body")
     try:
@@ -33,7 +33,7 @@ def json_body() -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"invalid UTF-8 in request body at byte {exc.start}") from exc
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError as exc:
         raise BadRequest("request body is nested too deeply") from exc
     except ValueError as exc:
@@ -43,6 +43,8 @@ def json_body() -> dict[str, Any]:
     if _depth(body) > _MAX_DEPTH:
         raise BadRequest("request body is nested too deeply")
     note_model(body.get("model") or body.get("name"))
+    if schema is not None:
+        validate(body, schema)
     return body
 
 
@@ -70,13 +72,22 @@ def model_name(body: dict[str, Any]) -> str:
 
 
 def _type_error(key: str, value: Any, kind: type | tuple[type, ...]) -> BadRequest:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    expected = " or ".join(sorted({_JSON_TYPE.get(k, k.__name__) for k in kinds}))
-    return BadRequest(f'field "{key}" must be {expected}, got {_json_type(value)}')
+    return type_error(key, value, kind)
 
 
 def _json_type(value: Any) -> str:
-    return _JSON_TYPE.get(type(value), type(value).__name__)
+    return json_type(value)
+
+
+def _reject_constant(literal: str) -> float:
+    raise ValueError(f"invalid character '{literal[0]}' looking for beginning of value")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"cannot unmarshal number {literal} into a float64")
+    return value
 
 
 def _depth(value: Any) -> int:

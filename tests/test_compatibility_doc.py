@@ -1,0 +1,166 @@
+"""docs/compatibility.md cannot drift: its rows are checked against the code and a live server."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+from mlx_ollama_bridge.config import SETTINGS
+from mlx_ollama_bridge.engine.options import IGNORED_OPTIONS, OPTION_TYPES
+from mlx_ollama_bridge.server import create_app
+
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "compatibility.md"
+STATUSES = {"supported", "partial", "ignored", "not supported", "bridge-only"}
+
+# Ollama v0.13.5's routes (reference/ollama-api.md §0), HEAD left out as Flask adds it to GET.
+OLLAMA_ROUTES = {
+    ("GET", "/"), ("GET", "/api/version"), ("GET", "/api/tags"), ("POST", "/api/show"),
+    ("GET", "/api/ps"), ("POST", "/api/generate"), ("POST", "/api/chat"), ("POST", "/api/embed"),
+    ("POST", "/api/embeddings"), ("POST", "/api/pull"), ("POST", "/api/push"),
+    ("POST", "/api/create"), ("POST", "/api/copy"), ("DELETE", "/api/delete"),
+    ("HEAD", "/api/blobs/:digest"), ("POST", "/api/blobs/:digest"), ("POST", "/api/me"),
+    ("POST", "/api/signout"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
+    ("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/v1/models/:model"),
+    ("POST", "/v1/responses"),
+}  # fmt: skip
+
+# Every request field of Ollama's native API (api/types.go v0.13.5), per endpoint.
+OLLAMA_FIELDS = {
+    "/api/generate": "model prompt suffix system template context stream raw format images "
+    "options keep_alive think truncate shift logprobs top_logprobs _debug_render_only",
+    "/api/chat": "model messages tools format options stream keep_alive think truncate shift "
+    "logprobs top_logprobs _debug_render_only",
+    "/api/embed": "model input truncate dimensions keep_alive options",
+    "/api/embeddings": "model prompt keep_alive options",
+    "/api/show": "model verbose system template options",
+    "/api/pull": "model insecure stream",
+    "/api/create": "model from files adapters template system parameters messages license "
+    "quantize stream",
+    "/api/copy": "source destination",
+    "/api/delete": "model",
+}
+
+# One request per field worth sending: the matrix status must match the answer.
+TINY_PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+PROBES = {
+    ("/api/generate", "suffix"): {"model": "tiny", "prompt": "a", "suffix": "b"},
+    ("/api/generate", "format"): {"model": "tiny", "prompt": "a", "format": "json"},
+    ("/api/generate", "images"): {"model": "tiny", "prompt": "a", "images": [TINY_PNG]},
+    ("/api/generate", "think"): {"model": "tiny-think", "prompt": "a", "think": False},
+    ("/api/generate", "logprobs"): {"model": "tiny", "prompt": "a", "logprobs": True},
+    ("/api/generate", "top_logprobs"): {"model": "tiny", "prompt": "a", "top_logprobs": 3},
+    ("/api/generate", "template"): {"model": "tiny", "prompt": "a", "template": "{{ .Prompt }}"},
+    ("/api/chat", "format"): {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "a"}],
+        "format": {"type": "object", "properties": {"a": {"type": "boolean"}}},
+    },
+    ("/api/chat", "logprobs"): {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "a"}],
+        "logprobs": True,
+    },
+    ("/api/create", "adapters"): {
+        "model": "probe-adapter",
+        "from": "tiny",
+        "adapters": {"a.safetensors": "sha256:" + "0" * 64},
+    },
+    ("/api/create", "quantize"): {"model": "probe-quant", "from": "tiny", "quantize": "q4_K_M"},
+    ("/api/embed", "dimensions"): {"model": "all-minilm", "input": "a", "dimensions": 8},
+}
+GENERATION_LIMIT = {"options": {"num_predict": 2}, "stream": False}
+
+
+def rows(section: str) -> list[list[str]]:
+    """The table rows (cells stripped of backticks) under a ``## section`` heading."""
+    text = PAGE.read_text().split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    return [[cell.strip().strip("`") for cell in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def route_set(cell: str) -> set[tuple[str, str]]:
+    methods, path = cell.split(" /", 1)
+    return {
+        (m.strip(), "/" + path)
+        for m in methods.split(",")
+        if m.strip() != "HEAD" or "GET" not in methods
+    }
+
+
+def app_routes() -> set[tuple[str, str]]:
+    """(method, path) the Flask app serves, with Ollama's ``:param`` spelling."""
+    app = create_app(engine=object())
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r":\1", rule.rule)
+        methods = rule.methods - {"OPTIONS"}
+        if "GET" in methods:
+            methods -= {"HEAD"}
+        served |= {(m, path) for m in methods}
+    return served
+
+
+def test_every_status_is_known():
+    for section in ("Endpoints", "Request fields", "Options", "Environment variables"):
+        for row in rows(section):
+            assert row[-2] in STATUSES, row
+
+
+def test_endpoint_rows_match_the_routes():
+    served = app_routes()
+    documented: set[tuple[str, str]] = set()
+    for cell, status, _notes in rows("Endpoints"):
+        routes = route_set(cell)
+        documented |= routes
+        if status == "not supported":
+            assert not routes & served, f"{cell} is served: update its row"
+        else:
+            assert routes <= served, f"{cell} is marked {status} but not served"
+    assert served <= documented, f"routes missing from the page: {served - documented}"
+    assert documented >= OLLAMA_ROUTES, f"Ollama routes missing: {OLLAMA_ROUTES - documented}"
+
+
+def test_every_ollama_field_has_a_row():
+    documented = {(endpoint, field) for endpoint, field, _s, _n in rows("Request fields")}
+    expected = {(e, f) for e, names in OLLAMA_FIELDS.items() for f in names.split()}
+    assert expected - documented == set()
+
+
+def test_option_rows_match_engine_options():
+    table = {name: (status, notes) for name, status, notes in rows("Options")}
+    assert set(table) == set(OPTION_TYPES)
+    for name, (status, notes) in table.items():
+        if name in IGNORED_OPTIONS:
+            assert (status, notes) == ("ignored", IGNORED_OPTIONS[name])
+        else:
+            assert status == "supported", name
+
+
+def test_environment_rows_match_settings():
+    table = {name: status for name, status, _notes in rows("Environment variables")}
+    ours = {s.env for s in SETTINGS if s.env.startswith("OLLAMA_")}
+    assert {name for name, status in table.items() if status == "supported"} == ours
+
+
+@pytest.mark.parametrize(("endpoint", "field"), sorted(PROBES))
+def test_field_status_matches_the_server(server, endpoint, field):
+    (status,) = [s for e, f, s, _n in rows("Request fields") if (e, f) == (endpoint, field)]
+    body = dict(PROBES[endpoint, field])
+    if endpoint in ("/api/generate", "/api/chat"):
+        body = {**GENERATION_LIMIT, **body}
+    if endpoint == "/api/create":
+        body["stream"] = False
+    answer = requests.post(server.url + endpoint, json=body, timeout=120)
+    if endpoint == "/api/create" and answer.status_code == 200:
+        requests.delete(server.url + "/api/delete", json={"model": body["model"]}, timeout=30)
+    if status == "not supported":
+        assert answer.status_code == 400, f"{field} works now: update its row ({answer.text})"
+        assert answer.json()["error"]
+    else:
+        assert answer.status_code < 400, f"{field} is marked {status}: {answer.text}"

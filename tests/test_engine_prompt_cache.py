@@ -1,0 +1,109 @@
+"""Prompt cache reuse across turns: fewer tokens evaluated, the same greedy output."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mlx_ollama_bridge.config import Settings
+from mlx_ollama_bridge.engine import GenerationRequest, merge_options
+from mlx_ollama_bridge.engine.requests import Failed, Finished, TextChunk
+from mlx_ollama_bridge.engine.scheduler import Scheduler
+from mlx_ollama_bridge.registry import LocalModel, Registry
+from mlx_ollama_bridge.store.embedded import import_model_dir
+
+GREEDY = {"temperature": 0, "num_predict": 12, "repeat_penalty": 1.0}
+
+
+@pytest.fixture
+def tiny(isolated_home, tiny_model_dir) -> LocalModel:
+    registry = Registry(Settings.from_env())
+    source = isolated_home / "src"
+    shutil.copytree(tiny_model_dir, source)
+    return import_model_dir(registry, source, "tiny", source="test")
+
+
+def _engine(entries: int) -> Iterator[Scheduler]:
+    engine = Scheduler(Settings.from_env().with_overrides(prompt_cache_entries=entries))
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture
+def cached() -> Iterator[Scheduler]:
+    yield from _engine(4)
+
+
+@pytest.fixture
+def uncached() -> Iterator[Scheduler]:
+    yield from _engine(0)
+
+
+def chat(engine: Scheduler, model: LocalModel, messages: list[dict[str, Any]], **options):
+    """Run one chat turn to the end: (text, Finished)."""
+    opts = merge_options(model.parameters, {**GREEDY, **options}, default_num_ctx=4096)
+    job, _ready = engine.submit(GenerationRequest(model=model, options=opts, messages=messages))
+    text = []
+    while True:
+        event = job.replies.get(timeout=60)
+        if isinstance(event, TextChunk):
+            text.append(event.text)
+        elif isinstance(event, Failed):
+            raise event.error
+        elif isinstance(event, Finished):
+            return "".join(text), event
+
+
+def conversation(engine: Scheduler, model: LocalModel, turns: int) -> list[str]:
+    """A multi-turn chat that resends the whole history each turn, as clients do."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are terse. " * 20}]
+    answers = []
+    for turn in range(turns):
+        messages.append({"role": "user", "content": f"Question number {turn}: why?"})
+        text, _done = chat(engine, model, messages)
+        answers.append(text)
+        messages.append({"role": "assistant", "content": text})
+    return answers
+
+
+def test_follow_up_turns_evaluate_only_the_new_tokens(cached, tiny):
+    messages = [{"role": "system", "content": "Be brief. " * 30}, {"role": "user", "content": "hi"}]
+    first, done = chat(cached, tiny, messages)
+    assert cached.stats()["prompt_tokens_reused"] == 0
+    messages += [{"role": "assistant", "content": first}, {"role": "user", "content": "more"}]
+    _text, second = chat(cached, tiny, messages)
+    stats = cached.stats()
+    # prompt_eval_count stays the whole prompt (Ollama's rule); the engine counts the reuse
+    assert second.prompt_eval_count > done.prompt_eval_count
+    assert stats["prompt_tokens"] == done.prompt_eval_count + second.prompt_eval_count
+    # the whole first prompt (and what was generated from it) came from the cache
+    assert stats["prompt_tokens_reused"] >= done.prompt_eval_count
+    evaluated = second.prompt_eval_count - stats["prompt_tokens_reused"]
+    assert 0 < evaluated <= second.prompt_eval_count - done.prompt_eval_count
+
+
+def test_exact_repeat_reuses_all_but_one_token(cached, tiny):
+    messages = [{"role": "user", "content": "Say something long enough to cache."}]
+    first, done = chat(cached, tiny, messages)
+    again, _ = chat(cached, tiny, messages)
+    assert again == first
+    assert cached.stats()["prompt_tokens_reused"] == done.prompt_eval_count - 1
+
+
+def test_greedy_output_is_the_same_with_and_without_the_cache(cached, uncached, tiny):
+    with_cache = conversation(cached, tiny, 4)
+    without = conversation(uncached, tiny, 4)
+    assert with_cache == without
+    assert cached.stats()["prompt_tokens_reused"] > 0
+    assert uncached.stats()["prompt_tokens_reused"] == 0
+
+
+def test_a_rotating_window_skips_the_cache(cached, tiny):
+    messages = [{"role": "user", "content": "word " * 40}]
+    chat(cached, tiny, messages, num_ctx=32, num_predict=40)  # prompt + output > num_ctx
+    chat(cached, tiny, messages, num_ctx=32, num_predict=40)
+    assert cached.stats()["prompt_tokens_reused"] == 0
