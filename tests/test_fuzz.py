@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import RunningServer, stop_server
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from own_server import own_server
 
@@ -177,14 +177,6 @@ def _deliberate_500(path: str, body: Any, status: int) -> bool:
     return status == 500 and waited and path in ("/api/pull", "/api/create")
 
 
-def known_engine_bug(path: str, body: Any) -> bool:
-    """Reported, with an xfail test in test_validation: empty texts embedded by a chat model."""
-    if path != "/api/embed" or not isinstance(body, dict) or body.get("model") == "all-minilm":
-        return False
-    inputs = body.get("input")
-    return isinstance(inputs, list) and "" in inputs
-
-
 def _well_formed(obj: Any, body: Any) -> None:
     assert isinstance(obj, dict)
     error = obj.get("error")
@@ -206,7 +198,6 @@ def test_fuzzed_bodies_never_crash_the_server(server: RunningServer, path: str) 
     @FUZZ
     @given(body=bodies(SHAPES[path]))
     def run(body: Any) -> None:
-        assume(not known_engine_bug(path, body))
         check(server, path, body)
 
     run()

@@ -136,6 +136,10 @@ class MLXBackend:
         ids = list(loaded.tokenizer.encode(text))
         if len(ids) > limit and not truncate:
             raise BadRequest(embeddings.TOO_LONG)
+        if not ids:  # "" on a tokenizer that adds no BOS: pool over one special token instead
+            tokenizer = loaded.tokenizer
+            special = tokenizer.bos_token_id
+            ids = [special if special is not None else next(iter(tokenizer.eos_token_ids), 0)]
         return ids[: max(limit, 1)]
 
     def embed(self, loaded: LoadedModel, batch: list[list[int]]) -> list[list[float]]:

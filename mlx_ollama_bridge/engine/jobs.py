@@ -49,7 +49,7 @@ class GenerationJob:
         self._loaded = loaded
         self._backend = backend
         request = self.request
-        self.prompt_text, tokens = build_prompt(backend, loaded, request)
+        self.prompt_text, tokens = build_prompt(backend, loaded, request, context_length)
         tokens = fit_to_context(tokens, request, context_length)
         self.prompt_tokens = tokens
         self._parser = make_output_parser(
@@ -151,23 +151,30 @@ class GenerationJob:
 
 
 def build_prompt(
-    backend: MLXBackend, loaded: LoadedModel, request: GenerationRequest
+    backend: MLXBackend, loaded: LoadedModel, request: GenerationRequest, context_length: int
 ) -> tuple[str, list[int]]:
     """The rendered prompt and its token ids, as Ollama builds prompts.
 
     The text leaves out a generate request's ``context`` (token ids from an earlier call).
+    A chat that does not fit ``context_length`` loses its oldest turns first, as in Ollama:
+    system messages and the last message are always kept.
     """
     model = request.model
     if request.is_chat:
         messages = _with_system(list(model.messages) + list(request.messages or []), model.system)
-        text = backend.render_chat(
-            loaded,
-            messages,
-            tools=request.tools,
-            chat_template=model.manifest.template,
-            enable_thinking=request.think,
-        )
-        return text, backend.encode(loaded, text, add_special_tokens=False)
+        while True:
+            text = backend.render_chat(
+                loaded,
+                messages,
+                tools=request.tools,
+                chat_template=model.manifest.template,
+                enable_thinking=request.think,
+            )
+            tokens = backend.encode(loaded, text, add_special_tokens=False)
+            droppable = _oldest_droppable(messages)
+            if len(tokens) < context_length or not request.truncate or droppable is None:
+                return text, tokens
+            messages = messages[:droppable] + messages[droppable + 1 :]
     prompt = request.prompt or ""
     context = list(request.context or [])
     if request.raw:
@@ -197,6 +204,15 @@ def fit_to_context(tokens: list[int], request: GenerationRequest, context_length
         raise BadRequest("the input length exceeds the context length")
     keep = min(max(request.options.num_keep, 0), limit // 2)
     return tokens[:keep] + tokens[len(tokens) - (limit - keep) :]
+
+
+def _oldest_droppable(messages: list[dict[str, Any]]) -> int | None:
+    """Index of the oldest message that truncation may drop (never a system message, never
+    the last message); None when nothing is left to drop."""
+    for index, message in enumerate(messages[:-1]):
+        if message.get("role") != "system":
+            return index
+    return None
 
 
 def _with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:

@@ -40,3 +40,13 @@ def test_ollama_llm(server):
 def test_unknown_model_is_rejected_at_init(server):
     with pytest.raises(ValueError):
         langchain_ollama.ChatOllama(model="ghost", base_url=server.url, validate_model_on_init=True)
+
+
+def test_ollama_embeddings(server):
+    embeddings = langchain_ollama.OllamaEmbeddings(model="all-minilm", base_url=server.url)
+    cat, kitten, carburettor = embeddings.embed_documents(["cat", "kitten", "carburettor"])
+    assert len(cat) == 384
+    assert abs(sum(x * x for x in cat) - 1.0) < 1e-3  # Ollama's /api/embed normalises
+    closeness = sum(a * b for a, b in zip(cat, kitten, strict=True))
+    assert closeness > sum(a * b for a, b in zip(cat, carburettor, strict=True))
+    assert embeddings.embed_query("cat") == cat
