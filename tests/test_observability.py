@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -224,10 +225,17 @@ def test_real_server_returns_request_ids_and_health(isolated_home: Path):
         assert response.status_code == 200
         assert response.headers["X-Request-ID"] == "probe-1"
         assert response.json()["engine"] == "running"
-        metrics = requests.get(f"{server.url}/metrics")
-        assert metrics.status_code == 200
+        # A request is counted when its response closes, a moment after the client has it.
+        deadline = time.monotonic() + 10
+        while True:
+            metrics = requests.get(f"{server.url}/metrics")
+            assert metrics.status_code == 200
+            counted = 'route="/health",status="200"' in metrics.text
+            if counted or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert "mlx_bridge_engine_up 1.0" in metrics.text
-        assert 'route="/health",status="200"' in metrics.text
+        assert counted, metrics.text
     finally:
         stop_server(server)
     assert "request_id=probe-1" in server.log()
