@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from .. import OLLAMA_COMPAT_VERSION
 from ..errors import BadRequest
@@ -114,8 +114,3 @@ def copy() -> Response:
 def delete() -> Response:
     """Remove a name, and weights no other name uses; 200 with an empty body."""
     return handle_delete(json_body(schemas.DELETE))
-
-
-def request_label() -> str:
-    """``METHOD path`` of the current request, for logs."""
-    return f"{request.method} {request.path}"

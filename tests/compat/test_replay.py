@@ -13,6 +13,7 @@ import json
 from datetime import datetime
 
 import requests
+from test_api_http import METRICS
 
 GO_HEADERS = {
     "Content-Type": "application/json",
@@ -112,14 +113,7 @@ def test_ollama_run_one_shot_verbose_fields(server):
         )
     )
     final = lines[-1]
-    for key in (
-        "total_duration",
-        "load_duration",
-        "prompt_eval_count",
-        "prompt_eval_duration",
-        "eval_count",
-        "eval_duration",
-    ):
+    for key in METRICS:
         assert isinstance(final[key], int) and final[key] > 0
 
 
