@@ -223,6 +223,23 @@ def _parse_fraction(text: str) -> float:
     return value
 
 
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+
+
+def parse_kv_cache_type(text: str) -> str:
+    """``OLLAMA_KV_CACHE_TYPE``: f16, q8_0 or q4_0 (any case); anything else is f16 with a
+    warning, as Ollama falls back to an unquantized cache."""
+    value = text.strip().lower()
+    if value in KV_CACHE_TYPES:
+        return value
+    log.warning(
+        "unsupported OLLAMA_KV_CACHE_TYPE=%r (expected one of %s); using f16",
+        text,
+        ", ".join(KV_CACHE_TYPES),
+    )
+    return "f16"
+
+
 def _parse_origins(text: str) -> tuple[str, ...]:
     return tuple(origin.strip() for origin in text.split(",") if origin.strip())
 
@@ -239,6 +256,26 @@ def parse_upstream(text: str) -> str | None:
     if text.strip().lower() in _OFF:
         return None
     return parse_ollama_host(text).url
+
+
+def _parse_cpu_blas(text: str) -> str:
+    """``auto``, ``off`` (any of the off words) or a library path, kept as given."""
+    lowered = text.strip().lower()
+    if lowered in _OFF:
+        return "off"
+    return "auto" if lowered == "auto" else str(Path(text.strip()).expanduser())
+
+
+_COUNT_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
+_PARAM_COUNT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmbg]?)", re.IGNORECASE)
+
+
+def _parse_param_count(text: str) -> int:
+    """A parameter count: ``600000000``, ``600M``, ``1.5B``; 0 allowed."""
+    match = _PARAM_COUNT.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(text)
+    return int(float(match.group(1)) * _COUNT_SUFFIXES[match.group(2).lower()])
 
 
 def _home(env: Mapping[str, str]) -> Path:
@@ -265,6 +302,9 @@ def default_config_dir(env: Mapping[str, str]) -> Path:
 
 
 _MIB = 1024 * 1024
+# Dense float32 beat Q4 at every size measured (135M to 1.5B, docs/benchmarks.md): the limit
+# is memory, 4 bytes per parameter: at most ~4 GB of weights by default.
+DEFAULT_CPU_DENSE_MAX_PARAMS = 1_000_000_000
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "host", "OLLAMA_HOST", HostAddress(), "Listen address: host[:port].", parse_ollama_host
@@ -300,7 +340,7 @@ SETTINGS: tuple[Setting, ...] = (
         "num_parallel",
         "OLLAMA_NUM_PARALLEL",
         1,
-        "Requests served at once per loaded model.",
+        "Requests per loaded model that decode together (continuous batching).",
         _parse_count,
     ),
     Setting("max_queue", "OLLAMA_MAX_QUEUE", 512, "Queue size; beyond it: 503.", _parse_count),
@@ -358,6 +398,56 @@ SETTINGS: tuple[Setting, ...] = (
         4,
         "KV caches kept per loaded model for reuse across turns (LRU, at most 1 GiB each "
         "model); 0 = off.",
+        _parse_uint,
+    ),
+    Setting(
+        "cpu_blas",
+        "MLX_BRIDGE_CPU_BLAS",
+        "auto",
+        "Linux CPU mode: auto = serve runs MLX with OpenBLAS (LD_PRELOAD) when one is "
+        "installed (Debian/Ubuntu: libopenblas0-pthread); off = MLX's bundled reference BLAS; "
+        "or the path of a BLAS library to preload.",
+        _parse_cpu_blas,
+    ),
+    Setting(
+        "cpu_dense_max_params",
+        "MLX_BRIDGE_CPU_DENSE_MAX_PARAMS",
+        DEFAULT_CPU_DENSE_MAX_PARAMS,
+        "Linux CPU mode: quantized models with at most this many parameters are loaded as "
+        "dense float32 when OpenBLAS is in use (faster, 4 bytes per parameter); accepts K, M, "
+        "B suffixes; 0 = never.",
+        _parse_param_count,
+    ),
+    Setting(
+        "prompt_cache_disk_bytes",
+        "MLX_BRIDGE_PROMPT_CACHE_DISK",
+        2048 * _MIB,
+        "Disk budget in bytes for KV caches of long prompts kept in <models dir>/.prompt-cache "
+        "across restarts (oldest deleted first); 0 = off.",
+        _parse_uint,
+    ),
+    Setting(
+        "prompt_cache_disk_min_tokens",
+        "MLX_BRIDGE_PROMPT_CACHE_DISK_MIN_TOKENS",
+        256,
+        "Shortest prompt, in tokens, whose KV cache is saved to disk; shorter ones are "
+        "cheaper to evaluate again than to read back.",
+        _parse_count,
+    ),
+    Setting(
+        "kv_cache_type",
+        "OLLAMA_KV_CACHE_TYPE",
+        "f16",
+        "KV cache quantization: f16 (none), q8_0 (8-bit) or q4_0 (4-bit); unknown values "
+        "warn and use f16.",
+        parse_kv_cache_type,
+    ),
+    Setting(
+        "num_draft_tokens",
+        "MLX_BRIDGE_NUM_DRAFT_TOKENS",
+        3,
+        "Tokens a draft model proposes per step when a model's alias names a draft "
+        "(speculative decoding); 0 = never use draft models.",
         _parse_uint,
     ),
     Setting(
@@ -425,6 +515,12 @@ class Settings:
     memory_fraction: float = 0.75  # of physical RAM, for loaded models
     upstream: str | None = DEFAULT_UPSTREAM  # base URL of a real Ollama; None = off
     prompt_cache_entries: int = 4  # per loaded model; 0 = no prompt cache reuse
+    cpu_blas: str = "auto"  # "auto", "off" or a library path (Linux CPU mode)
+    cpu_dense_max_params: int = DEFAULT_CPU_DENSE_MAX_PARAMS  # 0 = keep models quantized
+    prompt_cache_disk_bytes: int = 2048 * _MIB  # 0 = no prompt caches on disk
+    prompt_cache_disk_min_tokens: int = 256
+    kv_cache_type: str = "f16"  # f16 | q8_0 | q4_0
+    num_draft_tokens: int = 3  # 0 = speculative decoding off
     api_key: str = field(default="", repr=False)  # never printed with the settings
     rate_limit: tuple[int, float] | None = None  # (requests, period in seconds)
     graceful_timeout_s: int = 30
@@ -503,6 +599,7 @@ __all__ = [
     "default_data_dir",
     "default_models_dir",
     "parse_go_bool",
+    "parse_kv_cache_type",
     "parse_ollama_host",
     "parse_upstream",
 ]

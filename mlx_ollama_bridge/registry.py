@@ -20,6 +20,8 @@ User aliases (``<config_dir>/models.toml``); keys are model names, the tag defau
     "coder" = { repo = "mlx-community/Qwen2.5-Coder-7B-Instruct-8bit", revision = "main" }
     "mine:v2" = { path = "~/models/my-finetune" }      # an mlx-lm directory (relative
                                                        # paths: relative to config_dir)
+    "fast:8b" = { repo = "mlx-community/Qwen3-8B-4bit", draft = "qwen3:0.6b" }
+                                     # speculative decoding with a local draft model
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class LocalModel:
     system: str | None
     parameters: dict[str, Any]  # default options (Ollama PARAMETER names)
     messages: list[dict[str, Any]]
+    draft: LocalModel | None = None  # the alias's draft model, when it is present locally
 
 
 class Registry:
@@ -101,7 +104,29 @@ class Registry:
         return models
 
     def resolve(self, name: str) -> LocalModel:
-        """The local model for ``name``; raises InvalidModelName or ModelNotFound(name)."""
+        """The local model for ``name``; raises InvalidModelName or ModelNotFound(name).
+
+        When an alias of ``name`` names a ``draft`` that is present locally, it is resolved
+        too (``LocalModel.draft``), for speculative decoding.
+        """
+        model = self._resolve(name)
+        alias = self._alias(ModelName.parse(name))
+        if alias is not None and alias.draft:
+            model.draft = self._draft(alias)
+        return model
+
+    def _draft(self, alias: Alias) -> LocalModel | None:
+        """The alias's draft model, or None if it is not here (no download, no error)."""
+        try:
+            draft = self._resolve(alias.draft or "")
+        except (InvalidModelName, ModelNotFound):
+            log.debug("draft model not present model=%s draft=%s", alias.name, alias.draft)
+            return None
+        if "completion" not in draft.capabilities:
+            return None
+        return draft
+
+    def _resolve(self, name: str) -> LocalModel:
         parsed = ModelName.parse(name)
         path, exists = self._store_path(parsed)
         if exists:

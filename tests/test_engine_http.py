@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -202,3 +203,38 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=5).status_code == 200
     except requests.RequestException:  # the new worker is still booting
         return False
+
+
+@pytest.fixture(scope="module")
+def batching(
+    engine_store: Store, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """Four requests per model decode together."""
+    env = {**engine_store.env, "OLLAMA_NUM_PARALLEL": "4"}
+    running = start_server(env, tmp_path_factory.mktemp("batching") / "server.log")
+    yield running
+    stop_server(running)
+
+
+def test_concurrent_streams_decode_in_one_batch_over_http(batching):
+    url = batching.url
+    body = {"model": ENDLESS, "prompt": "go", "options": {"num_predict": 40, "temperature": 0}}
+    alone = generate(url, {**body, "stream": False}).json()
+    before = engine_stats(url)
+
+    def stream(index: int) -> tuple[str, dict]:
+        options = {**body["options"], "seed": index}
+        with requests.post(
+            url + "/api/generate", json={**body, "options": options}, stream=True, timeout=120
+        ) as reply:
+            lines = [json.loads(line) for line in reply.iter_lines() if line]
+        return "".join(line.get("response", "") for line in lines), lines[-1]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(stream, range(4)))
+    after = engine_stats(url)
+    for text, final in results:
+        assert final["done"] and final["eval_count"] == 40
+        assert text == alone["response"]  # greedy: batching does not change the answer
+    assert after["batch_peak"] >= 2
+    assert after["batched_tokens"] - before["batched_tokens"] >= 4 * 40

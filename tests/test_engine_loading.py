@@ -124,3 +124,63 @@ def test_a_corrupt_model_fails_fast_with_a_clear_error(isolated_home, tiny_model
         assert "not retried" in caught.value.message
     finally:
         engine.stop()
+
+
+class GatedBackend(MLXBackend):
+    """Loads the model at ``gated`` only once released; others load at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated: Path | None = None
+        self.release, self.loading = threading.Event(), threading.Event()
+
+    def load(self, path: Path):
+        if path == self.gated:
+            self.loading.set()
+            self.release.wait(30)
+        return super().load(path)
+
+
+def test_loading_one_model_does_not_stall_another_models_stream(isolated_home, tiny_model_dir):
+    registry = Registry(Settings.from_env())
+    models = {}
+    for name in ("ready", "gated"):
+        source = isolated_home / name
+        shutil.copytree(tiny_model_dir, source)
+        config = json.loads((source / "config.json").read_text())  # distinct files, own dir
+        (source / "config.json").write_text(json.dumps({**config, "bridge_test": name}))
+        models[name] = import_model_dir(registry, source, name, source="test")
+    assert models["ready"].path != models["gated"].path
+    backend = GatedBackend()
+    backend.gated = models["gated"].path
+    engine = Scheduler(Settings.from_env().with_overrides(max_loaded_models=2), backend=backend)
+    engine.start()
+    try:
+        options = merge_options({}, {"num_predict": 400, "temperature": 0}, default_num_ctx=1024)
+        stream, _ready = engine.submit(
+            GenerationRequest(model=models["ready"], options=options, prompt="go")
+        )
+        waiting: dict[str, object] = {}
+
+        def submit_gated() -> None:
+            short = merge_options({}, {"num_predict": 2}, default_num_ctx=256)
+            job, ready = engine.submit(
+                GenerationRequest(model=models["gated"], options=short, prompt="hi")
+            )
+            waiting["ready"] = ready
+
+        thread = threading.Thread(target=submit_gated)
+        thread.start()
+        assert backend.loading.wait(10)
+        # While "gated" is loading, "ready" keeps streaming.
+        got = [stream.replies.get(timeout=10) for _ in range(20)]
+        assert len(got) == 20
+        assert "ready" not in waiting
+        backend.release.set()
+        thread.join(30)
+        load_ns = waiting["ready"].load_duration_ns  # type: ignore[attr-defined]
+        assert load_ns > 0  # it waited for the load and says so
+        assert {m.name for m in engine.running()} == {"ready:latest", "gated:latest"}
+    finally:
+        backend.release.set()
+        engine.stop()

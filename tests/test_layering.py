@@ -46,6 +46,16 @@ def test_only_the_backend_and_converter_import_mlx():
         PACKAGE / "engine" / "constrained.py",
         # prompt cache reuse: mlx-lm's LRUPromptCache and KV-cache trimming, behind the backend
         PACKAGE / "engine" / "prompt_cache.py",
+        # continuous batching: mlx-lm's BatchGenerator
+        PACKAGE / "engine" / "batching.py",
+        # prompt caches on disk: mlx-lm's save_prompt_cache / load_prompt_cache
+        PACKAGE / "engine" / "prompt_disk.py",
+        # OLLAMA_KV_CACHE_TYPE: mlx-lm's QuantizedKVCache
+        PACKAGE / "engine" / "kv_quant.py",
+        # draft models: mlx-lm's speculative_generate_step
+        PACKAGE / "engine" / "speculative.py",
+        # Linux CPU mode: small quantized models dequantized to float32 at load, behind load()
+        PACKAGE / "engine" / "cpu_dense.py",
         PACKAGE / "store" / "gguf.py",
     }
     offenders = [p for p in files() if p not in allowed and uses(p, "mlx", "mlx_lm")]
@@ -73,6 +83,7 @@ def test_registry_and_config_stay_free_of_web_and_ml():
         "durations.py",
         "manifest.py",
         "errors.py",
+        "cpu_blas.py",  # runs in the gunicorn master and in doctor, before or without MLX
     ):
         path = PACKAGE / name
         assert not uses(path, "flask", "mlx", "mlx_lm", "mlx_ollama_bridge.engine"), name

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import psutil
 
+from .. import cpu_blas
 from ..client import Client, ClientError
 from ..config import parse_ollama_host
 from .common import CliState, state
@@ -85,6 +86,43 @@ def check_mlx(python: str = sys.executable) -> Check:
     if not info["metal"] and sys.platform == "darwin":
         return Check(False, text, "use a native arm64 Python on Apple silicon (not Rosetta)")
     return Check(True, text)
+
+
+def check_cpu_blas(setting: str = "auto", server_port: int | None = None) -> Check | None:
+    """Linux CPU mode: the OpenBLAS ``serve`` preloads, or why MLX's slow reference BLAS
+    is used; with ``server_port``, also what a local running server has mapped. None where
+    MLX does not compute with a CPU BLAS (macOS, CUDA)."""
+    if not cpu_blas.mlx_runs_on_cpu():
+        return None
+    choice = cpu_blas.decide(setting)
+    running = _server_blas(server_port) if server_port else None
+    if choice.library is not None:
+        text = f"CPU BLAS: OpenBLAS {choice.library} (serve preloads it)"
+        if running is not None and not running:
+            # information, not a failure: --dev servers and in-process ones never preload
+            return Check(
+                None,
+                f"{text}; the running server does not use it: restart it to get the speed-up",
+            )
+        return Check(True, text + (", the running server uses it" if running else ""))
+    hint = f"Debian/Ubuntu: apt-get install {cpu_blas.DEBIAN_PACKAGE}; ~10x faster prefill"
+    if setting.strip().lower() in cpu_blas.OFF_VALUES:
+        hint = "MLX_BRIDGE_CPU_BLAS=auto to use OpenBLAS when installed"
+    return Check(None, f"CPU BLAS: MLX's bundled reference BLAS, slow ({choice.reason}; {hint})")
+
+
+def _server_blas(port: int) -> list[str] | None:
+    """BLAS libraries the local bridge listening on ``port`` preloaded (master and worker),
+    or None if no such process is visible (not local, not ours, no /proc)."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.pid and conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                procs = [psutil.Process(conn.pid)]
+                procs += procs[0].children(recursive=True)
+                return [lib for proc in procs for lib in cpu_blas.preloaded_blas(proc.pid)]
+    except (psutil.Error, OSError):
+        pass
+    return None
 
 
 def check_memory() -> Check:
@@ -171,6 +209,13 @@ def port_owner(port: int) -> str:
     return ""
 
 
+def _local_port(cli: CliState) -> int | None:
+    """The bridge's port if it is on this machine (its processes can be inspected)."""
+    address = parse_ollama_host(cli.host) if cli.host else cli.settings.host
+    local = address.host in ("", "0.0.0.0", "::", "localhost") or address.is_loopback
+    return address.port if local else None
+
+
 def _client(url: str) -> Client:
     return Client(url, connect_timeout_s=2.0, read_timeout_s=5.0)
 
@@ -188,17 +233,20 @@ def _port_in_use(host: str, port: int) -> bool:
 
 @click.command()
 def doctor() -> None:
-    """Check Python, MLX, memory, the model store, the port, upstream Ollama and the service."""
+    """Check Python, MLX, the CPU BLAS (Linux), memory, the model store, the port, upstream
+    Ollama and the service."""
     cli = state()
     checks = [
         check_python(),
         check_mlx(),
+        check_cpu_blas(cli.settings.cpu_blas, _local_port(cli)),
         check_memory(),
         check_store(Path(cli.settings.models_dir)),
         check_bridge(cli),
         check_upstream(cli),
         check_service(),
     ]
+    checks = [check for check in checks if check is not None]
     for check in checks:
         click.echo(check.render())
     failed = sum(check.ok is False for check in checks)

@@ -13,11 +13,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm.generate import generate_step
+from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
 from mlx_lm.sample_utils import (
     apply_min_p,
     apply_top_k,
@@ -29,9 +30,16 @@ from mlx_lm.utils import load as mlx_load
 
 from ..errors import BadRequest, ModelLoadError, RequestCanceled
 from . import embeddings
+from .kv_quant import KVQuant, kv_quant_for
+from .loader import files_signature
 from .options import Options
 from .prompt_cache import PromptCachePool, cache_offset
+from .prompt_disk import DIR_NAME, DiskPromptCache, store_key
+from .speculative import DraftTally, align_caches, speculative_tokens
 from .tool_formats import TokenizerMarkup
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,8 @@ class LoadedModel:
     encoder: embeddings.Encoder | None = None  # set for BERT-family embedding models
     pooling: embeddings.Pooling = embeddings.Pooling()  # how embed() pools hidden states
     prompt_cache: PromptCachePool | None = None  # KV caches reusable across turns
+    draft: Any = None  # draft model for speculative decoding (same tokenizer), or None
+    kv: KVQuant | None = None  # KV-cache quantisation, None = f16
 
     def is_eos(self, token: int) -> bool:
         """True if ``token`` ends generation for this model."""
@@ -72,13 +82,42 @@ class Generation:
     cache: list[Any] | None  # None: not reusable (rotating window)
     reused: int = 0  # prompt tokens taken from the prompt cache, not evaluated
     fed: list[int] = field(default_factory=list)
+    draft_layers: int = 0  # speculative: the cache's model layers (the draft's follow)
 
 
 class MLXBackend:
     """Loads models and runs token generation with mlx-lm."""
 
-    def __init__(self, prompt_cache_entries: int = 4) -> None:
+    def __init__(
+        self,
+        prompt_cache_entries: int = 4,
+        *,
+        kv_cache_type: str = "f16",
+        num_draft_tokens: int = 3,
+        prompt_cache_dir: Path | None = None,
+        prompt_cache_disk_bytes: int = 0,
+        prompt_cache_disk_min_tokens: int = 256,
+    ) -> None:
         self._prompt_cache_entries = prompt_cache_entries
+        self._kv_cache_type = kv_cache_type
+        self._num_draft_tokens = num_draft_tokens
+        self._disk_dir = prompt_cache_dir if prompt_cache_disk_bytes > 0 else None
+        self._disk_bytes = prompt_cache_disk_bytes
+        self._disk_min_tokens = prompt_cache_disk_min_tokens
+        self._lock = threading.Lock()
+        self._counts = {"draft_tokens": 0, "draft_accepted": 0}  # not yet taken
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MLXBackend:
+        """A backend configured from the settings (prompt caches, KV type, drafts)."""
+        return cls(
+            settings.prompt_cache_entries,
+            kv_cache_type=settings.kv_cache_type,
+            num_draft_tokens=settings.num_draft_tokens,
+            prompt_cache_dir=Path(settings.models_dir) / DIR_NAME,
+            prompt_cache_disk_bytes=settings.prompt_cache_disk_bytes,
+            prompt_cache_disk_min_tokens=settings.prompt_cache_disk_min_tokens,
+        )
 
     def load(self, path: Path) -> LoadedModel:
         """Load the model directory at ``path`` (weights are evaluated eagerly).
@@ -107,6 +146,9 @@ class MLXBackend:
             raise ModelLoadError(f"model files are missing in {path}: {exc}") from exc
         except (ValueError, KeyError, OSError, RuntimeError) as exc:
             raise ModelLoadError(f"failed to load model from {path}: {exc}") from exc
+        from .cpu_dense import maybe_densify  # Linux CPU mode: small models as dense float32
+
+        model = maybe_densify(model, on_gpu=on_gpu)  # before the size: /api/ps, memory budget
         size = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
         pooling = embeddings.read_pooling(path)
         pool = PromptCachePool(model, self._prompt_cache_entries)
@@ -114,9 +156,81 @@ class MLXBackend:
             path, model, tokenizer, size, _context_length(path), on_gpu, None, pooling, pool
         )
 
+    def prepare(
+        self, loaded: LoadedModel, *, digest: str = "", draft_path: Path | None = None
+    ) -> None:
+        """Finish loading a generative model: its draft (when ``draft_path`` names one and
+        drafts are on), KV-cache quantisation, and a prompt-cache pool with its disk store.
+
+        Runs right after ``load``, on the loading thread. Never raises: a draft that cannot
+        be used is left out with a warning and the model works without it.
+        """
+        if loaded.encoder is not None:
+            return
+        draft = None
+        if draft_path is not None and self._num_draft_tokens > 0:
+            draft = self._load_draft(loaded, draft_path)
+        kv = kv_quant_for(self._kv_cache_type, loaded.model, *([draft] if draft else []))
+        loaded.draft, loaded.kv = draft, kv
+        pool = PromptCachePool(loaded.model, self._prompt_cache_entries, draft_model=draft, kv=kv)
+        if pool.enabled and self._disk_dir is not None:
+            key = store_key(
+                files_signature(loaded.path),
+                digest,
+                files_signature(draft_path) if draft is not None and draft_path else None,
+                kv.cache_type if kv else "f16",
+                kv.group_size if kv else 0,
+            )
+            classes = [type(c).__name__ for c in pool.new_cache()]
+            pool.disk = DiskPromptCache(
+                self._disk_dir,
+                key,
+                max_bytes=self._disk_bytes,
+                min_tokens=self._disk_min_tokens,
+                classes=classes,
+            )
+        loaded.prompt_cache = pool
+        log.info(
+            "model ready path=%s draft=%s kv_cache=%s",
+            loaded.path.name,
+            draft_path if draft is not None else None,
+            kv.cache_type if kv else "f16",
+        )
+
+    def _load_draft(self, loaded: LoadedModel, path: Path) -> Any:
+        """The draft model at ``path`` (its bytes added to ``loaded.size_bytes``), or None."""
+        if path.resolve() == loaded.path.resolve():
+            draft, size = loaded.model, 0  # its own draft (benchmarks): share the weights
+        else:
+            try:
+                draft, tokenizer = mlx_load(str(path))
+            except Exception as exc:  # a broken draft must not break its model
+                log.warning("draft model not loaded path=%s error=%s", path, exc)
+                return None
+            if tokenizer.vocab_size != loaded.tokenizer.vocab_size:
+                log.warning("draft model ignored: its tokenizer differs path=%s", path)
+                return None
+            draft = _as_main_model(draft, loaded.on_gpu)
+            size = sum(v.nbytes for _, v in tree_flatten(draft.parameters()))
+        if not _speculative_capable(loaded.model) or not _speculative_capable(draft):
+            log.warning("draft model ignored: a KV cache cannot be trimmed path=%s", path)
+            return None
+        loaded.size_bytes += size
+        return draft
+
+    def take_counts(self) -> dict[str, int]:
+        """Speculative-decoding counters of generations finished since the last call:
+        ``draft_tokens`` proposed by draft models, ``draft_accepted`` of them kept."""
+        with self._lock:
+            counts = dict(self._counts)
+            for name in self._counts:
+                self._counts[name] = 0
+        return counts
+
     def unload(self, loaded: LoadedModel) -> None:
         """Drop a model's buffers and return the memory to the system."""
         loaded.model = None
+        loaded.draft = None
         loaded.tokenizer = None
         loaded.encoder = None
         if loaded.prompt_cache is not None:
@@ -222,28 +336,100 @@ class MLXBackend:
         prefill chunks (RequestCanceled).
         """
         pool = loaded.prompt_cache
-        if max_kv_size is None and pool is not None and pool.enabled:
+        window = max_kv_size is not None
+        if not window and pool is not None and pool.enabled:
             cache, rest = pool.fetch(prompt_tokens)
+        elif not window and pool is not None:
+            cache, rest = pool.new_cache(), prompt_tokens  # no reuse, but quantized if asked
         else:
-            cache, rest = None, prompt_tokens
+            cache, rest = None, prompt_tokens  # rotating window: f16, mlx-lm cannot quantize it
+        sampler = make_sampler(options)
+        extra = list(extra_processors or [])
+        layers = len(loaded.model.layers) if loaded.draft is not None else 0
+        if layers and cache is not None and not extra and len(cache) > layers:
+            return self._speculate(
+                loaded, prompt_tokens, rest, cache, layers, sampler, options, cancel
+            )
+        if layers and cache is not None:
+            # no draft for this one (structured output): the pool holds model+draft caches,
+            # so this cache, of the model's layers only, is not offered back
+            cache = cache[:layers]
+        kv_kwargs = loaded.kv.generate_kwargs() if loaded.kv is not None and not window else {}
         steps = generate_step(
             mx.array(rest),
             loaded.model,
             max_tokens=-1,
-            sampler=make_sampler(options),
+            sampler=sampler,
             # generate_step shows processors only the tokens it was given: the uncached rest
             logits_processors=make_processors(options, len(rest))
-            + list(extra_processors or []),  # structured output's token mask, last
+            + extra,  # structured output's token mask, last
             max_kv_size=max_kv_size,
             prompt_cache=cache,
             prefill_step_size=_PREFILL_STEP,
             prompt_progress_callback=_cancel_check(cancel),
+            **kv_kwargs,
         )
-        generation = Generation(
-            iter(()), list(prompt_tokens), cache, len(prompt_tokens) - len(rest)
-        )
+        kept = None if layers else cache
+        generation = Generation(iter(()), list(prompt_tokens), kept, len(prompt_tokens) - len(rest))
         generation.tokens = _track(steps, generation.fed)
         return generation
+
+    def _speculate(
+        self,
+        loaded: LoadedModel,
+        prompt_tokens: list[int],
+        rest: list[int],
+        cache: list[Any],
+        layers: int,
+        sampler: Sampler,
+        options: Options,
+        cancel: threading.Event | None,
+    ) -> Generation:
+        """``generate`` with the model's draft (``speculative``)."""
+        generation = Generation(
+            iter(()),
+            list(prompt_tokens),
+            cache,
+            len(prompt_tokens) - len(rest),
+            draft_layers=layers,
+        )
+        check = _cancel_check(cancel)
+        name = loaded.path.name
+
+        def done(tally: DraftTally) -> None:
+            with self._lock:
+                self._counts["draft_tokens"] += tally.drafted
+                self._counts["draft_accepted"] += tally.accepted
+            log.info(
+                "speculative decoding model=%s generated=%d drafted=%d accepted=%d rate=%.2f",
+                name,
+                tally.generated,
+                tally.drafted,
+                tally.accepted,
+                tally.rate,
+            )
+
+        generation.tokens = speculative_tokens(
+            rest,
+            loaded.model,
+            loaded.draft,
+            cache,
+            num_draft_tokens=self._num_draft_tokens,
+            sampler=sampler,
+            # mlx-lm shows processors the last prompt token, then the generated ones
+            processors=make_processors(options, 1),
+            prefill_step=_PREFILL_STEP,
+            check=(lambda: check(0, 0)) if check is not None else (lambda: None),
+            fed=generation.fed,
+            done=done,
+            kv_kwargs=loaded.kv.generate_kwargs() if loaded.kv is not None else None,
+        )
+        return generation
+
+    def batchable(self, loaded: LoadedModel) -> bool:
+        """True if ``loaded`` can decode in a batch lane (``batching``); models that
+        generate with a draft model or a quantized KV cache stay on ``generate``."""
+        return loaded.encoder is None and loaded.draft is None and loaded.kv is None
 
     def keep_cache(self, loaded: LoadedModel, generation: Generation) -> bool:
         """Offer a finished generation's KV cache to the model's pool, keyed by exactly the
@@ -252,6 +438,11 @@ class MLXBackend:
         if pool is None or cache is None:
             return False
         tokens = generation.prompt + generation.fed
+        if generation.draft_layers:
+            aligned = align_caches(cache, generation.draft_layers, tokens)
+            if aligned is None:
+                return False
+            tokens = aligned
         if cache_offset(cache) != len(tokens):
             log.debug(
                 "prompt cache not kept: offset=%d tokens=%d", cache_offset(cache), len(tokens)
@@ -260,7 +451,7 @@ class MLXBackend:
         # The last step was evaluated asynchronously: materialise the cache before it is kept
         # (and deep-copied by later requests), so no lazy graph outlives its generator.
         mx.eval([c.state for c in cache])
-        return pool.insert(tokens, cache)
+        return pool.insert(tokens, cache, prompt_len=len(generation.prompt))
 
 
 def _track(steps: Iterator[tuple[Any, Any]], fed: list[int]) -> Iterator[int]:
@@ -340,6 +531,21 @@ def _generated_only(processor: LogitsProcessor, prompt_length: int) -> LogitsPro
         return processor(tokens[prompt_length:], logits)
 
     return apply
+
+
+def _as_main_model(model: Any, on_gpu: bool) -> Any:
+    """The draft in the same weight layout ``load`` gives its model (dense on CPU, if so)."""
+    try:
+        from .cpu_dense import maybe_densify
+    except ImportError:
+        return model
+    return maybe_densify(model, on_gpu=on_gpu)
+
+
+def _speculative_capable(model: Any) -> bool:
+    """mlx-lm splits the joint cache at ``len(model.layers)`` and rewinds it by trimming."""
+    cache = make_prompt_cache(model)
+    return len(cache) == len(model.layers) and can_trim_prompt_cache(cache)
 
 
 def _wire_recommended_memory() -> None:

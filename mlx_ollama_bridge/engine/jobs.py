@@ -1,8 +1,11 @@
 """One generation in flight: prompt construction, token stepping and Ollama's metrics.
 
 A job is advanced one token at a time by the scheduler thread, so several jobs can share the
-thread and new ones can join between steps. Decoded text goes through the stop strings, then
-the output parser, which splits it into content, thinking and tool calls (``parsers``).
+thread and new ones can join between steps. Most jobs decode in their model's batch lane
+(``batching``), which produces a token for every member per step; the rest (a rotating
+context window, a draft model, a quantized KV cache) run their own ``generate_step``.
+Decoded text goes through the stop strings, then the output parser, which splits it into
+content, thinking and tool calls (``parsers``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import BadRequest
-from .backend import Generation, LoadedModel, MLXBackend
+from .backend import Generation, LoadedModel, MLXBackend, make_processors, make_sampler
+from .batching import BatchLane, Slot
 from .constrained import format_processors
 from .gotemplate import render_legacy_template
 from .parsers import OutputParser, make_output_parser
@@ -32,7 +36,9 @@ class GenerationJob:
         self.prompt_text = ""  # the rendered prompt (without a generate request's context)
         self.generated: list[int] = []
         self._tokens: Iterator[int] | None = None
-        self._generation: Generation | None = None
+        self._generation: Generation | None = None  # the solo path
+        self._lane: BatchLane | None = None  # the batched path
+        self._slot: Slot | None = None
         self._backend: MLXBackend | None = None
         self._detokenizer: Any = None
         self._stops = StopMatcher(request.options.stop)
@@ -44,8 +50,15 @@ class GenerationJob:
 
     # -- admission ---------------------------------------------------------------------------
 
-    def start(self, backend: MLXBackend, loaded: LoadedModel, context_length: int) -> None:
-        """Build the prompt tokens and the token stream; raises BadRequest on bad input."""
+    def start(
+        self,
+        backend: MLXBackend,
+        loaded: LoadedModel,
+        context_length: int,
+        lane: BatchLane | None = None,
+    ) -> None:
+        """Build the prompt tokens and join ``lane`` (or start a solo token stream when the
+        request cannot batch, or no lane is given); raises BadRequest on bad input."""
         self._loaded = loaded
         self._backend = backend
         request = self.request
@@ -71,35 +84,62 @@ class GenerationJob:
         if not self.request.shift:
             # No shifting: stop at the context limit instead, as Ollama does with shift=false.
             self._max_tokens = min(self._max_tokens, max(ctx - len(tokens), 0))
+        if self._max_tokens <= 0:  # nothing to generate: finish at the first step
+            self._tokens = iter(())
+            return
+        window = needs_window and self.request.shift
+        constraint = format_processors(
+            loaded.tokenizer,
+            request,
+            backend.output_markup(loaded),
+            self.prompt_text,
+            self._max_tokens,
+        )
+        if lane is not None and not window and backend.batchable(loaded):
+            options = request.options
+            self._slot = lane.add(
+                tokens,
+                make_sampler(options),
+                # the lane shows processors the whole prompt; penalties skip it
+                make_processors(options, len(tokens)) + constraint,
+            )
+            self._lane = lane
+            return
         self._generation = backend.generate(
             loaded,
             tokens,
             self.request.options,
-            max_kv_size=ctx if needs_window and self.request.shift else None,
+            max_kv_size=ctx if window else None,
             cancel=self.request.cancel,
-            extra_processors=format_processors(
-                loaded.tokenizer,
-                request,
-                backend.output_markup(loaded),
-                self.prompt_text,
-                self._max_tokens,
-            ),
+            extra_processors=constraint,
         )
         self._tokens = self._generation.tokens
 
     @property
     def reused_tokens(self) -> int:
         """Prompt tokens taken from the prompt cache instead of being evaluated."""
+        if self._slot is not None:
+            return self._slot.reused
         return self._generation.reused if self._generation is not None else 0
+
+    @property
+    def slot(self) -> Slot | None:
+        """The job's place in its model's batch lane; None on the solo path."""
+        return self._slot
 
     # -- stepping ----------------------------------------------------------------------------
 
     def step(self) -> list[Event]:
-        """Advance one token. Returns the events to send; the last one is ``Finished``."""
-        assert self._tokens is not None and self._loaded is not None
+        """Advance a solo job one token. Returns the events to send; the last one is
+        ``Finished``."""
+        assert self._tokens is not None
         if len(self.generated) >= self._max_tokens:
             return self._finish("length")
-        token = next(self._tokens)
+        return self.accept(next(self._tokens))
+
+    def accept(self, token: int) -> list[Event]:
+        """Take the next generated token (from the solo stream or the batch lane)."""
+        assert self._loaded is not None
         if not self.generated and not self._first_token_at:
             self._first_token_at = time.perf_counter()
         if self._loaded.is_eos(token):
@@ -114,7 +154,10 @@ class GenerationJob:
         return events
 
     def close(self) -> None:
-        """Release the token generator (and with it the KV cache)."""
+        """Release the token generator or the batch slot (and with it the KV cache)."""
+        if self._lane is not None and self._slot is not None:
+            self._lane.finish(self._slot, keep_cache=False)
+            self._lane = None
         self._generation = None
         if self._tokens is not None:
             close = getattr(self._tokens, "close", None)
@@ -144,7 +187,10 @@ class GenerationJob:
                 context=context,
             )
         )
-        if self._generation is not None and self._backend is not None and self._loaded is not None:
+        if self._lane is not None and self._slot is not None:
+            self._lane.finish(self._slot, keep_cache=True)
+            self._lane = None
+        elif self._generation is not None and self._backend and self._loaded is not None:
             self._backend.keep_cache(self._loaded, self._generation)
         self.close()
         return events

@@ -5,32 +5,49 @@ of KV caches keyed by the exact tokens they hold (prompt + every token fed back 
 generating, an end-of-turn token included); a new request starts from the cache with the
 longest common prefix and evaluates only the rest. The pool is bounded by entry count and
 bytes, least recently used first out. Runs on the scheduler thread only.
+
+A model with a draft (speculative decoding) keeps the model's and the draft's caches in one
+list, model layers first, both holding the same tokens. Quantized KV caches
+(``OLLAMA_KV_CACHE_TYPE``) take part like plain ones: they trim by moving their offset, and
+each token's keys and values are quantized on their own, so a reused prefix equals what a
+fresh run computes. Behind the pool, an optional ``DiskPromptCache`` keeps long prompts across
+restarts: ``insert`` may save one, ``fetch`` may load one when memory has nothing as long.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mlx_lm.models.cache import (
-    LRUPromptCache,
-    can_trim_prompt_cache,
-    make_prompt_cache,
-    trim_prompt_cache,
-)
+from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+
+from .kv_quant import KVQuant, fresh_cache
+from .prompt_disk import DiskPromptCache
 
 _KEY = "model"  # one pool per loaded model, so the trie's model key is a constant
 DEFAULT_MAX_BYTES = 1 << 30  # per model
 
 
 class PromptCachePool:
-    """The KV caches of one loaded model, reusable by prefix."""
+    """The KV caches of one loaded model (and its draft), reusable by prefix."""
 
-    def __init__(self, model: Any, max_entries: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        model: Any,
+        max_entries: int,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        draft_model: Any = None,
+        kv: KVQuant | None = None,
+        disk: DiskPromptCache | None = None,
+    ) -> None:
         self._model = model
+        self._draft = draft_model
+        self._kv = kv
         self._lru = LRUPromptCache(max_size=max_entries, max_bytes=max_bytes)
         # Reusing a longer entry, or an exact one, means trimming; models whose caches
         # cannot be trimmed (sliding windows, SSM layers) do not take part.
-        self.enabled = max_entries > 0 and can_trim_prompt_cache(make_prompt_cache(model))
+        self.enabled = max_entries > 0 and can_trim_prompt_cache(self.new_cache())
+        self.disk = disk if self.enabled else None
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -40,32 +57,52 @@ class PromptCachePool:
         """Bytes held by the pool's caches."""
         return self._lru.nbytes
 
+    def new_cache(self) -> list[Any]:
+        """An empty cache of the pool's shape: model layers, then draft layers if any."""
+        cache = fresh_cache(self._model, self._kv)
+        if self._draft is not None:
+            cache += fresh_cache(self._draft, self._kv)
+        return cache
+
     def fetch(self, tokens: list[int]) -> tuple[list[Any], list[int]]:
         """A cache for ``tokens`` and the tokens still to evaluate (at least one)."""
         if not self.enabled or not tokens:
-            return make_prompt_cache(self._model), tokens
+            return self.new_cache(), tokens
         cache, rest = self._lru.fetch_nearest_cache(_KEY, tokens)
+        reused = len(tokens) - len(rest) if cache is not None else 0
+        if self.disk is not None and reused < len(tokens) - 1:
+            found = self.disk.load(tokens, better_than=reused)
+            if found is not None:
+                cache, reused = found
+                rest = tokens[reused:]
         if cache is None:
-            return make_prompt_cache(self._model), tokens
+            return self.new_cache(), tokens
         if not rest:
             # Exact hit: the model needs one token in to produce the next logits.
             if not can_trim_prompt_cache(cache):
-                return make_prompt_cache(self._model), tokens
+                return self.new_cache(), tokens
             trim_prompt_cache(cache, 1)
             rest = tokens[-1:]
         return cache, list(rest)
 
-    def insert(self, tokens: list[int], cache: list[Any]) -> bool:
-        """Keep ``cache`` for later, keyed by ``tokens``; only if it holds exactly them."""
+    def insert(self, tokens: list[int], cache: list[Any], *, prompt_len: int | None = None) -> bool:
+        """Keep ``cache`` for later, keyed by ``tokens``; only if it holds exactly them.
+
+        With a disk store, the first ``prompt_len`` tokens (the prompt; default all) may
+        also be saved to disk for the next server (see ``prompt_disk``).
+        """
         if not self.enabled or not tokens or not cache:
             return False
         if cache_offset(cache) != len(tokens):
             return False
+        if self.disk is not None:
+            length = len(tokens) if prompt_len is None else min(prompt_len, len(tokens))
+            self.disk.save(list(tokens[:length]), cache)
         self._lru.insert_cache(_KEY, list(tokens), cache)
         return True
 
     def clear(self) -> None:
-        """Drop every cache."""
+        """Drop every cache held in memory (the disk store stays)."""
         self._lru.trim_to(n_sequences=0)
 
 

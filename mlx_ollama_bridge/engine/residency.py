@@ -17,7 +17,7 @@ from ..errors import BridgeError
 from .backend import LoadedModel, MLXBackend
 from .embed_job import EmbeddingJob
 from .jobs import GenerationJob
-from .loader import Loader
+from .loader import Loader, LoadTicket
 from .preflight import MemoryBudget, check_model_files
 from .requests import Failed
 
@@ -41,6 +41,7 @@ class Resident:
     active: int = 0
     expires_at: float = math.inf
     jobs: list[_Job] = field(default_factory=list)
+    load_duration_ns: int = 0  # how long its load took
 
 
 class Residency:
@@ -53,11 +54,17 @@ class Residency:
     _clock: Callable[[], float]
     _lock: threading.Lock
     _resident: dict[str, Resident]
+    _loading: dict[str, LoadTicket]  # at most one entry: loads run one at a time
 
     def _ensure_loaded(
         self, model: LocalModel, keep_alive_s: float | None, num_ctx: int
     ) -> Resident | None:
-        """Return the resident model, loading it (and evicting idle ones) if needed."""
+        """The resident model, or None while it loads or waits for room (ask again after the
+        next step). Raises BridgeError when it cannot be loaded.
+
+        Loading runs on a helper thread, one model at a time (so the memory budget sees
+        every model it admits); meanwhile the scheduler keeps stepping the others.
+        """
         key = model_key(model)
         resident = self._resident.get(key)
         effective_ctx = self._effective_ctx(model, num_ctx)
@@ -67,18 +74,41 @@ class Residency:
             if keep_alive_s is not None:
                 resident.keep_alive_s = keep_alive_s
             return resident
-        check_model_files(model)  # missing/truncated/changed files: a clear error, not a crash
-        self._budget.check_alone(model.name.display, model.size)
-        if not self._make_room(model.size):
+        ticket = self._loading.get(key)
+        if ticket is None:
+            if self._loading:  # another model is loading: wait for it
+                return None
+            check_model_files(model)  # missing/truncated/changed files: a clear error
+            need = footprint(model)
+            self._budget.check_alone(model.name.display, need)
+            if not self._make_room(need):
+                return None
+            log.info("loading model=%s path=%s", model.name.display, model.path)
+            self._loading[key] = self._loader.start(model, self._preparer(model))
             return None
-        log.info("loading model=%s path=%s", model.name.display, model.path)
-        handle = self._loader.load(model)
+        if not ticket.ready():
+            return None
+        del self._loading[key]
+        handle = self._loader.finish(ticket)  # raises ModelLoadError
         keep = self._settings.keep_alive_s if keep_alive_s is None else keep_alive_s
         resident = Resident(model, model.name.display, handle, keep, effective_ctx)
+        resident.load_duration_ns = ticket.duration_ns
         with self._lock:
             self._resident[key] = resident
         log.info("loaded model=%s bytes=%d ctx=%d", resident.name, handle.size_bytes, effective_ctx)
         return resident
+
+    def _is_loading(self, model: LocalModel) -> bool:
+        """True while ``model``'s load runs."""
+        return model_key(model) in self._loading
+
+    def _preparer(self, model: LocalModel) -> Callable[[LoadedModel], None] | None:
+        """The backend's finishing step for ``model`` (its draft, KV type, prompt caches)."""
+        prepare = getattr(self._backend, "prepare", None)
+        if prepare is None:  # a stand-in backend in tests
+            return None
+        draft = model.draft.path if model.draft is not None else None
+        return lambda handle: prepare(handle, digest=model.digest, draft_path=draft)
 
     def _effective_ctx(self, model: LocalModel, num_ctx: int) -> int:
         """``num_ctx`` capped at the model's trained context length, as Ollama does."""
@@ -124,4 +154,16 @@ class Residency:
 
 
 def model_key(model: LocalModel) -> str:
-    return str(model.path)
+    """One resident per model directory, and per draft: a name whose alias adds a draft is
+    loaded apart from the same weights without one."""
+    if model.draft is None:
+        return str(model.path)
+    return f"{model.path}+draft:{model.draft.path}"
+
+
+def footprint(model: LocalModel) -> int:
+    """Bytes ``model`` needs loaded: its files, plus its draft's unless it drafts for itself."""
+    draft = model.draft
+    if draft is None or draft.path == model.path:
+        return model.size
+    return model.size + draft.size

@@ -6,6 +6,10 @@ unloaded when it expires; ``keep_alive`` on a request updates the model's (stick
 at most ``max_loaded_models`` within the memory budget (``preflight``) stay resident, idle ones
 evicted soonest-to-expire first; the pending queue is bounded (503 when full). Embedding jobs
 share the queue and the residents. HTTP threads talk to the thread through queues.
+
+Up to ``num_parallel`` generations per model decode together in the model's batch lane
+(continuous batching: one forward pass per step for all of them); every model with work gets
+one step per loop, so a stream of one model never waits for another model's whole answer.
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BridgeError, RequestCanceled, ServerBusy
 from .backend import MLXBackend
+from .batching import BatchLane
 from .embed_job import EmbeddingJob, EmbeddingRequest, EmbeddingResult
 from .jobs import GenerationJob
-from .loader import Loader
+from .loader import Loader, LoadTicket
 from .preflight import MemoryBudget
 from .requests import Failed, Finished, GenerationRequest, Ready, RunningModel
 from .residency import Residency, Resident, model_key
@@ -37,17 +42,19 @@ log = logging.getLogger(__name__)
 
 _IDLE_WAKEUP_S = 1.0
 _GONE_POLL_S = 0.25  # how often a queued request checks that its client is still there
+_PREFILL_STEP = 512  # prompt tokens per batched prefill chunk; streams wait at most one chunk
 _Job = GenerationJob | EmbeddingJob
 
 
 @dataclass
 class _Command:
-    kind: str  # "generate" (embedding jobs too) | "load" | "unload" | "stop"
+    kind: str  # "generate" (embedding jobs too) | "load" | "unload" | "ping" | "stop"
     replies: queue.Queue[Any]
     model: LocalModel | None = None
     job: _Job | None = None
     keep_alive_s: float | None = None
     num_ctx: int = 0
+    received: float = field(default_factory=time.perf_counter)
 
 
 class Scheduler(Residency):
@@ -61,14 +68,26 @@ class Scheduler(Residency):
         budget: MemoryBudget | None = None,
     ) -> None:
         self._settings = settings
-        self._backend = backend or MLXBackend(settings.prompt_cache_entries)
+        self._backend = backend or MLXBackend.from_settings(settings)
         self._loader = Loader(self._backend.load, settings.load_timeout_s)
-        self._stats = {"prompt_tokens": 0, "prompt_tokens_reused": 0, "canceled": 0}
+        self._stats = {
+            "prompt_tokens": 0,
+            "prompt_tokens_reused": 0,
+            "canceled": 0,
+            "batched_tokens": 0,
+            "batch_peak": 0,
+            "draft_tokens": 0,  # proposed by draft models (speculative decoding)
+            "draft_accepted": 0,  # of those, accepted by the model
+        }
         self._clock = clock
         self._budget = budget or MemoryBudget.from_settings(settings)
         self._inbox: queue.Queue[_Command] = queue.Queue()
         self._pending: deque[_Job] = deque()
         self._resident: dict[str, Resident] = {}
+        self._lanes: dict[str, BatchLane] = {}  # per loaded model, created at first use
+        self._loading: dict[str, LoadTicket] = {}
+        self._load_waiters: list[_Command] = []  # explicit loads (empty prompts) in progress
+        self._load_waits: dict[int, float] = {}  # id(job) -> when it began waiting for a load
         self._lock = threading.Lock()  # guards _resident for snapshots from HTTP threads
         self._waiting = 0  # requests submitted and not yet admitted
         self._thread: threading.Thread | None = None
@@ -105,7 +124,8 @@ class Scheduler(Residency):
     def stats(self) -> dict[str, int]:
         """Counters since start: prompt tokens of admitted generations (``prompt_tokens``),
         how many of them came from the prompt cache (``prompt_tokens_reused``), the rest were
-        evaluated; requests canceled by their client (``canceled``)."""
+        evaluated; requests canceled by their client (``canceled``); tokens decoded in batch
+        lanes (``batched_tokens``) and the most sequences one step decoded (``batch_peak``)."""
         with self._lock:
             return dict(self._stats)
 
@@ -167,6 +187,26 @@ class Scheduler(Residency):
             )
         return out
 
+    def ping(self, timeout: float) -> float | None:
+        """Seconds for a no-op to go through the scheduler thread's inbox and back: how soon
+        it would notice a new request (long between steps during a big prefill chunk).
+        None if it did not answer within ``timeout``."""
+        if not self.is_alive():
+            return None
+        replies: queue.Queue[Any] = queue.Queue()
+        started = time.perf_counter()
+        self._inbox.put(_Command("ping", replies))
+        try:
+            replies.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        return time.perf_counter() - started
+
+    def queue_depth(self) -> int:
+        """Requests submitted and not yet admitted (waiting for a model or a slot)."""
+        with self._lock:
+            return self._waiting
+
     def _call(self, kind: str, model: LocalModel, keep_alive_s: float | None, num_ctx: int) -> Any:
         replies: queue.Queue[Any] = queue.Queue()
         self._inbox.put(_Command(kind, replies, model, keep_alive_s=keep_alive_s, num_ctx=num_ctx))
@@ -208,6 +248,8 @@ class Scheduler(Residency):
                 return True
 
     def _idle_timeout(self) -> float:
+        if self._loading or self._load_waiters:
+            return 0.02  # poll the load
         if self._pending:
             return 0.05
         deadlines = [r.expires_at for r in self._resident.values() if not r.active]
@@ -221,7 +263,9 @@ class Scheduler(Residency):
             assert command.job is not None
             self._pending.append(command.job)
         elif command.kind == "load":
-            self._reply(command, lambda: self._explicit_load(command))
+            self._load_waiters.append(command)
+        elif command.kind == "ping":
+            command.replies.put(None)
         elif command.kind == "unload":
             self._reply(command, lambda: self._request_unload(command.model))
 
@@ -235,15 +279,27 @@ class Scheduler(Residency):
             log.exception("scheduler command %s failed", command.kind)
             command.replies.put(BridgeError(f"internal error: {exc}"))
 
-    def _explicit_load(self, command: _Command) -> int:
-        assert command.model is not None
-        started = time.perf_counter()
-        resident = self._ensure_loaded(command.model, command.keep_alive_s, command.num_ctx)
-        if resident is None:
-            raise ServerBusy("server busy, please try again.  all loaded models are in use")
-        if not resident.active:
-            self._start_idle_timer(resident)
-        return int((time.perf_counter() - started) * 1e9)
+    def _serve_load_waiters(self) -> None:
+        """Answer explicit loads whose model is resident now (with the time it took)."""
+        waiting = []
+        for command in self._load_waiters:
+            assert command.model is not None
+            try:
+                resident = self._ensure_loaded(command.model, command.keep_alive_s, command.num_ctx)
+            except BridgeError as exc:
+                command.replies.put(exc)
+                continue
+            except Exception as exc:  # never let one request kill the scheduler thread
+                log.exception("explicit load failed")
+                command.replies.put(BridgeError(f"internal error: {exc}"))
+                continue
+            if resident is None:
+                waiting.append(command)
+                continue
+            if not resident.active:
+                self._start_idle_timer(resident)
+            command.replies.put(int((time.perf_counter() - command.received) * 1e9))
+        self._load_waiters = waiting
 
     def _request_unload(self, model: LocalModel | None) -> None:
         assert model is not None
@@ -258,6 +314,8 @@ class Scheduler(Residency):
     # -- admission ---------------------------------------------------------------------------
 
     def _admit_pending(self) -> None:
+        if self._load_waiters:
+            self._serve_load_waiters()
         still_waiting: deque[_Job] = deque()
         while self._pending:
             job = self._pending.popleft()
@@ -267,6 +325,7 @@ class Scheduler(Residency):
                 )
                 self._count("canceled")
                 self._release_waiting()
+                self._load_waits.pop(id(job), None)
                 continue
             if not self._try_admit(job):
                 still_waiting.append(job)
@@ -283,16 +342,27 @@ class Scheduler(Residency):
                 request.model, request.keep_alive_s, request.options.num_ctx
             )
             if resident is None:
+                if self._is_loading(request.model):
+                    self._load_waits.setdefault(id(job), started)
                 return False
+            # Ollama's load_duration: getting the model ready for this request, which is the
+            # whole wait when it had to load, and the (small) bookkeeping when it was resident
+            started = self._load_waits.pop(id(job), started)
             load_ns = int((time.perf_counter() - started) * 1e9)
-            job.start(self._backend, resident.handle, resident.num_ctx)
+            if isinstance(job, GenerationJob):
+                lane = self._lane(model_key(request.model), resident)
+                job.start(self._backend, resident.handle, resident.num_ctx, lane)
+            else:
+                job.start(self._backend, resident.handle, resident.num_ctx)
         except BridgeError as exc:
             self._release_waiting()
+            self._load_waits.pop(id(job), None)
             job.replies.put(exc)
             return True
         except Exception as exc:
             log.exception("failed to start a generation")
             self._release_waiting()
+            self._load_waits.pop(id(job), None)
             job.replies.put(BridgeError(f"internal error: {exc}"))
             return True
         self._release_waiting()
@@ -317,19 +387,67 @@ class Scheduler(Residency):
 
     # -- stepping ----------------------------------------------------------------------------
 
+    def _lane(self, key: str, resident: Resident) -> BatchLane | None:
+        """The model's batch lane (None for embedding-only models)."""
+        if resident.handle.encoder is not None:
+            return None
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = BatchLane(resident.handle, self._settings.num_parallel, _PREFILL_STEP)
+            self._lanes[key] = lane
+        return lane
+
     def _step_jobs(self) -> None:
         for key, resident in list(self._resident.items()):
             for job in list(resident.jobs):
-                self._step_one(key, resident, job)
+                if job.request.cancel.is_set():
+                    log.info("request canceled model=%s", resident.name)
+                    self._count("canceled")
+                    self._retire(key, resident, job)
+            self._step_lane(key, resident)
+            for job in list(resident.jobs):
+                if not (isinstance(job, GenerationJob) and job.slot is not None):
+                    self._step_one(key, resident, job, job.step)
 
-    def _step_one(self, key: str, resident: Resident, job: _Job) -> None:
-        if job.request.cancel.is_set():
-            log.info("request canceled model=%s", resident.name)
-            self._count("canceled")
-            self._retire(key, resident, job)
+    def _step_lane(self, key: str, resident: Resident) -> None:
+        """One batched step for the model's lane; each member takes its token."""
+        lane = self._lanes.get(key)
+        if lane is None or not len(lane):
             return
+        members = [j for j in resident.jobs if isinstance(j, GenerationJob) and j.slot]
         try:
-            events = job.step()
+            tokens = lane.step()
+        except Exception as exc:  # the batch's state is unknown now: end its members
+            log.exception("batched generation failed model=%s", resident.name)
+            for job in members:
+                job.replies.put(Failed(BridgeError(f"generation failed: {exc}")))
+                self._retire(key, resident, job)
+            self._drop_lane(key)
+            return
+        if tokens:
+            self._count("batched_tokens", len(tokens))
+            with self._lock:
+                self._stats["batch_peak"] = max(self._stats["batch_peak"], len(tokens))
+        for job in members:
+            slot = job.slot
+            if slot is not None and slot.uid in tokens:
+                token = tokens[slot.uid]
+                self._step_one(key, resident, job, lambda j=job, t=token: j.accept(t))
+
+    def _drop_lane(self, key: str) -> None:
+        lane = self._lanes.pop(key, None)
+        if lane is not None:
+            lane.close()
+
+    def _unload(self, key: str, *, reason: str) -> None:
+        self._drop_lane(key)  # the lane holds the model: drop it first
+        super()._unload(key, reason=reason)
+
+    def _step_one(
+        self, key: str, resident: Resident, job: _Job, advance: Callable[[], list[Any]]
+    ) -> None:
+        try:
+            events = advance()
         except BridgeError as exc:
             job.replies.put(Failed(exc))
             self._retire(key, resident, job)
@@ -346,6 +464,8 @@ class Scheduler(Residency):
 
     def _retire(self, key: str, resident: Resident, job: _Job) -> None:
         job.close()
+        for name, amount in getattr(self._backend, "take_counts", dict)().items():
+            self._count(name, amount)  # speculative decoding's tallies of finished generations
         resident.jobs.remove(job)
         resident.active -= 1
         if resident.active == 0:
@@ -358,6 +478,10 @@ class Scheduler(Residency):
         for job in self._pending:
             job.replies.put(BridgeError("server is shutting down"))
         self._pending.clear()
+        for command in self._load_waiters:
+            command.replies.put(BridgeError("server is shutting down"))
+        self._load_waiters.clear()
+        self._load_waits.clear()
         for resident in self._resident.values():
             for job in resident.jobs:
                 job.replies.put(Failed(BridgeError("server is shutting down")))

@@ -12,6 +12,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from .. import cpu_blas
 from ..config import Settings
 from .logging_setup import logging_config
 from .shutdown import install_sigterm_hook
@@ -58,5 +59,13 @@ class BridgeApplication(BaseApplication):
 
 
 def serve(settings: Settings, overrides: dict[str, Any] | None = None) -> None:
-    """Serve until stopped (blocks)."""
+    """Serve until stopped (blocks).
+
+    On Linux with MLX on the CPU the process first re-executes itself once with OpenBLAS in
+    ``LD_PRELOAD`` when one is installed (``cpu_blas.py``; ``MLX_BRIDGE_CPU_BLAS=off`` opts
+    out): the gunicorn master and its worker then use it instead of MLX's reference BLAS.
+    """
+    cpu_blas.maybe_reexec(settings.cpu_blas)  # returns only if no re-exec is needed
+    if cpu_blas.mlx_runs_on_cpu():
+        log.info("cpu blas: %s", cpu_blas.describe(setting=settings.cpu_blas))
     BridgeApplication(settings, overrides).run()
