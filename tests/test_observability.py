@@ -6,6 +6,7 @@ import logging
 import re
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -181,7 +182,8 @@ def test_health_is_503_once_the_engine_thread_died(monkeypatch):
 
 
 def test_metrics_count_requests_by_route_and_status(monkeypatch):
-    engine = StubEngine(alive=True, running=["a"])
+    loaded = SimpleNamespace(name="a:latest", size_bytes=1234, active_requests=0)
+    engine = StubEngine(alive=True, running=[loaded])
     client = make_app(monkeypatch, engine).test_client()
     client.get("/api/version", buffered=True)
     client.get("/api/version", headers={"Origin": "https://evil.example"}, buffered=True)
@@ -199,6 +201,8 @@ def test_metrics_count_requests_by_route_and_status(monkeypatch):
         'mlx_bridge_http_request_duration_seconds_count{route="/api/version"} 2.0',
         "mlx_bridge_engine_up 1.0",
         "mlx_bridge_models_loaded 1.0",
+        'mlx_bridge_model_memory_bytes{model="a:latest"} 1234.0',
+        "mlx_bridge_queue_depth 0.0",  # a stub engine without a queue
     ):
         assert sample in text, sample
     assert re.search(r"^mlx_bridge_resident_memory_bytes [1-9]", text, re.MULTILINE)
@@ -224,7 +228,11 @@ def test_real_server_returns_request_ids_and_health(isolated_home: Path):
         response = requests.get(f"{server.url}/health", headers={"X-Request-ID": "probe-1"})
         assert response.status_code == 200
         assert response.headers["X-Request-ID"] == "probe-1"
-        assert response.json()["engine"] == "running"
+        body = response.json()
+        assert body["engine"] == "running"
+        # readiness: a no-op went through the real scheduler thread and back
+        assert body["ready"] is True
+        assert 0 < body["engine_latency_ms"] < 2000
         # A request is counted when its response closes, a moment after the client has it.
         deadline = time.monotonic() + 10
         while True:

@@ -24,6 +24,7 @@ from ..registry import LocalModel
 from .context import get_engine, get_registry, get_settings
 from .images import request_images
 from .messages import parse_messages, parse_tools
+from .observability import GenerationProbe, generation_probe
 from .parsing import model_name, optional, optional_str
 from .streaming import client_gone_probe, job_events, ndjson_response, now_rfc3339
 
@@ -122,9 +123,27 @@ def start_generation(request: GenerationRequest) -> tuple[Iterator[Event], int]:
     arrive as a ``Failed`` event.
     """
     engine = get_engine()
+    probe = generation_probe(request.model.name.display)  # taken now: streams outlive the view
     client_gone = client_gone_probe()
     job, ready = engine.submit(request, client_gone)
-    return job_events(job, engine.is_alive, client_gone), ready.load_duration_ns
+    events = job_events(job, engine.is_alive, client_gone)
+    return (_observed(events, probe) if probe else events), ready.load_duration_ns
+
+
+def _observed(events: Iterator[Event], probe: GenerationProbe) -> Iterator[Event]:
+    """Pass events through, recording time to first output and the final token counts
+    (before the event is yielded, so a client that has the answer sees it counted)."""
+    try:
+        for event in events:
+            if isinstance(event, (TextChunk, ThinkingChunk, ToolCalls)):
+                probe.first_output()
+            elif isinstance(event, Finished):
+                probe.finished(event.prompt_eval_count, event.eval_count)
+            yield event
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()  # an abandoned stream cancels its job now, not at garbage collection
 
 
 def render_prompt(request: GenerationRequest) -> str:

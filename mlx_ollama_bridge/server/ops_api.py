@@ -1,10 +1,12 @@
-"""Operations endpoints: ``GET /health`` (liveness + readiness) and ``GET /metrics``."""
+"""Operations endpoints: ``GET /health`` (liveness + readiness), ``GET /diagnostics`` (a JSON
+snapshot for people) and ``GET /metrics`` (Prometheus). All need the API key when one is set."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 from werkzeug.exceptions import NotImplemented as NotImplemented_
 
+from .diagnostics import diagnostics_report
 from .observability import health_report, observability_state
 
 bp = Blueprint("ops", __name__)
@@ -16,6 +18,15 @@ def health() -> Response:
     body, status = health_report(current_app._get_current_object())  # type: ignore[attr-defined]
     response = jsonify(body)
     response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/diagnostics", methods=["GET"])
+def diagnostics() -> Response:
+    """Loaded models, memory, queue depth, engine counters, per-model usage, settings."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    response = jsonify(diagnostics_report(app))
     response.headers["Cache-Control"] = "no-store"
     return response
 
