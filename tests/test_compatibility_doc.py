@@ -5,13 +5,18 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import requests
+from openai.types import completion_create_params, embedding_create_params
+from openai.types.chat import completion_create_params as chat_create_params
 
 from mlx_ollama_bridge.config import SETTINGS
 from mlx_ollama_bridge.engine.options import IGNORED_OPTIONS, OPTION_TYPES
-from mlx_ollama_bridge.server import create_app
+from mlx_ollama_bridge.server import create_app, openai_embed, schemas
+from mlx_ollama_bridge.server import openai_translate as oai
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "compatibility.md"
 STATUSES = {"supported", "partial", "ignored", "not supported", "bridge-only"}
@@ -107,7 +112,8 @@ def app_routes() -> set[tuple[str, str]]:
 
 
 def test_every_status_is_known():
-    for section in ("Endpoints", "Request fields", "Options", "Environment variables"):
+    sections = ("Endpoints", "Request fields", "OpenAI request fields", "Options")
+    for section in (*sections, "Environment variables"):
         for row in rows(section):
             assert row[-2] in STATUSES, row
 
@@ -164,3 +170,148 @@ def test_field_status_matches_the_server(server, endpoint, field):
         assert answer.json()["error"]
     else:
         assert answer.status_code < 400, f"{field} is marked {status}: {answer.text}"
+
+
+# -- /v1, field by field -----------------------------------------------------------------------
+
+
+def sdk_fields(params: Any) -> set[str]:
+    """The keys of one of the OpenAI SDK's ``*CreateParams`` TypedDicts."""
+    return set(params.__required_keys__ | params.__optional_keys__)
+
+
+# What the installed OpenAI SDK can send (``stream`` is in the streaming variant only).
+SDK_FIELDS = {
+    "/v1/chat/completions": sdk_fields(chat_create_params.CompletionCreateParamsStreaming),
+    "/v1/completions": sdk_fields(completion_create_params.CompletionCreateParamsStreaming),
+    "/v1/embeddings": sdk_fields(embedding_create_params.EmbeddingCreateParams),
+}
+PATH_ROWS = {("/v1/models/:model", "model")}  # a path parameter, not a body field
+
+
+class RecordingBody(dict):
+    """A request body that remembers every key the code looks up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+
+def fields_read(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The body fields the code behind a ``/v1`` route reads: its schema, its translation to
+    the native request and ``stream_options`` (embeddings: the reply, engine stubbed out)."""
+    if endpoint == "/v1/embeddings":
+        result = SimpleNamespace(vectors=[[1.0, 0.0]], prompt_eval_count=1)
+        monkeypatch.setattr(openai_embed, "resolve_for_embedding", lambda name: object())
+        monkeypatch.setattr(openai_embed, "embed_texts", lambda *args, **kwargs: result)
+        body = RecordingBody(model="m", input="a")
+        openai_embed.embeddings_reply(body)
+        return body.read
+    if endpoint == "/v1/chat/completions":
+        body = RecordingBody(model="m", messages=[{"role": "user", "content": "a"}])
+        schemas.validate(body, schemas.OPENAI_CHAT)
+        oai.chat_to_native(body)
+    else:
+        body = RecordingBody(model="m", prompt="a")
+        schemas.validate(body, schemas.OPENAI_COMPLETION)
+        oai.completion_to_native(body)
+    oai.include_usage(body)
+    return body.read
+
+
+def openai_rows() -> dict[str, dict[str, str]]:
+    """``{endpoint: {field: status}}`` of the OpenAI request fields table."""
+    table: dict[str, dict[str, str]] = {}
+    for endpoint, field, status, _notes in rows("OpenAI request fields"):
+        if (endpoint, field) not in PATH_ROWS:
+            table.setdefault(endpoint, {})[field] = status
+    return table
+
+
+def test_every_openai_sdk_field_has_a_row():
+    table = openai_rows()
+    for endpoint, fields in SDK_FIELDS.items():
+        missing = fields - set(table[endpoint])
+        assert missing == set(), f"{endpoint}: fields of the OpenAI SDK with no row"
+
+
+@pytest.mark.parametrize("endpoint", sorted(SDK_FIELDS))
+def test_openai_rows_match_the_fields_the_code_reads(endpoint, monkeypatch):
+    documented = openai_rows()[endpoint]
+    used = {field for field, status in documented.items() if status != "ignored"}
+    read = fields_read(endpoint, monkeypatch)
+    assert read - used == set(), f"{endpoint}: read by the code but marked ignored or missing"
+    assert used - read == set(), f"{endpoint}: documented as used but never read"
+
+
+# Values for every ``ignored`` field: sent together, they must change nothing (200).
+IGNORED_SAMPLES: dict[str, Any] = {
+    "tool_choice": "auto",
+    "parallel_tool_calls": True,
+    "functions": [{"name": "f", "parameters": {"type": "object"}}],
+    "function_call": "auto",
+    "logprobs": True,
+    "top_logprobs": 2,
+    "logit_bias": {"1": -100},
+    "modalities": ["text"],
+    "audio": {"voice": "alloy", "format": "wav"},
+    "prediction": {"type": "content", "content": "a"},
+    "verbosity": "low",
+    "web_search_options": {},
+    "store": False,
+    "metadata": {"k": "v"},
+    "service_tier": "auto",
+    "user": "u",
+    "safety_identifier": "s",
+    "moderation": {"input": {"mode": "score"}},
+    "prompt_cache_key": "k",
+    "prompt_cache_retention": "24h",
+    "prompt_cache_options": {"ttl": "1h"},
+    "best_of": 1,
+    "echo": True,
+}
+V1_BASE = {
+    "/v1/chat/completions": {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "a"}],
+        "max_tokens": 1,
+    },
+    "/v1/completions": {"model": "tiny", "prompt": "a", "max_tokens": 1},
+    "/v1/embeddings": {"model": "all-minilm", "input": "a"},
+}
+# The stated limits of ``partial`` and ``not supported`` rows: each answers 400.
+V1_REFUSED = [
+    ("/v1/chat/completions", {"n": 2}),
+    ("/v1/chat/completions", {"reasoning_effort": "minimal"}),
+    ("/v1/completions", {"n": 2}),
+    ("/v1/completions", {"suffix": "b"}),
+    ("/v1/completions", {"prompt": ["a", "b"]}),
+    ("/v1/embeddings", {"input": [[1, 2, 3]]}),
+]
+
+
+@pytest.mark.parametrize("endpoint", sorted(V1_BASE))
+def test_ignored_openai_fields_change_nothing(server, endpoint):
+    ignored = [f for f, status in openai_rows()[endpoint].items() if status == "ignored"]
+    body = {**V1_BASE[endpoint], **{field: IGNORED_SAMPLES[field] for field in ignored}}
+    answer = requests.post(server.url + endpoint, json=body, timeout=120)
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize(("endpoint", "change"), V1_REFUSED)
+def test_openai_limits_answer_400(server, endpoint, change):
+    answer = requests.post(server.url + endpoint, json={**V1_BASE[endpoint], **change}, timeout=60)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["type"] == "invalid_request_error"
