@@ -5,8 +5,9 @@ Prints a JSON document and readable tables:
 (2) aggregate decode tokens/s at 1, 2, 4 and 8 concurrent streams;
 (3) a 6-turn chat: TTFT per turn with and without prompt-cache reuse;
 (4) cold load time; (5) the server's RSS with no model and with one loaded.
-Usage: ``python bench/run.py [--model smollm2:135m] [--tokens 32] [--runs 3]
-[--streams 1,2,4,8] [--turns 6] [--json out.json]``.
+Usage: ``python bench/run.py [--model smollm2:135m] [--tokens 32] [--runs 5]
+[--streams 1,2,4,8] [--turns 6] [--json out.json] [--chart out.png]``; ``make bench`` writes
+``docs/benchmarks.json`` and its chart ``docs/benchmarks.png`` (``bench/charts.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,29 +33,37 @@ from server import start_bridge, stream_chat  # noqa: E402
 QUESTION = "Write one sentence about the sea."
 
 
-def raw_mlx(path: str, tokens: int, runs: int) -> dict[str, float]:
-    """Decode speed and TTFT of ``mlx_lm.stream_generate`` with greedy sampling."""
+Run = Callable[[], tuple[float, float]]  # one measured run: (decode tok/s, TTFT s)
+
+
+def raw_mlx(path: str, tokens: int) -> Run:
+    """One greedy ``mlx_lm.stream_generate`` run per call, on the weights the bridge serves."""
+    import mlx.core as mx
     from mlx_lm import load, stream_generate
 
+    from mlx_ollama_bridge.engine.cpu_dense import maybe_densify
+
     model, tokenizer = load(path)
+    # the same weights the bridge serves: dense float32 in Linux CPU mode with OpenBLAS
+    model = maybe_densify(model, on_gpu=mx.default_device().type == mx.DeviceType.gpu)
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTION}], add_generation_prompt=True, tokenize=False
     )
     ids = tokenizer.encode(prompt, add_special_tokens=False)
-    tps, ttft = [], []
-    for _ in range(runs + 1):  # the first run warms up
+
+    def run() -> tuple[float, float]:
         start = time.perf_counter()
-        first = None
+        first, decode_tps = 0.0, 0.0
         for response in stream_generate(model, tokenizer, ids, max_tokens=tokens):
             first = first or time.perf_counter() - start
             decode_tps = response.generation_tps
-        tps.append(decode_tps)
-        ttft.append(first)
-    return {"decode_tps": statistics.median(tps[1:]), "ttft_s": statistics.median(ttft[1:])}
+        return decode_tps, first
+
+    return run
 
 
-def bridge_decode(url: str, model: str, tokens: int, runs: int) -> dict[str, float]:
-    """Decode speed (eval_count/eval_duration) and client-side TTFT through /api/chat.
+def bridge_decode(url: str, model: str, tokens: int) -> Run:
+    """One run through ``/api/chat`` per call: (eval_count/eval_duration, client-side TTFT).
 
     The prompt differs from raw mlx-lm's in nothing, and each run says the same thing, so
     from the second run on the prompt cache would serve it: it is disabled on this server
@@ -65,16 +75,35 @@ def bridge_decode(url: str, model: str, tokens: int, runs: int) -> dict[str, flo
         # Same work as raw greedy decoding: no sampling filters, no penalties.
         "options": {"temperature": 0, "num_predict": tokens, "repeat_penalty": 1.0},
     }
-    tps, ttft = [], []
-    for _ in range(runs + 1):
+
+    def run() -> tuple[float, float]:
         first, _text, final = stream_chat(url, body)
-        tps.append(final["eval_count"] / final["eval_duration"] * 1e9)
-        ttft.append(first)
-    return {"decode_tps": statistics.median(tps[1:]), "ttft_s": statistics.median(ttft[1:])}
+        return final["eval_count"] / final["eval_duration"] * 1e9, first
+
+    return run
 
 
-def single_server(args: argparse.Namespace, streams: list[int]) -> dict[str, Any]:
-    """RSS, cold load, decode and concurrency on one server without a prompt cache."""
+def paired(raw: Run, bridge: Run, runs: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Raw and bridge runs alternated (after one warm-up each), so that a change in the
+    machine's load hits both alike; medians of each."""
+    raw(), bridge()
+    raw_runs, bridge_runs = [], []
+    for _ in range(runs):
+        raw_runs.append(raw())
+        bridge_runs.append(bridge())
+
+    def medians(results: list[tuple[float, float]]) -> dict[str, float]:
+        return {
+            "decode_tps": statistics.median(r[0] for r in results),
+            "ttft_s": statistics.median(r[1] for r in results),
+        }
+
+    return medians(raw_runs), medians(bridge_runs)
+
+
+def single_server(args: argparse.Namespace, streams: list[int], raw: Run) -> dict[str, Any]:
+    """RSS, cold load, decode (alternating with raw mlx-lm) and concurrency on one server
+    without a prompt cache."""
     bridge = start_bridge(
         OLLAMA_NUM_PARALLEL=str(max(streams)), MLX_BRIDGE_PROMPT_CACHE="0", OLLAMA_KEEP_ALIVE="-1"
     )
@@ -85,11 +114,14 @@ def single_server(args: argparse.Namespace, streams: list[int]) -> dict[str, Any
         requests.post(f"{bridge.url}/api/generate", json={"model": args.model}, timeout=600)
         cold_load_s = time.perf_counter() - load_start
         rss_loaded = bridge.rss_bytes()
-        decode = bridge_decode(bridge.url, args.model, args.tokens, args.runs)
+        raw_figures, decode = paired(
+            raw, bridge_decode(bridge.url, args.model, args.tokens), args.runs
+        )
         rows = [concurrency(bridge.url, args.model, n, args.concurrency_tokens) for n in streams]
     finally:
         bridge.stop()
     return {
+        "raw_mlx_lm": raw_figures,
         "bridge": decode,
         "concurrency": rows,
         "cold_load_s": cold_load_s,
@@ -143,40 +175,55 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="smollm2:135m")
     parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--streams", default="1,2,4,8")
     parser.add_argument("--concurrency-tokens", type=int, default=16)
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--turn-tokens", type=int, default=16)
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
+    parser.add_argument("--chart", type=Path, help="also draw the PNG chart here (matplotlib)")
+    parser.add_argument(
+        "--baseline", type=Path, help="a saved JSON report to draw in grey on the chart"
+    )
+    parser.add_argument("--baseline-label", default="baseline")
     args = parser.parse_args()
     streams = [int(n) for n in args.streams.split(",")]
 
+    from mlx_ollama_bridge import cpu_blas
     from mlx_ollama_bridge.config import Settings
     from mlx_ollama_bridge.registry import Registry
 
+    # Linux CPU mode: run raw mlx-lm with the BLAS the bridge's `serve` uses (re-exec once)
+    cpu_blas.maybe_reexec(Settings.from_env().cpu_blas)
     path = str(Registry(Settings.from_env()).resolve(args.model).path)
     started = time.perf_counter()
-    served = single_server(args, streams)
+    served = single_server(args, streams, raw_mlx(path, args.tokens))
     cached, uncached = chat_turns(args, 4), chat_turns(args, 0)
-    raw = raw_mlx(path, args.tokens, args.runs)
+    raw = served["raw_mlx_lm"]
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
         "model": args.model,
         "tokens": args.tokens,
-        "raw_mlx_lm": raw,
+        "cpu_blas": cpu_blas.describe() if cpu_blas.mlx_runs_on_cpu() else None,
         **served,
         "decode_ratio_bridge_over_raw": served["bridge"]["decode_tps"] / raw["decode_tps"],
         "ttft_difference_s": served["bridge"]["ttft_s"] - raw["ttft_s"],
         "multi_turn": {"cached": cached, "uncached": uncached},
         "bench_seconds": time.perf_counter() - started,
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # the box may be shared
     }
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
     print_tables(report)
+    if args.chart:
+        from charts import write_chart
+
+        baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+        chart = write_chart(report, args.chart, baseline, args.baseline_label)
+        print(f"chart: {chart}")
 
 
 if __name__ == "__main__":

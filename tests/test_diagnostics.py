@@ -360,3 +360,11 @@ def test_real_server_diagnostics_after_a_few_requests(keyed):
     assert body["queue_depth"] == 0
     assert body["engine"] == "running" and body["status"] == "ok"
     assert body["engine_stats"]["prompt_tokens"] >= diag["prompt_tokens"]
+    assert body["engine_latency_ms"] > 0  # the engine thread answered a no-op
+    # Linux CPU mode: serve preloads OpenBLAS when it is installed, and says so
+    from mlx_ollama_bridge import cpu_blas
+
+    if cpu_blas.mlx_runs_on_cpu() and cpu_blas.find_openblas() is not None:
+        assert body["cpu_blas"].startswith("OpenBLAS"), body["cpu_blas"]
+    else:
+        assert "OpenBLAS" not in body["cpu_blas"].split("(")[0], body["cpu_blas"]

@@ -18,6 +18,7 @@ from typing import Any
 
 from flask import Flask
 
+from .. import cpu_blas
 from ..config import HostAddress, Settings
 from ..durations import format_rfc3339
 from .context import EXTENSION
@@ -96,7 +97,10 @@ def diagnostics_report(app: Flask) -> dict[str, Any]:
             "models_bytes": sum(model["size_bytes"] for model in loaded),
         },
         "queue_depth": queue_depth(app),
+        "engine_latency_ms": health.get("engine_latency_ms"),
         "engine_stats": health.get("engine_stats", {}),
+        # Linux CPU mode: which BLAS MLX's CPU backend uses in this worker
+        "cpu_blas": cpu_blas.describe(setting=settings.cpu_blas),
         "loaded_models": loaded,
         "models": state.usage.snapshot(),
         "settings": settings_view(settings),
