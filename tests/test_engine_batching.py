@@ -3,19 +3,17 @@ sampling options, and give what they would give alone."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from engine_helpers import chat_turn, import_copy, running_engine
 
-from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import GenerationRequest, merge_options
-from mlx_ollama_bridge.engine.requests import Failed, Finished, TextChunk
+from mlx_ollama_bridge.engine.requests import Finished
 from mlx_ollama_bridge.engine.scheduler import Scheduler
-from mlx_ollama_bridge.registry import LocalModel, Registry
-from mlx_ollama_bridge.store.embedded import import_model_dir
+from mlx_ollama_bridge.registry import LocalModel
 
 GREEDY = {"temperature": 0, "num_predict": 16, "repeat_penalty": 1.0}
 PROMPTS = ["Tell me about cats.", "Why is the sky blue?", "hi", "Count: one two three four"]
@@ -23,46 +21,23 @@ PROMPTS = ["Tell me about cats.", "Why is the sky blue?", "hi", "Count: one two 
 
 @pytest.fixture
 def tiny(isolated_home, tiny_model_dir) -> LocalModel:
-    registry = Registry(Settings.from_env())
-    source = isolated_home / "src"
-    shutil.copytree(tiny_model_dir, source)
-    return import_model_dir(registry, source, "tiny", source="test")
-
-
-def _engine(parallel: int, cache_entries: int = 4) -> Iterator[Scheduler]:
-    settings = Settings.from_env().with_overrides(
-        num_parallel=parallel, prompt_cache_entries=cache_entries
-    )
-    engine = Scheduler(settings)
-    engine.start()
-    yield engine
-    engine.stop()
+    return import_copy(isolated_home, tiny_model_dir, "tiny")
 
 
 @pytest.fixture
 def parallel() -> Iterator[Scheduler]:
-    yield from _engine(4)
+    yield from running_engine(num_parallel=4, prompt_cache_entries=4)
 
 
 @pytest.fixture
 def serial() -> Iterator[Scheduler]:
-    yield from _engine(1)
+    yield from running_engine(num_parallel=1, prompt_cache_entries=4)
 
 
 def run(engine: Scheduler, model: LocalModel, prompt: str, **options) -> tuple[str, Finished]:
     """One chat turn to the end: (text, Finished)."""
-    opts = merge_options(model.parameters, {**GREEDY, **options}, default_num_ctx=4096)
     messages = [{"role": "user", "content": prompt}]
-    job, _ready = engine.submit(GenerationRequest(model=model, options=opts, messages=messages))
-    text = []
-    while True:
-        event = job.replies.get(timeout=120)
-        if isinstance(event, TextChunk):
-            text.append(event.text)
-        elif isinstance(event, Failed):
-            raise event.error
-        elif isinstance(event, Finished):
-            return "".join(text), event
+    return chat_turn(engine, model, messages, {**GREEDY, **options})
 
 
 def run_together(

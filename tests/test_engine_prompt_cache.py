@@ -2,60 +2,36 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from engine_helpers import chat_turn, import_copy, running_engine
 
-from mlx_ollama_bridge.config import Settings
-from mlx_ollama_bridge.engine import GenerationRequest, merge_options
-from mlx_ollama_bridge.engine.requests import Failed, Finished, TextChunk
 from mlx_ollama_bridge.engine.scheduler import Scheduler
-from mlx_ollama_bridge.registry import LocalModel, Registry
-from mlx_ollama_bridge.store.embedded import import_model_dir
+from mlx_ollama_bridge.registry import LocalModel
 
 GREEDY = {"temperature": 0, "num_predict": 12, "repeat_penalty": 1.0}
 
 
 @pytest.fixture
 def tiny(isolated_home, tiny_model_dir) -> LocalModel:
-    registry = Registry(Settings.from_env())
-    source = isolated_home / "src"
-    shutil.copytree(tiny_model_dir, source)
-    return import_model_dir(registry, source, "tiny", source="test")
-
-
-def _engine(entries: int) -> Iterator[Scheduler]:
-    engine = Scheduler(Settings.from_env().with_overrides(prompt_cache_entries=entries))
-    engine.start()
-    yield engine
-    engine.stop()
+    return import_copy(isolated_home, tiny_model_dir, "tiny")
 
 
 @pytest.fixture
 def cached() -> Iterator[Scheduler]:
-    yield from _engine(4)
+    yield from running_engine(prompt_cache_entries=4)
 
 
 @pytest.fixture
 def uncached() -> Iterator[Scheduler]:
-    yield from _engine(0)
+    yield from running_engine(prompt_cache_entries=0)
 
 
 def chat(engine: Scheduler, model: LocalModel, messages: list[dict[str, Any]], **options):
     """Run one chat turn to the end: (text, Finished)."""
-    opts = merge_options(model.parameters, {**GREEDY, **options}, default_num_ctx=4096)
-    job, _ready = engine.submit(GenerationRequest(model=model, options=opts, messages=messages))
-    text = []
-    while True:
-        event = job.replies.get(timeout=60)
-        if isinstance(event, TextChunk):
-            text.append(event.text)
-        elif isinstance(event, Failed):
-            raise event.error
-        elif isinstance(event, Finished):
-            return "".join(text), event
+    return chat_turn(engine, model, messages, {**GREEDY, **options}, timeout=60)
 
 
 def conversation(engine: Scheduler, model: LocalModel, turns: int) -> list[str]:

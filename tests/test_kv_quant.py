@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tiny_model
+from engine_helpers import import_copy, running_engine
 from mlx_lm.models.cache import KVCache, QuantizedKVCache
 from test_engine_prompt_cache import chat
 
@@ -18,7 +18,6 @@ from mlx_ollama_bridge.engine import merge_options
 from mlx_ollama_bridge.engine.backend import MLXBackend
 from mlx_ollama_bridge.engine.scheduler import Scheduler
 from mlx_ollama_bridge.registry import LocalModel, Registry
-from mlx_ollama_bridge.store.embedded import import_model_dir
 
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0}
 
@@ -99,17 +98,10 @@ def tiny_kv_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_kv(isolated_home, tiny_kv_dir) -> LocalModel:
-    registry = Registry(Settings.from_env())
-    source = isolated_home / "src"
-    shutil.copytree(tiny_kv_dir, source)
-    return import_model_dir(registry, source, "tinykv", source="test")
+    return import_copy(isolated_home, tiny_kv_dir, "tinykv")
 
 
-def _engine(**overrides: Any) -> Iterator[Scheduler]:
-    engine = Scheduler(Settings.from_env().with_overrides(**overrides))
-    engine.start()
-    yield engine
-    engine.stop()
+_engine = running_engine
 
 
 @pytest.fixture

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from conftest import stop_server
+from engine_helpers import import_copy
 from own_server import own_server
 from test_engine_prompt_cache import chat
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine.prompt_disk import DIR_NAME
 from mlx_ollama_bridge.engine.scheduler import Scheduler
-from mlx_ollama_bridge.registry import LocalModel, Registry
-from mlx_ollama_bridge.store.embedded import import_model_dir
+from mlx_ollama_bridge.registry import LocalModel
 
 # ~500 tokens with the tiny model's tokenizer: above the default 256-token threshold
 SYSTEM = "You are a helpful assistant. Answer the question of the user in a short way. " * 30
@@ -59,9 +58,7 @@ def test_a_restarted_server_reuses_a_long_system_prompt_from_disk(tmp_path, tiny
 
 @pytest.fixture
 def tiny(isolated_home, tiny_model_dir) -> LocalModel:
-    source = isolated_home / "src"
-    shutil.copytree(tiny_model_dir, source)
-    return import_model_dir(Registry(Settings.from_env()), source, "tiny", source="test")
+    return import_copy(isolated_home, tiny_model_dir, "tiny")
 
 
 def _run(model: LocalModel, question: str, **settings: Any) -> dict[str, int]:
