@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--streams", default="1,2,4,8")
-    parser.add_argument("--concurrency-tokens", type=int, default=16)
+    parser.add_argument("--concurrency-tokens", type=int, default=32)
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--turn-tokens", type=int, default=16)
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
