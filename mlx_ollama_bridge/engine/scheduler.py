@@ -125,7 +125,8 @@ class Scheduler(Residency):
         """Counters since start: prompt tokens of admitted generations (``prompt_tokens``),
         how many of them came from the prompt cache (``prompt_tokens_reused``), the rest were
         evaluated; requests canceled by their client (``canceled``); tokens decoded in batch
-        lanes (``batched_tokens``) and the most sequences one step decoded (``batch_peak``)."""
+        lanes (``batched_tokens``) and the most sequences one step decoded (``batch_peak``);
+        tokens proposed by draft models (``draft_tokens``) and accepted (``draft_accepted``)."""
         with self._lock:
             return dict(self._stats)
 
