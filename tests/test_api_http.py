@@ -174,6 +174,21 @@ def test_context_is_accepted_back(server):
     assert second["context"][: len(first["context"])] == first["context"]
 
 
+def test_context_ids_outside_the_vocabulary_are_a_400(server):
+    # an id past the embedding table must never reach the model (an out-of-bounds read)
+    for stream in (False, True):
+        body = {"model": TINY, "prompt": "hi", "context": [1, 2352402], "stream": stream}
+        reply = post(server, "/api/generate", {**body, "options": {"num_predict": 2}})
+        assert reply.status_code == 400
+        assert "2352402" in reply.json()["error"] and "vocabulary" in reply.json()["error"]
+    ok = post(
+        server,
+        "/api/generate",
+        {"model": TINY, "prompt": "hi", "stream": False, "options": {"num_predict": 2}},
+    )
+    assert ok.status_code == 200
+
+
 def test_raw_prompt_is_not_templated(server):
     templated = post(
         server,

@@ -306,6 +306,17 @@ class MLXBackend:
             tool_parser=parser,
         )
 
+    def vocab_size(self, loaded: LoadedModel) -> int:
+        """How many token ids the model takes: its embedding table's rows when the model
+        says, else the tokenizer's vocabulary."""
+        args = getattr(loaded.model, "args", None)
+        size = getattr(args, "vocab_size", None)
+        if not isinstance(size, int):
+            size = getattr(getattr(args, "text_config", None), "vocab_size", None)
+        if not isinstance(size, int):
+            size = len(loaded.tokenizer.get_vocab())
+        return size
+
     def encode(self, loaded: LoadedModel, text: str, *, add_special_tokens: bool) -> list[int]:
         """Tokenize ``text``."""
         return list(loaded.tokenizer.encode(text, add_special_tokens=add_special_tokens))

@@ -223,6 +223,10 @@ def build_prompt(
             messages = messages[:droppable] + messages[droppable + 1 :]
     prompt = request.prompt or ""
     context = list(request.context or [])
+    vocab = backend.vocab_size(loaded)
+    unknown = next((t for t in context if t >= vocab), None)
+    if unknown is not None:  # an id past the embedding table would read out of bounds
+        raise BadRequest(f'field "context" has token id {unknown}, not in the model\'s vocabulary')
     if request.raw:
         return prompt, context + backend.encode_raw(loaded, prompt)
     system = request.system if request.system is not None else model.system
