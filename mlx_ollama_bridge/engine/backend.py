@@ -33,7 +33,7 @@ from . import embeddings
 from .kv_quant import KVQuant, kv_quant_for
 from .loader import files_signature
 from .options import Options
-from .prompt_cache import PromptCachePool, cache_offset
+from .prompt_cache import PromptCachePool
 from .prompt_disk import DIR_NAME, DiskPromptCache, store_key
 from .speculative import DraftTally, align_caches, speculative_tokens
 from .tool_formats import TokenizerMarkup
@@ -454,14 +454,6 @@ class MLXBackend:
             if aligned is None:
                 return False
             tokens = aligned
-        if cache_offset(cache) != len(tokens):
-            log.debug(
-                "prompt cache not kept: offset=%d tokens=%d", cache_offset(cache), len(tokens)
-            )
-            return False
-        # The last step was evaluated asynchronously: materialise the cache before it is kept
-        # (and deep-copied by later requests), so no lazy graph outlives its generator.
-        mx.eval([c.state for c in cache])
         return pool.insert(tokens, cache, prompt_len=len(generation.prompt))
 
 

@@ -13,17 +13,12 @@ Runs on the scheduler thread only.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
-import mlx.core as mx
 from mlx_lm.generate import BatchGenerator
 
 from .backend import LoadedModel, LogitsProcessor, Sampler
-from .prompt_cache import cache_offset
-
-log = logging.getLogger(__name__)
 
 _UNBOUNDED = 1 << 31  # the job decides when a sequence is long enough
 
@@ -101,14 +96,8 @@ class BatchLane:
         if not keep or slot.uid not in extracted:
             return False
         cache, tokens = extracted[slot.uid]
-        tokens = list(tokens)
-        if cache_offset(cache) != len(tokens):
-            log.debug("batch cache not kept: offset=%d tokens=%d", cache_offset(cache), len(tokens))
-            return False
-        # Materialise the slices of the batch's buffers now, so no lazy graph outlives them.
-        mx.eval([c.state for c in cache])
         assert pool is not None
-        return pool.insert(tokens, cache, prompt_len=slot.prompt_len)
+        return pool.insert(list(tokens), cache, prompt_len=slot.prompt_len)
 
     def close(self) -> None:
         """Drop every sequence and the generator's buffers."""

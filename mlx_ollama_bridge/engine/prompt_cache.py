@@ -16,12 +16,16 @@ restarts: ``insert`` may save one, ``fetch`` may load one when memory has nothin
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
 from .kv_quant import KVQuant, fresh_cache
 from .prompt_disk import DiskPromptCache
+
+log = logging.getLogger(__name__)
 
 _KEY = "model"  # one pool per loaded model, so the trie's model key is a constant
 DEFAULT_MAX_BYTES = 1 << 30  # per model
@@ -94,7 +98,11 @@ class PromptCachePool:
         if not self.enabled or not tokens or not cache:
             return False
         if cache_offset(cache) != len(tokens):
+            log.debug("cache not kept: offset=%d tokens=%d", cache_offset(cache), len(tokens))
             return False
+        # The last step was evaluated asynchronously: materialise the cache before it is kept
+        # (and deep-copied by later requests), so no lazy graph outlives its generator.
+        mx.eval([c.state for c in cache])
         if self.disk is not None:
             length = len(tokens) if prompt_len is None else min(prompt_len, len(tokens))
             self.disk.save(list(tokens[:length]), cache)
