@@ -30,6 +30,7 @@ from mlx_lm.utils import load as mlx_load
 
 from ..errors import BadRequest, ModelLoadError, RequestCanceled
 from . import embeddings
+from .cpu_dense import maybe_densify
 from .kv_quant import KVQuant, kv_quant_for
 from .loader import files_signature
 from .options import Options
@@ -97,8 +98,10 @@ class MLXBackend:
         prompt_cache_dir: Path | None = None,
         prompt_cache_disk_bytes: int = 0,
         prompt_cache_disk_min_tokens: int = 256,
+        cpu_dense_max_params: int | None = None,
     ) -> None:
         self._prompt_cache_entries = prompt_cache_entries
+        self._dense_max_params = cpu_dense_max_params  # None: read from the environment
         self._kv_cache_type = kv_cache_type
         self._num_draft_tokens = num_draft_tokens
         self._disk_dir = prompt_cache_dir if prompt_cache_disk_bytes > 0 else None
@@ -117,6 +120,7 @@ class MLXBackend:
             prompt_cache_dir=Path(settings.models_dir) / DIR_NAME,
             prompt_cache_disk_bytes=settings.prompt_cache_disk_bytes,
             prompt_cache_disk_min_tokens=settings.prompt_cache_disk_min_tokens,
+            cpu_dense_max_params=settings.cpu_dense_max_params,
         )
 
     def load(self, path: Path) -> LoadedModel:
@@ -146,9 +150,8 @@ class MLXBackend:
             raise ModelLoadError(f"model files are missing in {path}: {exc}") from exc
         except (ValueError, KeyError, OSError, RuntimeError) as exc:
             raise ModelLoadError(f"failed to load model from {path}: {exc}") from exc
-        from .cpu_dense import maybe_densify  # Linux CPU mode: small models as dense float32
-
-        model = maybe_densify(model, on_gpu=on_gpu)  # before the size: /api/ps, memory budget
+        # Linux CPU mode: small models as dense float32; before the size (/api/ps, budget)
+        model = self._densify(model, on_gpu)
         size = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
         pooling = embeddings.read_pooling(path)
         pool = PromptCachePool(model, self._prompt_cache_entries)
@@ -210,13 +213,17 @@ class MLXBackend:
             if tokenizer.vocab_size != loaded.tokenizer.vocab_size:
                 log.warning("draft model ignored: its tokenizer differs path=%s", path)
                 return None
-            draft = _as_main_model(draft, loaded.on_gpu)
+            draft = self._densify(draft, loaded.on_gpu)  # the same weight layout as its model
             size = sum(v.nbytes for _, v in tree_flatten(draft.parameters()))
         if not _speculative_capable(loaded.model) or not _speculative_capable(draft):
             log.warning("draft model ignored: a KV cache cannot be trimmed path=%s", path)
             return None
         loaded.size_bytes += size
         return draft
+
+    def _densify(self, model: Any, on_gpu: bool) -> Any:
+        """``model`` made dense float32 where Linux CPU mode applies (``cpu_dense``)."""
+        return maybe_densify(model, on_gpu=on_gpu, max_params=self._dense_max_params)
 
     def take_counts(self) -> dict[str, int]:
         """Speculative-decoding counters of generations finished since the last call:
@@ -534,15 +541,6 @@ def _generated_only(processor: LogitsProcessor, prompt_length: int) -> LogitsPro
         return processor(tokens[prompt_length:], logits)
 
     return apply
-
-
-def _as_main_model(model: Any, on_gpu: bool) -> Any:
-    """The draft in the same weight layout ``load`` gives its model (dense on CPU, if so)."""
-    try:
-        from .cpu_dense import maybe_densify
-    except ImportError:
-        return model
-    return maybe_densify(model, on_gpu=on_gpu)
 
 
 def _speculative_capable(model: Any) -> bool:

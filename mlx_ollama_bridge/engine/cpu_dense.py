@@ -66,10 +66,8 @@ def openblas_in_use() -> bool:
 
 
 def configured_max_params() -> int:
-    """``MLX_BRIDGE_CPU_DENSE_MAX_PARAMS`` from the environment or config.toml.
-
-    Read at load time: the backend is built by code that does not pass it (yet).
-    """
+    """``MLX_BRIDGE_CPU_DENSE_MAX_PARAMS`` from the environment or config.toml, for a
+    backend built without settings (``MLXBackend.from_settings`` passes the value)."""
     from ..config import Settings
 
     return Settings.from_env().cpu_dense_max_params
