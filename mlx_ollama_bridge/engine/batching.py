@@ -18,7 +18,8 @@ from typing import Any
 
 from mlx_lm.generate import BatchGenerator
 
-from .backend import LoadedModel, LogitsProcessor, Sampler
+from .mlx_models import LoadedModel
+from .sampling import LogitsProcessor, Sampler
 
 _UNBOUNDED = 1 << 31  # the job decides when a sequence is long enough
 

@@ -20,7 +20,8 @@ from .requests import Failed
 
 if TYPE_CHECKING:
     from ..registry import LocalModel
-    from .backend import LoadedModel, MLXBackend
+    from .backend import MLXBackend
+    from .mlx_models import LoadedModel
 
 BATCH = 16  # inputs per scheduler step
 

@@ -16,12 +16,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import BadRequest
-from .backend import Generation, LoadedModel, MLXBackend, make_processors, make_sampler
+from .backend import MLXBackend
 from .batching import BatchLane, Slot
 from .constrained import format_processors
+from .generation import Generation
 from .gotemplate import render_legacy_template
+from .mlx_models import LoadedModel
 from .parsers import OutputParser, make_output_parser
 from .requests import Event, Finished, GenerationRequest
+from .sampling import make_processors, make_sampler
 from .stops import StopMatcher
 
 

@@ -28,7 +28,7 @@ from ..errors import ModelLoadError
 
 if TYPE_CHECKING:
     from ..registry import LocalModel
-    from .backend import LoadedModel
+    from .mlx_models import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import BridgeError
-from .backend import LoadedModel, MLXBackend
+from .backend import MLXBackend
 from .embed_job import EmbeddingJob
 from .jobs import GenerationJob
 from .loader import Loader, LoadTicket
+from .mlx_models import LoadedModel
 from .preflight import MemoryBudget, check_model_files
 from .requests import Failed
 

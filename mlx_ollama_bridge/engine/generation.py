@@ -1,0 +1,188 @@
+"""Generation: starting mlx-lm's ``generate_step`` (or the draft model's speculative loop)
+on a prompt, reusing cached prefixes, and offering the finished KV cache back to the pool.
+
+Runs on the scheduler thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.generate import generate_step
+
+from ..errors import RequestCanceled
+from .mlx_models import LoadedModel
+from .options import Options
+from .sampling import LogitsProcessor, Sampler, make_processors, make_sampler
+from .speculative import DraftTally, align_caches, speculative_tokens
+
+PREFILL_STEP = 512  # prompt tokens per forward pass; cancellation is checked between them
+
+
+@dataclass
+class Generation:
+    """A running ``generate_step``: its token ids and the KV cache it fills.
+
+    ``fed`` lists every token yielded so far; ``generate_step`` feeds a token to the model
+    before yielding it, so the cache holds ``prompt + fed`` (see ``keep_cache``).
+    """
+
+    tokens: Iterator[int]
+    prompt: list[int]
+    cache: list[Any] | None  # None: not reusable (rotating window)
+    reused: int = 0  # prompt tokens taken from the prompt cache, not evaluated
+    fed: list[int] = field(default_factory=list)
+    draft_layers: int = 0  # speculative: the cache's model layers (the draft's follow)
+
+
+def start_generation(
+    loaded: LoadedModel,
+    prompt_tokens: list[int],
+    options: Options,
+    *,
+    max_kv_size: int | None,
+    cancel: threading.Event | None = None,
+    extra_processors: list[LogitsProcessor] | None = None,
+    num_draft_tokens: int = 3,
+    on_draft_done: Callable[[DraftTally], None] = lambda _tally: None,
+) -> Generation:
+    """Start generating after ``prompt_tokens``; the tokens never end (the caller stops).
+
+    Without a rotating window (``max_kv_size``) the longest cached prefix is reused and
+    only the rest of the prompt is evaluated. ``cancel`` aborts a long prompt between
+    prefill chunks (RequestCanceled). A model with a draft speculates (``num_draft_tokens``
+    per step) and reports its tally to ``on_draft_done`` when it ends.
+    """
+    pool = loaded.prompt_cache
+    window = max_kv_size is not None
+    if not window and pool is not None and pool.enabled:
+        cache, rest = pool.fetch(prompt_tokens)
+    elif not window and pool is not None:
+        cache, rest = pool.new_cache(), prompt_tokens  # no reuse, but quantized if asked
+    else:
+        cache, rest = None, prompt_tokens  # rotating window: f16, mlx-lm cannot quantize it
+    sampler = make_sampler(options)
+    extra = list(extra_processors or [])
+    layers = len(loaded.model.layers) if loaded.draft is not None else 0
+    if layers and cache is not None and not extra and len(cache) > layers:
+        generation = Generation(
+            iter(()),
+            list(prompt_tokens),
+            cache,
+            len(prompt_tokens) - len(rest),
+            draft_layers=layers,
+        )
+        generation.tokens = _speculate(
+            loaded,
+            rest,
+            cache,
+            sampler,
+            options,
+            cancel,
+            generation.fed,
+            num_draft_tokens,
+            on_draft_done,
+        )
+        return generation
+    if layers and cache is not None:
+        # no draft for this one (structured output): the pool holds model+draft caches,
+        # so this cache, of the model's layers only, is not offered back
+        cache = cache[:layers]
+    kv_kwargs = loaded.kv.generate_kwargs() if loaded.kv is not None and not window else {}
+    steps = generate_step(
+        mx.array(rest),
+        loaded.model,
+        max_tokens=-1,
+        sampler=sampler,
+        # generate_step shows processors only the tokens it was given: the uncached rest
+        logits_processors=make_processors(options, len(rest))
+        + extra,  # structured output's token mask, last
+        max_kv_size=max_kv_size,
+        prompt_cache=cache,
+        prefill_step_size=PREFILL_STEP,
+        prompt_progress_callback=_cancel_check(cancel),
+        **kv_kwargs,
+    )
+    kept = None if layers else cache
+    generation = Generation(iter(()), list(prompt_tokens), kept, len(prompt_tokens) - len(rest))
+    generation.tokens = _track(steps, generation.fed)
+    return generation
+
+
+def _speculate(
+    loaded: LoadedModel,
+    rest: list[int],
+    cache: list[Any],
+    sampler: Sampler,
+    options: Options,
+    cancel: threading.Event | None,
+    fed: list[int],
+    num_draft_tokens: int,
+    done: Callable[[DraftTally], None],
+) -> Iterator[int]:
+    """The tokens of a generation with the model's draft (``speculative``)."""
+    check = _cancel_check(cancel)
+    return speculative_tokens(
+        rest,
+        loaded.model,
+        loaded.draft,
+        cache,
+        num_draft_tokens=num_draft_tokens,
+        sampler=sampler,
+        # mlx-lm shows processors the last prompt token, then the generated ones
+        processors=make_processors(options, 1),
+        prefill_step=PREFILL_STEP,
+        check=(lambda: check(0, 0)) if check is not None else (lambda: None),
+        fed=fed,
+        done=done,
+        kv_kwargs=loaded.kv.generate_kwargs() if loaded.kv is not None else None,
+    )
+
+
+def batchable(loaded: LoadedModel) -> bool:
+    """True if ``loaded`` can decode in a batch lane (``batching``); models that
+    generate with a draft model or a quantized KV cache stay on ``start_generation``."""
+    return loaded.encoder is None and loaded.draft is None and loaded.kv is None
+
+
+def keep_cache(loaded: LoadedModel, generation: Generation) -> bool:
+    """Offer a finished generation's KV cache to the model's pool, keyed by exactly the
+    tokens it holds. False if it is not reusable or does not match."""
+    pool, cache = loaded.prompt_cache, generation.cache
+    if pool is None or cache is None:
+        return False
+    tokens = generation.prompt + generation.fed
+    if generation.draft_layers:
+        aligned = align_caches(cache, generation.draft_layers, tokens)
+        if aligned is None:
+            return False
+        tokens = aligned
+    return pool.insert(tokens, cache, prompt_len=len(generation.prompt))
+
+
+def _track(steps: Iterator[tuple[Any, Any]], fed: list[int]) -> Iterator[int]:
+    try:
+        for token, _logprobs in steps:
+            fed.append(int(token))
+            yield fed[-1]
+    finally:
+        # Close generate_step here, on the scheduler thread, rather than whenever the
+        # garbage collector gets to it on whatever thread: its exit touches MLX streams.
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()
+
+
+def _cancel_check(cancel: threading.Event | None) -> Callable[[int, int], None] | None:
+    if cancel is None:
+        return None
+
+    def check(_done: int, _total: int) -> None:
+        if cancel.is_set():
+            raise RequestCanceled()
+
+    return check

@@ -1,0 +1,90 @@
+"""Prompts: chat templates, tokenizing, and the markup a tokenizer declares.
+
+Tokenizer work only; nothing here imports ``mlx``. ``MLXBackend`` exposes these as methods.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BadRequest
+from .tool_formats import TokenizerMarkup
+
+if TYPE_CHECKING:
+    from .mlx_models import LoadedModel
+
+
+def render_chat(
+    loaded: LoadedModel,
+    messages: list[dict[str, Any]],
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    chat_template: str | None = None,
+    enable_thinking: bool | None = None,
+) -> str:
+    """Render messages with the model's (or an override) chat template, ready to answer.
+
+    ``enable_thinking`` is the Qwen3-style template switch (mlx-lm maps it to the name a
+    custom renderer uses); None leaves mlx-lm's default.
+    """
+    tokenizer = loaded.tokenizer
+    kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
+    if tools:
+        kwargs["tools"] = tools
+    if enable_thinking is not None:
+        kwargs["enable_thinking"] = enable_thinking
+    if chat_template:
+        kwargs["chat_template"] = chat_template
+    elif not tokenizer.has_chat_template:
+        return plain_prompt(messages)
+    try:
+        return tokenizer.apply_chat_template(messages, **kwargs)
+    except Exception as exc:  # jinja2 raises many types; all mean "bad template/input"
+        raise BadRequest(f"template error: {exc}") from exc
+
+
+def plain_prompt(messages: list[dict[str, Any]]) -> str:
+    """Fallback for models without a chat template: the contents, one per paragraph."""
+    return "\n\n".join(str(m.get("content") or "") for m in messages)
+
+
+def output_markup(loaded: LoadedModel) -> TokenizerMarkup:
+    """Think tags and tool-call syntax as mlx-lm inferred them from the tokenizer."""
+    tokenizer = loaded.tokenizer
+    parser = getattr(tokenizer, "tool_parser", None)
+    return TokenizerMarkup(
+        think_start=getattr(tokenizer, "think_start", None),
+        think_end=getattr(tokenizer, "think_end", None),
+        tool_family=parser.__module__.rsplit(".", 1)[-1] if parser is not None else None,
+        tool_call_start=getattr(tokenizer, "tool_call_start", None),
+        tool_call_end=getattr(tokenizer, "tool_call_end", None),
+        tool_parser=parser,
+    )
+
+
+def vocab_size(loaded: LoadedModel) -> int:
+    """How many token ids the model takes: its embedding table's rows when the model
+    says, else the tokenizer's vocabulary."""
+    args = getattr(loaded.model, "args", None)
+    size = getattr(args, "vocab_size", None)
+    if not isinstance(size, int):
+        size = getattr(getattr(args, "text_config", None), "vocab_size", None)
+    if not isinstance(size, int):
+        size = len(loaded.tokenizer.get_vocab())
+    return size
+
+
+def encode(loaded: LoadedModel, text: str, *, add_special_tokens: bool) -> list[int]:
+    """Tokenize ``text``."""
+    return list(loaded.tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+
+def encode_raw(loaded: LoadedModel, text: str) -> list[int]:
+    """Tokenize a raw prompt, adding BOS only if the model wants one and it is missing."""
+    bos = loaded.tokenizer.bos_token
+    return encode(loaded, text, add_special_tokens=bos is None or not text.startswith(bos))
+
+
+def detokenizer(loaded: LoadedModel) -> Any:
+    """A fresh streaming detokenizer (``add_token``, ``last_segment``, ``finalize``)."""
+    return loaded.tokenizer.detokenizer
