@@ -128,7 +128,7 @@ def import_model(
 
 def _import_path(registry, path: Path, name: str):
     if path.is_dir():
-        from .store.embedded import import_model_dir
+        from .store.importer import import_model_dir
 
         return import_model_dir(registry, path, name, source=f"dir:{path.resolve()}")
     from .store.importer import import_gguf

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,26 +155,6 @@ def quick_files_map(root: Path) -> dict[str, dict]:
     return files
 
 
-def write_manifest_file(path: Path, manifest: Manifest) -> None:
-    """Write ``manifest`` to ``path`` atomically: a temp file in the same dir, then replace.
-
-    Readers see either the old manifest or the new one, never a partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(manifest.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)  # mkstemp creates 0600; manifests are not secret
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def read_manifest_file(path: Path) -> Manifest:
     """Read a manifest file; raises ``OSError`` or ``ValueError`` if it is unusable."""
     return Manifest.from_json(Path(path).read_bytes())
@@ -190,5 +168,4 @@ __all__ = [
     "hash_model_dir",
     "quick_files_map",
     "read_manifest_file",
-    "write_manifest_file",
 ]

@@ -39,7 +39,7 @@ from typing import Any
 from .aliases import Alias, builtin_alias, builtin_aliases, load_user_aliases
 from .config import Settings
 from .errors import InvalidModelName, ModelNotFound
-from .manifest import Manifest, quick_files_map, read_manifest_file, write_manifest_file
+from .manifest import Manifest, quick_files_map, read_manifest_file
 from .model_details import ModelDescription, describe_model
 from .names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName
 
@@ -70,7 +70,7 @@ class LocalModel:
 
 
 class Registry:
-    """Resolves names to :class:`LocalModel` and manages the store's manifests."""
+    """Resolves names to :class:`LocalModel`; reads the store (``store/`` writes it)."""
 
     def __init__(self, settings: Settings, *, hf_cache: Path | None = None) -> None:
         self.settings = settings
@@ -128,7 +128,7 @@ class Registry:
 
     def _resolve(self, name: str) -> LocalModel:
         parsed = ModelName.parse(name)
-        path, exists = self._store_path(parsed)
+        path, exists = self.store_path(parsed)
         if exists:
             stored_name = ModelName.from_parts(*path.relative_to(self.manifests_root).parts)
             if (model := self._load_manifest(stored_name, path)) is not None:
@@ -142,43 +142,16 @@ class Registry:
             raise ModelNotFound(name)
         return model
 
-    def write_manifest(self, name: str, manifest: Manifest) -> LocalModel:
-        """Store ``manifest`` under ``name`` (atomically), reusing an existing spelling."""
-        parsed = ModelName.parse(name)
-        model_dir = manifest.resolve_dir(self.models_dir)
-        if not model_dir.is_dir():
-            raise FileNotFoundError(f"model directory not found: {model_dir}")
-        path, _ = self._store_path(parsed)
-        write_manifest_file(path, manifest)
-        stored_name = ModelName.from_parts(*path.relative_to(self.manifests_root).parts)
-        log.info("wrote manifest model=%s digest=%s", stored_name.display, manifest.digest[:12])
-        return self._build(stored_name, manifest, model_dir, path.stat().st_mtime)
-
     def stored_manifest(self, name: str) -> Manifest | None:
         """The manifest stored under ``name`` (the store only, not aliases); None if there is
         none or it is unreadable."""
-        path, exists = self._store_path(ModelName.parse(name))
+        path, exists = self.store_path(ModelName.parse(name))
         if not exists:
             return None
         try:
             return read_manifest_file(path)
         except (OSError, ValueError):
             return None
-
-    def delete_manifest(self, name: str) -> None:
-        """Remove ``name`` from the store (its weights stay: other names may share them)."""
-        path, exists = self._store_path(ModelName.parse(name))
-        if not exists:
-            raise ModelNotFound(name)
-        path.unlink()
-        for parent in path.parents:  # prune now-empty model/namespace/host directories
-            if parent == self.manifests_root:
-                break
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-        log.info("deleted manifest path=%s", path)
 
     def alias_target(self, name: str) -> str | None:
         """The Hugging Face repo id a pull of ``name`` should fetch, or None."""
@@ -208,7 +181,7 @@ class Registry:
 
     # -- the store ---------------------------------------------------------------------------
 
-    def _store_path(self, name: ModelName) -> tuple[Path, bool]:
+    def store_path(self, name: ModelName) -> tuple[Path, bool]:
         """Manifest path for ``name`` using on-disk spellings where they exist; and whether
         the manifest file exists. New parts keep the spelling they were given."""
         current, found = self.manifests_root, True
@@ -217,6 +190,12 @@ class Registry:
             found = match is not None
             current = current / (match or part)
         return current, found and current.is_file()
+
+    def stored_model(self, path: Path, manifest: Manifest) -> LocalModel:
+        """The model of ``manifest``, stored at ``path`` (a file under ``manifests_root``)."""
+        name = ModelName.from_parts(*path.relative_to(self.manifests_root).parts)
+        model_dir = manifest.resolve_dir(self.models_dir)
+        return self._build(name, manifest, model_dir, path.stat().st_mtime)
 
     def _load_manifest(self, name: ModelName, path: Path) -> LocalModel | None:
         try:

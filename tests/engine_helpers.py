@@ -13,7 +13,7 @@ from mlx_ollama_bridge.engine import GenerationRequest, merge_options
 from mlx_ollama_bridge.engine.requests import Failed, Finished, TextChunk
 from mlx_ollama_bridge.engine.scheduler import Scheduler
 from mlx_ollama_bridge.registry import LocalModel, Registry
-from mlx_ollama_bridge.store.embedded import import_model_dir
+from mlx_ollama_bridge.store.importer import import_model_dir
 
 
 def import_copy(home: Path, model_dir: Path, name: str) -> LocalModel:

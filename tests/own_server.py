@@ -18,10 +18,11 @@ _WRITE_MANIFESTS = (
     "from mlx_ollama_bridge.config import Settings\n"
     "from mlx_ollama_bridge.registry import Registry\n"
     "from mlx_ollama_bridge.manifest import Manifest, hash_model_dir\n"
+    "from mlx_ollama_bridge.store.manifests import write_manifest\n"
     "registry = Registry(Settings.from_env())\n"
     "for pair in sys.argv[1:]:\n"
     "    name, _, path = pair.partition('=')\n"
-    "    registry.write_manifest(name, Manifest(model_dir=path, format='mlx',\n"
+    "    write_manifest(registry, name, Manifest(model_dir=path, format='mlx',\n"
     "        source='test', files=hash_model_dir(Path(path)), created_at=time.time()))\n"
 )
 

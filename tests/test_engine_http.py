@@ -19,6 +19,7 @@ from conftest import RunningServer, Store, _isolated_env, start_server, stop_ser
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.manifest import Manifest, hash_model_dir
 from mlx_ollama_bridge.registry import Registry
+from mlx_ollama_bridge.store.manifests import write_manifest
 
 SMOL = "smollm2:135m"
 ENDLESS = "endless"  # the tiny model with an end-of-sequence id it can never produce
@@ -60,7 +61,7 @@ def engine_store(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
         files=hash_model_dir(endless),
         created_at=time.time(),
     )
-    registry.write_manifest(ENDLESS, manifest)
+    write_manifest(registry, ENDLESS, manifest)
     return Store(root, env)
 
 

@@ -18,7 +18,7 @@ from mlx_ollama_bridge.engine.loader import Loader
 from mlx_ollama_bridge.engine.scheduler import Scheduler
 from mlx_ollama_bridge.errors import ModelLoadError
 from mlx_ollama_bridge.registry import Registry
-from mlx_ollama_bridge.store.embedded import import_model_dir
+from mlx_ollama_bridge.store.importer import import_model_dir
 
 
 def fake_model(path: Path) -> SimpleNamespace:

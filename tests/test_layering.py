@@ -89,3 +89,54 @@ def test_registry_and_config_stay_free_of_web_and_ml():
     ):
         path = PACKAGE / name
         assert not uses(path, "flask", "mlx", "mlx_lm", "mlx_ollama_bridge.engine"), name
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def runtime_nodes(tree: ast.AST):
+    """Every node but those under ``if TYPE_CHECKING:`` (annotations only, never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for child in node.orelse for n in [child, *runtime_nodes(child)])
+            continue
+        yield node
+        yield from runtime_nodes(node)
+
+
+def internal_imports(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules ``path`` imports when it runs, lazily or not: ``from pkg import
+    mod`` is an edge to ``mod``, ``from pkg import name`` one to ``pkg``."""
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package.pop()
+    found: set[str] = set()
+    for node in runtime_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            prefix = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                sub = f"{prefix}.{alias.name}"
+                found.add(sub if sub in modules else prefix)
+    return found & modules
+
+
+def test_no_import_cycles():
+    paths = {module_name(p): p for p in files()}
+    graph = {m: internal_imports(p, set(paths)) - {m} for m, p in paths.items()}
+    cycles = []
+    for start in graph:  # a path from one of start's imports back to start is a cycle
+        seen, todo = set(), [(n, [start, n]) for n in graph[start]]
+        while todo:
+            module, route = todo.pop()
+            if module == start:
+                cycles.append(" -> ".join(route))
+                break
+            if module not in seen:
+                seen.add(module)
+                todo.extend((n, [*route, n]) for n in graph[module])
+    assert cycles == []

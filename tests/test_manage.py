@@ -18,8 +18,9 @@ from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.errors import BadRequest, InvalidModelName, ModelNotFound
 from mlx_ollama_bridge.manifest import Manifest, hash_model_dir
 from mlx_ollama_bridge.registry import Registry
-from mlx_ollama_bridge.store.embedded import import_model_dir
+from mlx_ollama_bridge.store.importer import import_model_dir
 from mlx_ollama_bridge.store.manage import CreateSpec, copy_model, create_model, delete_model
+from mlx_ollama_bridge.store.manifests import write_manifest
 from mlx_ollama_bridge.store.modelfile import parse_modelfile
 
 # -- the store, in-process ---------------------------------------------------------------------
@@ -46,7 +47,7 @@ def test_copies_share_weights_until_the_last_name_is_deleted(registry, tiny_mode
 
 def test_delete_never_removes_weights_outside_the_store(registry, tiny_model_dir):
     manifest = Manifest(str(tiny_model_dir), "mlx", "test", hash_model_dir(tiny_model_dir), 0.0)
-    registry.write_manifest("outside", manifest)
+    write_manifest(registry, "outside", manifest)
     assert delete_model(registry, "outside") == []
     assert (tiny_model_dir / "config.json").is_file()
 

@@ -18,7 +18,7 @@ from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine.preflight import MemoryBudget, check_model_files
 from mlx_ollama_bridge.errors import ModelLoadError
 from mlx_ollama_bridge.registry import Registry
-from mlx_ollama_bridge.store.embedded import import_model_dir
+from mlx_ollama_bridge.store.importer import import_model_dir
 
 BUDGET = 130_000  # bytes: one tiny model (~97 KB on disk, ~68 KB loaded) fits, two do not
 

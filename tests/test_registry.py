@@ -24,6 +24,7 @@ from mlx_ollama_bridge.errors import InvalidModelName, ModelNotFound
 from mlx_ollama_bridge.manifest import Manifest, hash_model_dir, read_manifest_file
 from mlx_ollama_bridge.names import ModelName
 from mlx_ollama_bridge.registry import Registry, hf_repo
+from mlx_ollama_bridge.store.manifests import delete_manifest, write_manifest
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def add(registry: Registry, name: str, path: Path, **extra) -> None:
-    registry.write_manifest(name, manifest_for(path, **extra))
+    write_manifest(registry, name, manifest_for(path, **extra))
 
 
 # -- the store ------------------------------------------------------------------------------
@@ -86,8 +87,8 @@ def test_path_like_names_are_rejected_everywhere(registry, tmp_path, name):
     model = make_model(tmp_path / "m")
     for call in (
         lambda: registry.resolve(name),
-        lambda: registry.write_manifest(name, manifest_for(model)),
-        lambda: registry.delete_manifest(name),
+        lambda: write_manifest(registry, name, manifest_for(model)),
+        lambda: delete_manifest(registry, name),
         lambda: registry.alias_target(name),
     ):
         with pytest.raises(InvalidModelName):
@@ -99,7 +100,7 @@ def test_write_returns_the_model_and_relative_dirs_resolve_under_the_store(regis
     weights = make_model(registry.weights_root / "slug")
     manifest = manifest_for(weights)
     manifest.model_dir = "weights/slug"
-    model = registry.write_manifest("mine:v1", manifest)
+    model = write_manifest(registry, "mine:v1", manifest)
     assert model.path == weights.absolute()
     assert registry.resolve("mine:v1").path == weights.absolute()
     stored = read_manifest_file(registry.manifests_root / "registry.ollama.ai/library/mine/v1")
@@ -110,7 +111,7 @@ def test_write_returns_the_model_and_relative_dirs_resolve_under_the_store(regis
 
 def test_write_refuses_a_missing_model_dir(registry, tmp_path):
     with pytest.raises(FileNotFoundError):
-        registry.write_manifest("y", Manifest(str(tmp_path / "none"), "mlx", "t", {}, 0.0))
+        write_manifest(registry, "y", Manifest(str(tmp_path / "none"), "mlx", "t", {}, 0.0))
     assert registry.list_models() == []
 
 
@@ -118,14 +119,14 @@ def test_delete_removes_the_manifest_and_empty_dirs(registry, tmp_path):
     model = make_model(tmp_path / "m")
     add(registry, "me/one", model)
     add(registry, "me/two", model)
-    registry.delete_manifest("ME/ONE")
+    delete_manifest(registry, "ME/ONE")
     assert [m.name.display for m in registry.list_models()] == ["me/two:latest"]
     assert not (registry.manifests_root / "registry.ollama.ai/me/one").exists()
-    registry.delete_manifest("me/two")
+    delete_manifest(registry, "me/two")
     assert not (registry.manifests_root / "registry.ollama.ai").exists()
     assert model.is_dir()  # weights are never deleted with a name
     with pytest.raises(ModelNotFound) as caught:
-        registry.delete_manifest("me/two")
+        delete_manifest(registry, "me/two")
     assert caught.value.message == "model 'me/two' not found"
 
 
@@ -158,7 +159,7 @@ def test_digest_is_stable_and_follows_the_files(registry, tmp_path):
     canonical = json.dumps(first.files, sort_keys=True, separators=(",", ":")).encode()
     assert first.digest == hashlib.sha256(canonical).hexdigest()
     assert first.size == sum(p.stat().st_size for p in model.iterdir())
-    assert registry.write_manifest("m", first).digest == first.digest
+    assert write_manifest(registry, "m", first).digest == first.digest
     (model / "config.json").write_text((model / "config.json").read_text() + " ")
     assert manifest_for(model).digest != first.digest
 

@@ -22,6 +22,7 @@ from mlx_ollama_bridge.client import Client, ClientError
 from mlx_ollama_bridge.config import HostAddress, Settings
 from mlx_ollama_bridge.manifest import Manifest, hash_model_dir
 from mlx_ollama_bridge.registry import Registry
+from mlx_ollama_bridge.store.manifests import write_manifest
 from mlx_ollama_bridge.upstream import LOCAL_ONLY_HEADER, Upstream
 
 UPSTREAM_ONLY = "upstream-only:latest"
@@ -45,7 +46,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
             files=files,
             created_at=time.time(),
         )
-        registry.write_manifest(name, manifest)
+        write_manifest(registry, name, manifest)
     env = {
         "MLX_BRIDGE_MODELS": str(root / "models"),
         "MLX_BRIDGE_CONFIG_DIR": str(root / "config"),

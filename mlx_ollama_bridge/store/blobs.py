@@ -88,8 +88,7 @@ def import_from_blobs(
     system: str | None = None,
 ) -> LocalModel:
     """Create ``name`` from uploaded files: one GGUF, or a safetensors model directory."""
-    from .embedded import import_model_dir  # here: it imports the GGUF converter (MLX)
-    from .importer import import_gguf
+    from .importer import import_gguf, import_model_dir  # here: the GGUF converter imports MLX
 
     sources = {rel: blob_file(registry, digest) for rel, digest in files.items()}
     missing = [rel for rel, path in sources.items() if not path.is_file()]

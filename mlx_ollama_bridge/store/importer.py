@@ -1,4 +1,4 @@
-"""Importing models the user already has into the local store."""
+"""Importing models the user already has into the local store: a GGUF file, a model directory."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from ..manifest import Manifest, file_sha256, hash_model_dir
 from ..names import ModelName
 from ..registry import LocalModel, Registry
 from .gguf import convert_gguf
-from .manage import store_lock
+from .lock import store_lock
+from .manifests import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -61,4 +62,37 @@ def _import_locked(
         system=system,
         parameters=dict(parameters or {}),
     )
-    return registry.write_manifest(name, manifest)
+    return write_manifest(registry, name, manifest)
+
+
+def import_model_dir(registry: Registry, model_dir: Path, name: str, *, source: str) -> LocalModel:
+    """Copy a Hugging Face / MLX model directory into the store's weights and name it.
+
+    The weights directory is keyed by the files' digest, so importing the same files
+    twice (or under two names) keeps one copy.
+    """
+    files = hash_model_dir(model_dir)
+    digest = Manifest("", "mlx", source, files, 0.0).digest
+    with store_lock(registry):  # a concurrent delete must not prune these weights meanwhile
+        return _copy_locked(registry, model_dir, name, source, files, digest)
+
+
+def _copy_locked(
+    registry: Registry, model_dir: Path, name: str, source: str, files: dict, digest: str
+) -> LocalModel:
+    weights_dir = registry.weights_root / f"dir-{digest[:16]}"
+    if not (weights_dir / "config.json").is_file():
+        weights_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = weights_dir.with_name(f".{weights_dir.name}.tmp")  # hidden: never listed
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns(".*"))
+        shutil.rmtree(weights_dir, ignore_errors=True)  # a leftover of an interrupted import
+        staging.rename(weights_dir)
+    manifest = Manifest(
+        model_dir=str(weights_dir.relative_to(registry.models_dir)),
+        format="mlx",
+        source=source,
+        files=files,
+        created_at=time.time(),
+    )
+    return write_manifest(registry, name, manifest)

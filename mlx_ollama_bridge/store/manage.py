@@ -3,21 +3,19 @@
 Names are manifests; weights are directories under ``<models_dir>/weights`` that several
 manifests may share. Deleting a name removes its manifest and then only those weights
 directories of the store that no remaining manifest uses. Weights outside ``weights/``
-(the Hugging Face cache, a user's own directory) are never deleted. Store changes take a
-file lock, so an import in another process cannot lose its weights to a concurrent prune.
+(the Hugging Face cache, a user's own directory) are never deleted. Store changes take the
+store lock (``lock.py``), so an import in another process cannot lose its weights to a
+concurrent prune.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,22 +24,10 @@ from ..errors import BadRequest, InvalidModelName, ModelNotFound
 from ..manifest import read_manifest_file
 from ..names import ModelName
 from ..registry import LocalModel, Registry
+from .lock import store_lock
+from .manifests import delete_manifest, write_manifest
 
 log = logging.getLogger(__name__)
-
-_LOCK_FILE = ".store.lock"
-
-
-@contextlib.contextmanager
-def store_lock(registry: Registry) -> Iterator[None]:
-    """Exclusive lock over store changes, across threads and processes (``flock``)."""
-    registry.models_dir.mkdir(parents=True, exist_ok=True)
-    with open(registry.models_dir / _LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def copy_model(registry: Registry, source: str, destination: str) -> LocalModel:
@@ -56,7 +42,7 @@ def copy_model(registry: Registry, source: str, destination: str) -> LocalModel:
         return model  # Ollama: copying a model onto itself changes nothing
     with store_lock(registry):
         replaced = registry.stored_manifest(destination)
-        copied = registry.write_manifest(destination, dataclasses.replace(model.manifest))
+        copied = write_manifest(registry, destination, dataclasses.replace(model.manifest))
         if replaced is not None:
             prune_weights(registry, [replaced.resolve_dir(registry.models_dir)])
     log.info("copied model source=%s destination=%s", source, copied.name.display)
@@ -68,7 +54,7 @@ def delete_model(registry: Registry, name: str) -> list[Path]:
     _check_name(name, f'name "{name}" is invalid')
     with store_lock(registry):
         manifest = registry.stored_manifest(name)  # None if unreadable: delete it all the same
-        registry.delete_manifest(name)  # ModelNotFound if there is no such name
+        delete_manifest(registry, name)  # ModelNotFound if there is no such name
         if manifest is None:
             return []
         return prune_weights(registry, [manifest.resolve_dir(registry.models_dir)])
@@ -137,7 +123,7 @@ def create_model(registry: Registry, spec: CreateSpec) -> tuple[LocalModel, list
     new_layers = [spec.template, spec.system, spec.parameters, spec.messages]
     statuses += [f"creating new layer sha256:{_digest(x)}" for x in new_layers if x is not None]
     with store_lock(registry):
-        model = registry.write_manifest(spec.name, manifest)
+        model = write_manifest(registry, spec.name, manifest)
         if replaced is not None:
             prune_weights(registry, [replaced.resolve_dir(registry.models_dir)])
     log.info("created model=%s from=%s", model.name.display, spec.base or "files")
@@ -184,5 +170,4 @@ __all__ = [
     "create_model",
     "delete_model",
     "prune_weights",
-    "store_lock",
 ]

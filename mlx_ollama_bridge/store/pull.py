@@ -43,7 +43,9 @@ from .hub import (
     offline,
     repo_files,
 )
-from .manage import prune_weights, store_lock
+from .lock import store_lock
+from .manage import prune_weights
+from .manifests import write_manifest
 from .pull_errors import OFFLINE, PullError, explain
 
 log = logging.getLogger(__name__)
@@ -249,7 +251,7 @@ def _write_manifest(
     )
     with store_lock(registry):
         replaced = registry.stored_manifest(name)
-        model = registry.write_manifest(name, manifest)
+        model = write_manifest(registry, name, manifest)
         if replaced is not None:
             prune_weights(registry, [replaced.resolve_dir(registry.models_dir)])
     return model

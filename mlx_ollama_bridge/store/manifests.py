@@ -1,0 +1,72 @@
+"""Writing and deleting the store's manifests (the registry only reads them).
+
+A manifest is written atomically under the name's existing on-disk spelling, so readers
+see the old manifest or the new one, never a partial file. Callers that also touch weights
+hold :func:`~mlx_ollama_bridge.store.lock.store_lock` around the write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import ModelNotFound
+from ..manifest import Manifest
+from ..names import ModelName
+from ..registry import LocalModel, Registry
+
+log = logging.getLogger(__name__)
+
+
+def write_manifest(registry: Registry, name: str, manifest: Manifest) -> LocalModel:
+    """Store ``manifest`` under ``name`` (atomically), reusing an existing spelling."""
+    parsed = ModelName.parse(name)
+    model_dir = manifest.resolve_dir(registry.models_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory not found: {model_dir}")
+    path, _ = registry.store_path(parsed)
+    write_manifest_file(path, manifest)
+    model = registry.stored_model(path, manifest)
+    log.info("wrote manifest model=%s digest=%s", model.name.display, manifest.digest[:12])
+    return model
+
+
+def delete_manifest(registry: Registry, name: str) -> None:
+    """Remove ``name`` from the store (its weights stay: other names may share them)."""
+    path, exists = registry.store_path(ModelName.parse(name))
+    if not exists:
+        raise ModelNotFound(name)
+    path.unlink()
+    for parent in path.parents:  # prune now-empty model/namespace/host directories
+        if parent == registry.manifests_root:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+    log.info("deleted manifest path=%s", path)
+
+
+def write_manifest_file(path: Path, manifest: Manifest) -> None:
+    """Write ``manifest`` to ``path`` atomically: a temp file in the same dir, then replace.
+
+    Readers see either the old manifest or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(manifest.to_json())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)  # mkstemp creates 0600; manifests are not secret
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["delete_manifest", "write_manifest", "write_manifest_file"]
