@@ -53,7 +53,7 @@ def test_oldest_turns_go_first_system_and_last_stay():
     assert text.endswith("user: final question")
     assert "turn0" not in text and "turn1" not in text
     assert "turn5" in text  # the most recent turns survive
-    assert len(text.split()) < 24
+    assert len(text.split()) <= 24  # Ollama keeps a chat of exactly num_ctx tokens
 
 
 def test_nothing_is_dropped_when_it_fits_or_truncate_is_off():

@@ -19,6 +19,7 @@ from ..errors import BadRequest
 from .backend import MLXBackend
 from .batching import BatchLane, Slot
 from .constrained import format_processors
+from .context_fit import fit_to_context
 from .generation import Generation
 from .gotemplate import render_legacy_template
 from .mlx_models import LoadedModel
@@ -66,7 +67,8 @@ class GenerationJob:
         self._backend = backend
         request = self.request
         self.prompt_text, tokens = build_prompt(backend, loaded, request, context_length)
-        tokens = fit_to_context(tokens, request, context_length)
+        bos = getattr(loaded.tokenizer, "bos_token_id", None)
+        tokens = fit_to_context(tokens, request, context_length, bos_token_id=bos)
         self.prompt_tokens = tokens
         self._parser = make_output_parser(
             template=request.model.chat_template,
@@ -205,8 +207,9 @@ def build_prompt(
     """The rendered prompt and its token ids, as Ollama builds prompts.
 
     The text leaves out a generate request's ``context`` (token ids from an earlier call).
-    A chat that does not fit ``context_length`` loses its oldest turns first, as in Ollama:
-    system messages and the last message are always kept.
+    A chat that does not fit ``context_length`` loses its oldest turns first, as in Ollama's
+    ``chatPrompt``: system messages and the last message are always kept; what still does not
+    fit is cut by ``context_fit.fit_to_context``.
     """
     model = request.model
     if request.is_chat:
@@ -221,7 +224,7 @@ def build_prompt(
             )
             tokens = backend.encode(loaded, text, add_special_tokens=False)
             droppable = _oldest_droppable(messages)
-            if len(tokens) < context_length or not request.truncate or droppable is None:
+            if len(tokens) <= context_length or not request.truncate or droppable is None:
                 return text, tokens
             messages = messages[:droppable] + messages[droppable + 1 :]
     prompt = request.prompt or ""
@@ -243,20 +246,6 @@ def build_prompt(
         loaded, messages, chat_template=model.manifest.template, enable_thinking=request.think
     )
     return text, context + backend.encode(loaded, text, add_special_tokens=False)
-
-
-def fit_to_context(tokens: list[int], request: GenerationRequest, context_length: int) -> list[int]:
-    """Keep the prompt within ``num_ctx``: drop the oldest tokens after ``num_keep``.
-
-    With ``truncate: false`` an over-long prompt is an error instead, as in Ollama.
-    """
-    limit = max(context_length - 1, 1)  # leave room for at least one generated token
-    if len(tokens) <= limit:
-        return tokens
-    if not request.truncate:
-        raise BadRequest("the input length exceeds the context length")
-    keep = min(max(request.options.num_keep, 0), limit // 2)
-    return tokens[:keep] + tokens[len(tokens) - (limit - keep) :]
 
 
 def _oldest_droppable(messages: list[dict[str, Any]]) -> int | None:
