@@ -19,6 +19,7 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
 from mlx_lm.utils import load as mlx_load
 
 from ..errors import ModelLoadError
+from ..model_code import check_model_dir
 from . import embeddings
 from .cpu_dense import maybe_densify
 from .kv_quant import KVQuant, kv_quant_for
@@ -27,6 +28,13 @@ from .prompt_cache import PromptCachePool
 from .prompt_disk import DiskPromptCache, store_key
 
 log = logging.getLogger(__name__)
+
+# Said explicitly: mlx-lm must not import a config's model_file, and Transformers must refuse
+# (not prompt for) a tokenizer's auto_map. model_code.py refuses such models before this.
+_NO_REMOTE_CODE: dict[str, Any] = {
+    "trust_remote_code": False,
+    "tokenizer_config": {"trust_remote_code": False},
+}
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,11 @@ class LoadedModel:
 def load_model(path: Path, setup: ModelSetup) -> LoadedModel:
     """Load the model directory at ``path`` (weights are evaluated eagerly).
 
-    BERT-family encoders go to ``embeddings``; everything else to mlx-lm.
+    BERT-family encoders go to ``embeddings``; everything else to mlx-lm. A directory
+    whose config names custom code is refused first (``model_code``), and mlx-lm is never
+    told to trust remote code.
     """
+    check_model_dir(path, model=path.name)
     on_gpu = mx.default_device().type == mx.DeviceType.gpu
     if on_gpu:
         _wire_recommended_memory()
@@ -85,7 +96,7 @@ def load_model(path: Path, setup: ModelSetup) -> LoadedModel:
             pooling=encoder.pooling,
         )
     try:
-        model, tokenizer = mlx_load(str(path))
+        model, tokenizer = mlx_load(str(path), **_NO_REMOTE_CODE)
     except FileNotFoundError as exc:
         raise ModelLoadError(f"model files are missing in {path}: {exc}") from exc
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
@@ -160,7 +171,8 @@ def _load_draft(loaded: LoadedModel, path: Path, setup: ModelSetup) -> Any:
         draft, size = loaded.model, 0  # its own draft (benchmarks): share the weights
     else:
         try:
-            draft, tokenizer = mlx_load(str(path))
+            check_model_dir(path, model=path.name)
+            draft, tokenizer = mlx_load(str(path), **_NO_REMOTE_CODE)
         except Exception as exc:  # a broken draft must not break its model
             log.warning("draft model not loaded path=%s error=%s", path, exc)
             return None

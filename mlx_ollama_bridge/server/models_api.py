@@ -98,13 +98,14 @@ def handle_blob(digest: str) -> Response:
 
 
 def status_response(lines: Iterable[dict[str, Any]], body: dict[str, Any]) -> Response:
-    """NDJSON status lines, or with ``stream: false`` the last one (500 if it is an error)."""
+    """NDJSON status lines, or with ``stream: false`` the last one (an error line's ``status``,
+    else 500, if it is an error)."""
     if optional(body, "stream", bool, True):
         return ndjson_response(lines)
     last: dict[str, Any] = {}
     for last in lines:
         if "error" in last:
-            raise BridgeError(last["error"], status_code=500)
+            raise BridgeError(last["error"], status_code=getattr(last, "status", 500))
     return jsonify(last)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..manifest import Manifest, file_sha256, hash_model_dir
+from ..model_code import CustomCodeRefused, check_model_dir
 from ..names import ModelName
 from ..registry import LocalModel, Registry
 from .gguf import convert_gguf
@@ -53,6 +54,11 @@ def _import_locked(
         started = time.perf_counter()
         convert_gguf(gguf_path, weights_dir)
         log.info("converted gguf=%s in %.1fs", gguf_path.name, time.perf_counter() - started)
+    try:  # the converter writes the configs itself; checked all the same
+        check_model_dir(weights_dir, model=name)
+    except CustomCodeRefused:
+        shutil.rmtree(weights_dir, ignore_errors=True)
+        raise
     manifest = Manifest(
         model_dir=str(weights_dir.relative_to(registry.models_dir)),
         format="gguf",
@@ -69,8 +75,10 @@ def import_model_dir(registry: Registry, model_dir: Path, name: str, *, source: 
     """Copy a Hugging Face / MLX model directory into the store's weights and name it.
 
     The weights directory is keyed by the files' digest, so importing the same files
-    twice (or under two names) keeps one copy.
+    twice (or under two names) keeps one copy. A directory whose config names custom code
+    is refused (400, ``model_code``) before anything is copied.
     """
+    check_model_dir(model_dir, model=name)
     files = hash_model_dir(model_dir)
     digest = Manifest("", "mlx", source, files, 0.0).digest
     with store_lock(registry):  # a concurrent delete must not prune these weights meanwhile

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import BadRequest, InvalidModelName, ModelNotFound
 from ..manifest import read_manifest_file
+from ..model_code import check_model_dir
 from ..names import ModelName
 from ..registry import LocalModel, Registry
 from .lock import store_lock
@@ -110,6 +111,7 @@ def create_model(registry: Registry, spec: CreateSpec) -> tuple[LocalModel, list
         statuses, parent = [f"creating new layer sha256:{base.digest}"], ""
     else:
         base = _resolve_base(registry, spec.base or "")
+        check_model_dir(base.path, model=base.name.display)  # stored before the check existed
         statuses, parent = [f"using existing layer sha256:{base.digest}"], base.name.display
     manifest = dataclasses.replace(
         base.manifest,

@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import InvalidModelName
 from ..manifest import Manifest, file_sha256
+from ..model_code import CustomCodeRefused, check_config_text, is_config_file
 from ..names import ModelName
 from ..registry import LocalModel, Registry
 from .hub import (
@@ -51,10 +52,20 @@ from .pull_errors import OFFLINE, PullError, explain
 log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
-# What an MLX model needs; other files (READMEs, images, PyTorch/GGUF/ONNX copies) are skipped.
-WANTED = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja", "*.py")
+# What an MLX model needs; other files (READMEs, images, PyTorch/GGUF/ONNX copies) are skipped,
+# and so is Python: the bridge never runs a model's code (model_code.py).
+WANTED = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 _SKIPPED = ("*.gguf", "*.bin", "*.pt", "*.pth", "*.onnx", "*.h5", "*.msgpack", "*.ot")
 _PROGRESS_EVERY_S = 0.1  # Ollama sends a layer update roughly every 60-100 ms
+
+
+class ErrorLine(dict):
+    """The final ``{"error": …}`` line of a pull, with the HTTP status a non-streamed answer
+    gets (``status``: 400 for a refused model, else 500)."""
+
+    def __init__(self, message: str, status: int = 500) -> None:
+        super().__init__(error=message)
+        self.status = status
 
 
 @dataclass
@@ -91,10 +102,10 @@ def pull_events(registry: Registry, name: str) -> Iterator[dict[str, Any]]:
         except PullError as exc:
             if cancel.is_set():
                 log.info("pull stopped, the client went away model=%s", name)
-            emit({"error": exc.message})
+            emit(ErrorLine(exc.message, exc.status_code))
         except Exception as exc:  # never leave the stream without an ending
             log.exception("pull failed model=%s", name)
-            emit({"error": f"pull failed: {exc}"})
+            emit(ErrorLine(f"pull failed: {type(exc).__name__}"))
         finally:
             emit(None)
 
@@ -136,6 +147,8 @@ def pull_model(registry: Registry, name: str, emit: Emit, cancel: threading.Even
         model = _write_manifest(registry, name, plan, snapshot, files)
     except PullError:
         raise
+    except CustomCodeRefused as exc:
+        raise PullError(exc.message, status_code=400) from exc
     except Exception as exc:
         raise PullError(explain(exc, repo, revision, registry.hf_cache)) from exc
     emit({"status": "success"})
@@ -195,6 +208,8 @@ def _fetch(cache: Path, plan: _Plan, emit: Emit, cancel: threading.Event) -> dic
             raise PullError("pull canceled")
         if file.sha256 is None:  # a small git file: fetch it now, its hash names the line
             local = link_file(cache, plan.repo, plan.commit, file)
+            if is_config_file(file.path):  # before any weights are downloaded
+                check_config_text(local.read_bytes(), model=plan.repo, file=file.path)
             digest = file_sha256(local)
             files[file.path] = {"size": file.size, "sha256": digest}
             emit(_line(digest, file.size, file.size))
@@ -268,4 +283,4 @@ def _line(digest: str, total: int, completed: int) -> dict[str, Any]:
     return line
 
 
-__all__ = ["WANTED", "PullError", "check_pull_name", "pull_events", "pull_model"]
+__all__ = ["WANTED", "ErrorLine", "PullError", "check_pull_name", "pull_events", "pull_model"]
