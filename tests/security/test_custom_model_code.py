@@ -20,7 +20,8 @@ from mlx_ollama_bridge.errors import ModelNotFound
 from mlx_ollama_bridge.model_code import CustomCodeRefused, code_references
 from mlx_ollama_bridge.registry import Registry
 from mlx_ollama_bridge.server import create_app
-from mlx_ollama_bridge.store.embedded import import_model_dir
+from mlx_ollama_bridge.store.importer import import_model_dir
+from mlx_ollama_bridge.store.manifests import write_manifest
 from mlx_ollama_bridge.store.pull import pull_events
 
 EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
@@ -99,7 +100,7 @@ def test_create_from_a_hand_placed_base_is_a_400(registry, tiny_model_dir, tmp_p
     source, _ = hostile_dir(tmp_path, tiny_model_dir, *HOSTILE[1])
     from fake_models import manifest_for
 
-    registry.write_manifest("old-evil:latest", manifest_for(source))
+    write_manifest(registry, "old-evil:latest", manifest_for(source))
     client = create_app(Settings.from_env(), engine=_NoEngine()).test_client()
     body = {"model": "derived", "from": "old-evil", "system": "hi", "stream": False}
     reply = client.post("/api/create", json=body)
