@@ -103,9 +103,11 @@ def home(tmp_path: Path) -> dict[str, str]:
     return {"HOME": str(tmp_path)}
 
 
-def test_table_and_dataclass_agree():
+def test_the_table_is_read_off_the_dataclass_with_one_variable_each():
     names = [s.name for s in SETTINGS]
     assert names == [f.name for f in dataclasses.fields(Settings)]
+    assert [s.default_for({"HOME": "/h"}) for s in SETTINGS if s.name == "threads"] == [16]
+    assert Settings().threads == 16  # the same default, written once
     assert len({s.env for s in SETTINGS}) == len(SETTINGS)
     assert all(s.help and s.env.startswith(("OLLAMA_", "MLX_BRIDGE_")) for s in SETTINGS)
 

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..client import Client, ClientError
-from ..config import CONFIG_FILE_NAME, SETTINGS
+from ..config import CONFIG_FILE_NAME, SETTINGS, trim
 from ..upstream import LOCAL_ONLY_HEADER
 from .common import BACKENDS, CliState, state
 from .format import table
@@ -101,7 +101,7 @@ def config_show() -> None:
     rows = []
     for setting in SETTINGS:
         value = _text(getattr(settings, setting.name))
-        if os.environ.get(setting.env, "").strip().strip("\"'"):
+        if trim(os.environ.get(setting.env, "")):
             source = "environment"
         elif setting.name in in_file:
             source = f"file {config_file}"
