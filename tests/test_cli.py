@@ -292,7 +292,7 @@ def test_config_show_names_every_setting_and_its_source(server, isolated_home, m
     assert re.search(r"OLLAMA_KEEP_ALIVE\s+600\.0\s+environment$", rows["keep_alive_s"])
     assert re.search(rf"OLLAMA_HOST\s+{server.url}\s+flag --host$", rows["host"])
     assert re.search(r"MLX_BRIDGE_UPSTREAM\s+off\s+environment$", rows["upstream"])
-    assert re.search(r"OLLAMA_NUM_PARALLEL\s+1\s+default$", rows["num_parallel"])
+    assert re.search(r"OLLAMA_NUM_PARALLEL\s+0\s+default$", rows["num_parallel"])
 
 
 def test_doctor_reports_checks_with_marks(server):

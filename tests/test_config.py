@@ -120,7 +120,7 @@ def test_defaults(home, tmp_path, monkeypatch):
     assert settings.config_dir == tmp_path / ".config/mlx-ollama-bridge"
     assert settings.keep_alive_s == 300.0
     assert settings.context_length == 4096
-    assert settings.num_parallel == 1
+    assert settings.num_parallel == 0  # auto (engine/kv_memory.py)
     assert settings.max_queue == 512
     assert settings.max_loaded_models == 0
     assert settings.loaded_models_limit == 3
@@ -201,6 +201,7 @@ def test_values_are_trimmed_of_spaces_and_quotes(home):
         ("OLLAMA_LOAD_TIMEOUT", "-5m", "load_timeout_s", math.inf),
         ("OLLAMA_LOAD_TIMEOUT", "2m", "load_timeout_s", 120.0),
         ("OLLAMA_MAX_LOADED_MODELS", "0", "max_loaded_models", 0),
+        ("OLLAMA_NUM_PARALLEL", "0", "num_parallel", 0),  # 0 = auto (engine/kv_memory.py)
     ],
 )
 def test_duration_and_auto_values(home, variable, value, field, expected):
@@ -210,10 +211,9 @@ def test_duration_and_auto_values(home, variable, value, field, expected):
 @pytest.mark.parametrize(
     ("variable", "value", "field", "default"),
     [
-        ("OLLAMA_NUM_PARALLEL", "two", "num_parallel", 1),
-        ("OLLAMA_NUM_PARALLEL", "-1", "num_parallel", 1),
-        ("OLLAMA_NUM_PARALLEL", "+2", "num_parallel", 1),  # ParseUint takes no sign
-        ("OLLAMA_NUM_PARALLEL", "0", "num_parallel", 1),
+        ("OLLAMA_NUM_PARALLEL", "two", "num_parallel", 0),
+        ("OLLAMA_NUM_PARALLEL", "-1", "num_parallel", 0),
+        ("OLLAMA_NUM_PARALLEL", "+2", "num_parallel", 0),  # ParseUint takes no sign
         ("OLLAMA_MAX_QUEUE", "1.5", "max_queue", 512),
         ("OLLAMA_MAX_QUEUE", "0", "max_queue", 512),
         ("OLLAMA_CONTEXT_LENGTH", "4k", "context_length", 4096),

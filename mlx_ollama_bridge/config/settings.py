@@ -102,11 +102,12 @@ class Settings:
     context_length: int = _setting(
         "OLLAMA_CONTEXT_LENGTH", 4096, "Default num_ctx in tokens.", parse_count
     )
-    num_parallel: int = _setting(
+    num_parallel: int = _setting(  # 0 = auto, see engine/kv_memory.auto_parallel
         "OLLAMA_NUM_PARALLEL",
-        1,
-        "Requests per loaded model that decode together (continuous batching).",
-        parse_count,
+        0,
+        "Requests per loaded model that decode together (continuous batching); 0 = auto: "
+        "8, 4 or 1, the most whose KV caches at num_ctx fit the memory budget beside the model.",
+        parse_uint,
     )
     max_queue: int = _setting("OLLAMA_MAX_QUEUE", 512, "Queue size; beyond it: 503.", parse_count)
     max_loaded_models: int = _setting(  # 0 = auto, see loaded_models_limit

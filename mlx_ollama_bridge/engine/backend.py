@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest
-from . import embeddings, generation, mlx_models, prompts
+from . import embeddings, generation, mlx_models, prompt_cache, prompts
 from .generation import Generation
 from .mlx_models import LoadedModel, ModelSetup
 from .options import Options
@@ -160,6 +160,10 @@ class MLXBackend:
     def keep_cache(self, loaded: LoadedModel, gen: Generation) -> bool:
         """Offer a finished generation's KV cache to the model's pool."""
         return generation.keep_cache(loaded, gen)
+
+    def kv_bytes_per_token(self, loaded: LoadedModel) -> int:
+        """Bytes one token takes in the model's KV cache (``prompt_cache``), for the budget."""
+        return prompt_cache.kv_bytes_per_token(loaded)
 
     def take_counts(self) -> dict[str, int]:
         """Speculative-decoding counters of generations finished since the last call:

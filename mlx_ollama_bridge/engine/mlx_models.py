@@ -65,6 +65,7 @@ class LoadedModel:
     prompt_cache: PromptCachePool | None = None  # KV caches reusable across turns
     draft: Any = None  # draft model for speculative decoding (same tokenizer), or None
     kv: KVQuant | None = None  # KV-cache quantisation, None = f16
+    kv_bytes_per_token: int = 0  # measured by kv_memory at first use; 0 = not yet
 
     def is_eos(self, token: int) -> bool:
         """True if ``token`` ends generation for this model."""

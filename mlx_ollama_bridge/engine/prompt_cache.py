@@ -20,7 +20,13 @@ import logging
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+from mlx.utils import tree_flatten
+from mlx_lm.models.cache import (
+    LRUPromptCache,
+    can_trim_prompt_cache,
+    make_prompt_cache,
+    trim_prompt_cache,
+)
 
 from .kv_quant import KVQuant, fresh_cache
 from .prompt_disk import DiskPromptCache
@@ -109,6 +115,12 @@ class PromptCachePool:
         self._lru.insert_cache(_KEY, list(tokens), cache)
         return True
 
+    def trim_to_bytes(self, nbytes: int) -> None:
+        """Drop least recently used caches until the pool holds at most ``nbytes``."""
+        if self._lru.nbytes > nbytes:
+            self._lru.trim_to(n_bytes=nbytes)
+            mx.clear_cache()  # give the buffers back rather than keep them in MLX's cache
+
     def clear(self) -> None:
         """Drop every cache held in memory (the disk store stays)."""
         self._lru.trim_to(n_sequences=0)
@@ -117,3 +129,35 @@ class PromptCachePool:
 def cache_offset(cache: list[Any]) -> int:
     """How many tokens a prompt cache holds (its first layer's offset)."""
     return int(getattr(cache[0], "offset", -1)) if cache else 0
+
+
+def kv_bytes_per_token(loaded: Any) -> int:
+    """Bytes one token takes in the KV cache of ``loaded`` (a ``LoadedModel``): every layer's
+    keys and values (and a draft model's, with the KV-cache type in use). Measured once, by
+    one forward pass of one token on a fresh cache, and remembered on the model."""
+    known = getattr(loaded, "kv_bytes_per_token", 0)
+    if known or getattr(loaded, "model", None) is None:
+        return known  # 0 for a handle without an MLX model (a stand-in backend)
+    pool = getattr(loaded, "prompt_cache", None)
+    cache = pool.new_cache() if pool is not None else make_prompt_cache(loaded.model)
+    layers = len(loaded.model.layers) if loaded.draft is not None else len(cache)
+    token = mx.array([[0]], mx.uint32)
+    loaded.model(token, cache=cache[:layers])
+    if loaded.draft is not None and len(cache) > layers:
+        loaded.draft(token, cache=cache[layers:])
+    mx.eval([c.state for c in cache])
+    per_token = max(sum(_layer_bytes_per_token(c) for c in cache), 1)
+    loaded.kv_bytes_per_token = per_token
+    log.info("kv cache bytes per token model=%s bytes=%d", loaded.path.name, per_token)
+    return per_token
+
+
+def _layer_bytes_per_token(layer: Any) -> int:
+    """One token's bytes in a layer's cache; a layer of fixed size (SSM state) counts whole."""
+    keys = getattr(layer, "keys", None)
+    values = getattr(layer, "values", None)
+    if keys is None or values is None:
+        return int(getattr(layer, "nbytes", 0))
+    arrays = [a for _, a in tree_flatten((keys, values)) if isinstance(a, mx.array)]
+    # the sequence axis is -2 for plain, quantized (data, scales, biases) and rotating caches
+    return sum(a.nbytes // max(a.shape[-2], 1) for a in arrays if a.ndim >= 2)

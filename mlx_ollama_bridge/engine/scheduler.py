@@ -7,8 +7,9 @@ at most ``max_loaded_models`` within the memory budget (``preflight``) stay resi
 evicted soonest-to-expire first; the pending queue is bounded (503 when full). Embedding jobs
 share the queue and the residents. HTTP threads talk to the thread through queues.
 
-Up to ``num_parallel`` generations per model decode together in the model's batch lane
-(continuous batching: one forward pass per step for all of them); every model with work gets
+Up to ``num_parallel`` generations per model (by default chosen from memory, ``kv_memory``)
+decode together in the model's batch lane (continuous batching: one forward pass per step for
+all of them); every model with work gets
 one step per loop, so a stream of one model never waits for another model's whole answer.
 """
 
@@ -29,6 +30,7 @@ from .backend import MLXBackend
 from .batching import BatchLane
 from .embed_job import EmbeddingJob, EmbeddingRequest, EmbeddingResult
 from .jobs import GenerationJob
+from .kv_memory import auto_parallel
 from .loader import Loader, LoadTicket
 from .preflight import MemoryBudget
 from .requests import Failed, Finished, GenerationRequest, Ready, RunningModel
@@ -335,7 +337,7 @@ class Scheduler(Residency):
     def _try_admit(self, job: _Job) -> bool:
         request = job.request
         resident = self._resident.get(model_key(request.model))
-        if resident is not None and len(resident.jobs) >= self._settings.num_parallel:
+        if resident is not None and len(resident.jobs) >= self._parallel(resident):
             return False
         started = time.perf_counter()
         try:
@@ -394,9 +396,24 @@ class Scheduler(Residency):
             return None
         lane = self._lanes.get(key)
         if lane is None:
-            lane = BatchLane(resident.handle, self._settings.num_parallel, _PREFILL_STEP)
+            lane = BatchLane(resident.handle, self._parallel(resident), _PREFILL_STEP)
             self._lanes[key] = lane
         return lane
+
+    def _parallel(self, resident: Resident) -> int:
+        """Sequences the model decodes together: ``OLLAMA_NUM_PARALLEL``, or 0 = chosen from
+        the memory budget (``kv_memory.auto_parallel``)."""
+        if self._settings.num_parallel:
+            return self._settings.num_parallel
+        handle = resident.handle
+        if handle.encoder is not None:
+            return 1
+        per_sequence = self._kv_bytes_per_token(handle) * resident.num_ctx
+        return auto_parallel(self._budget.limit_bytes, handle.size_bytes, per_sequence)
+
+    def _kv_bytes_per_token(self, handle: Any) -> int:
+        measure = getattr(self._backend, "kv_bytes_per_token", None)
+        return measure(handle) if measure is not None else 0  # 0: a stand-in backend
 
     def _step_jobs(self) -> None:
         for key, resident in list(self._resident.items()):
