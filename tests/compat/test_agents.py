@@ -1,0 +1,106 @@
+"""The coding agents themselves, headless, against the real bridge on the default model.
+
+Continue's CLI (``cn -p``, a model with ``provider: ollama``), Codex (``codex exec --oss``)
+and Claude Code (``claude -p``) are the npm packages pinned in ``tests/compat/agents``
+(``make agents-deps``, run by ``make test``), with the Node 22 they need from the same place.
+Each runs once against a real ``serve`` (gunicorn) on ``smollm2:135m`` and must exit 0 with an
+answer, the bridge's access log must show its requests answered, and nothing may try to
+leave the machine (see ``agents_env``). Their requests are far longer than the model's
+context (tools and system prompts of 5 to 50 KB): the bridge cuts them as Ollama does.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agents_env import (
+    BIN,
+    MODEL,
+    Trap,
+    claude_env,
+    codex_env,
+    continue_env,
+    run_agent,
+)
+from conftest import RunningServer, Store, start_server, stop_server
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("npm") is None,
+    reason="npm not installed: the coding agents and their Node 22 come from the npm registry",
+)
+
+PROMPT = "Say hello in one short sentence."
+
+
+@pytest.fixture(scope="module")
+def bridge(
+    shared_store: Store, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """A bridge of the agents' own, so that its log holds only their requests."""
+    log_path = tmp_path_factory.mktemp("agents-server") / "server.log"
+    running = start_server(shared_store.env, log_path)
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture
+def trap() -> Iterator[Trap]:
+    """The proxy every agent is given: it must see no connection at all."""
+    listener = Trap()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(autouse=True)
+def agents_installed() -> None:
+    for name in ("node", "cn", "codex", "claude"):
+        if not (BIN / name).exists():
+            pytest.fail(f"{name} is not installed in {BIN}: run `make agents-deps`")
+
+
+def access_lines(server: RunningServer, since: int) -> list[str]:
+    """The access-log lines the bridge wrote after byte ``since`` of its log."""
+    text = server.log()[since:]
+    return [line for line in text.splitlines() if " path=" in line and "method=" in line]
+
+
+def answered(lines: list[str], method: str, path: str) -> list[str]:
+    """The access lines of successful ``method path`` requests."""
+    pattern = re.compile(rf"method={method} path={re.escape(path)}(\?\S*)? status=200\b")
+    return [line for line in lines if pattern.search(line)]
+
+
+def check_run(done, server: RunningServer, since: int, trap: Trap, method: str, path: str):
+    """Exit 0 with an answer on stdout, the bridge served the agent, nothing left loopback."""
+    report = f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
+    lines = access_lines(server, since)
+    assert done.returncode == 0, report + "\nbridge:\n" + "\n".join(lines)
+    assert done.stdout.strip(), report
+    assert answered(lines, method, path), f"no 200 for {method} {path}:\n" + "\n".join(lines)
+    assert trap.hits == [], f"the agent tried to reach the network: {trap.hits}"
+
+
+def test_continue_cli(bridge: RunningServer, trap: Trap, tmp_path: Path):
+    env, config = continue_env(tmp_path / "home", trap, bridge.url)
+    since = len(bridge.log())
+    done = run_agent(["cn", "--config", str(config), "-p", PROMPT], env, tmp_path / "work")
+    check_run(done, bridge, since, trap, "POST", "/v1/chat/completions")
+
+
+def test_codex_exec_oss(bridge: RunningServer, trap: Trap, tmp_path: Path):
+    env = codex_env(tmp_path / "home", trap, bridge.url)
+    since = len(bridge.log())
+    argv = ["codex", "exec", "--oss", "-m", MODEL, "--skip-git-repo-check", "--color", "never"]
+    done = run_agent([*argv, PROMPT], env, tmp_path / "work")
+    check_run(done, bridge, since, trap, "POST", "/v1/responses")
+
+
+def test_claude_code(bridge: RunningServer, trap: Trap, tmp_path: Path):
+    env = claude_env(tmp_path / "home", trap, bridge.url)
+    since = len(bridge.log())
+    done = run_agent(["claude", "-p", "--model", MODEL, PROMPT], env, tmp_path / "work")
+    check_run(done, bridge, since, trap, "POST", "/v1/messages")
