@@ -25,8 +25,9 @@ from test_security import StubEngine, make_app
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.errors import RequestCanceled
+from mlx_ollama_bridge.server.access_log import AccessRecord
 from mlx_ollama_bridge.server.diagnostics import REDACTED, settings_view
-from mlx_ollama_bridge.server.usage import OTHER, UsageBook
+from mlx_ollama_bridge.server.metrics import OTHER, Metrics
 
 KEY = "diag-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -87,18 +88,23 @@ def test_settings_view_shows_an_unset_key_as_empty_and_hides_url_credentials():
     assert "hunter2" not in view["upstream"] and "10.0.0.5:11435" in view["upstream"]
 
 
-# -- the usage book ------------------------------------------------------------------------
+# -- per-model usage, read back from the metrics -------------------------------------------
 
 
-def test_usage_book_merges_name_forms_and_is_bounded():
-    book = UsageBook(max_models=2)
-    book.record_request("tiny", 200)
-    book.record_request("TINY:latest", 404)  # a different spelling is another entry...
-    book.record_request("tiny:latest", 500)
-    book.record_request("other-model", 200)
-    book.record_request("made-up-1", 404)
-    book.record_request("made-up-2", 404)
-    snapshot = book.snapshot()
+def test_model_usage_merges_name_forms_and_is_bounded():
+    metrics = Metrics(max_models=2)
+    for model, status in [
+        ("tiny", 200),
+        ("TINY:latest", 404),  # a different spelling is another entry...
+        ("tiny:latest", 500),
+        ("other-model", 200),
+        ("made-up-1", 404),
+        ("made-up-2", 404),
+    ]:
+        record = AccessRecord("id", "POST", "/api/generate", "127.0.0.1", status=status)
+        record.note(model=model)
+        metrics.observe(record, 1.0)
+    snapshot = metrics.model_usage()
     assert snapshot["tiny:latest"]["requests"] == {
         "total": 2,
         "2xx": 1,

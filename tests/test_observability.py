@@ -14,14 +14,14 @@ from flask import Response, request
 from test_security import StubEngine, make_app
 
 from mlx_ollama_bridge.config import Settings
-from mlx_ollama_bridge.server.observability import (
+from mlx_ollama_bridge.server.access_log import (
     AccessRecord,
     current_access,
     note_model,
-    register_observability,
     request_id,
     sanitize_request_id,
 )
+from mlx_ollama_bridge.server.observability import register_observability
 
 ACCESS = "mlx_ollama_bridge.access"
 

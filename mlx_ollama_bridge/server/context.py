@@ -33,3 +33,8 @@ def get_engine() -> Engine:
     engine = _state()["engine"]
     engine.start()
     return engine
+
+
+def peek_engine() -> Engine:
+    """The engine, not started (health, metrics and diagnostics must not start it)."""
+    return _state()["engine"]

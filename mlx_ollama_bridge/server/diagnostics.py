@@ -1,8 +1,9 @@
 """The diagnostics view behind ``GET /diagnostics``: one JSON snapshot of the running server.
 
 Health, loaded models with their memory and active requests, the engine's queue depth and
-counters, process memory, per-model usage (``usage.UsageBook``) and every active setting,
-secrets redacted. The API-key guard covers it like every other route but ``GET /``.
+counters, process memory, per-model usage (read back from the Prometheus registry,
+``metrics.py``) and every active setting, secrets redacted. The API-key guard covers it
+like every other route but ``GET /``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,8 @@ from .. import cpu_blas
 from ..config import HostAddress, Settings
 from ..durations import format_rfc3339
 from .context import EXTENSION
-from .observability import (
-    health_report,
-    loaded_models,
-    observability_state,
-    queue_depth,
-    rss_bytes,
-)
+from .health import health_report, loaded_models, queue_depth, rss_bytes
+from .observability import observability_state
 
 REDACTED = "<redacted>"
 # Setting names that hold credentials; matched as words so e.g. "keep_alive_s" is not caught.
@@ -70,9 +66,10 @@ def _rfc3339(unix_s: float) -> str | None:
 
 def diagnostics_report(app: Flask) -> dict[str, Any]:
     """The ``/diagnostics`` body. Never starts the engine (it starts on first use)."""
-    health, _status = health_report(app)
     state = observability_state(app)
     settings: Settings = app.extensions[EXTENSION]["settings"]
+    engine = app.extensions[EXTENSION]["engine"]
+    health, _status = health_report(engine, state.watch)
     loaded = [
         {
             "name": running.name,
@@ -82,7 +79,7 @@ def diagnostics_report(app: Flask) -> dict[str, Any]:
             "active_requests": running.active_requests,
             "expires_at": _rfc3339(running.expires_at),  # null: kept loaded forever
         }
-        for running in loaded_models(app)
+        for running in loaded_models(engine)
     ]
     uptime_s = health["uptime_s"]
     return {
@@ -96,13 +93,13 @@ def diagnostics_report(app: Flask) -> dict[str, Any]:
             "rss_bytes": rss_bytes(),
             "models_bytes": sum(model["size_bytes"] for model in loaded),
         },
-        "queue_depth": queue_depth(app),
+        "queue_depth": queue_depth(engine),
         "engine_latency_ms": health.get("engine_latency_ms"),
         "engine_stats": health.get("engine_stats", {}),
         # Linux CPU mode: which BLAS MLX's CPU backend uses in this worker
         "cpu_blas": cpu_blas.describe(setting=settings.cpu_blas),
         "loaded_models": loaded,
-        "models": state.usage.snapshot(),
+        "models": state.metrics.model_usage(),
         "settings": settings_view(settings),
     }
 

@@ -24,8 +24,8 @@ from ..registry import LocalModel
 from .context import get_engine, get_registry, get_settings
 from .images import request_images
 from .messages import parse_messages, parse_tools
-from .observability import GenerationProbe, generation_probe
 from .parsing import model_name, optional, optional_str
+from .probes import GenerationProbe, generation_probe
 from .streaming import client_gone_probe, job_events, ndjson_response, now_rfc3339
 
 

@@ -4,10 +4,12 @@ snapshot for people) and ``GET /metrics`` (Prometheus). All need the API key whe
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
-from werkzeug.exceptions import NotImplemented as NotImplemented_
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from .context import peek_engine
 from .diagnostics import diagnostics_report
-from .observability import health_report, observability_state
+from .health import health_report
+from .observability import observability_state
 
 bp = Blueprint("ops", __name__)
 
@@ -15,7 +17,8 @@ bp = Blueprint("ops", __name__)
 @bp.route("/health", methods=["GET", "HEAD"])
 def health() -> Response:
     """200 ``{"status": "ok", "engine": ...}`` while serving; 503 once the engine has died."""
-    body, status = health_report(current_app._get_current_object())  # type: ignore[attr-defined]
+    watch = observability_state(current_app).watch
+    body, status = health_report(peek_engine(), watch)
     response = jsonify(body)
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
@@ -34,10 +37,6 @@ def diagnostics() -> Response:
 @bp.route("/metrics", methods=["GET"])
 def metrics() -> Response:
     """Prometheus text format: requests, durations, engine state, loaded models, memory."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    collected = observability_state(app).metrics
-    if collected is None:
-        raise NotImplemented_("metrics need the prometheus-client package")
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    return Response(collected.render(app), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    state = observability_state(current_app)
+    body = state.metrics.render(peek_engine(), state.watch)
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})

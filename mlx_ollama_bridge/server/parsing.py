@@ -9,7 +9,7 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import BadRequest
-from .observability import note_model
+from .access_log import note_model
 from .schemas import Schema, json_type, type_error, validate
 
 _MAX_DEPTH = 64
