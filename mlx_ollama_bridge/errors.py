@@ -2,19 +2,60 @@
 
 The server maps every one of them to ``{"error": message}`` in a single place; the
 messages use Ollama's exact wording where clients are known to match on it.
+
+A message is public by construction: :func:`public_text` takes out what would tell a client
+about the machine (absolute paths, the home directory, Python tracebacks) while ``detail``
+keeps the text as it was raised, for the server's log under the request id. So a library's
+``[Errno 2] No such file or directory: '/Users/me/…/config.json'`` reaches a client as
+``… '…/config.json'``, whichever route, wire format or stream carries it.
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+_MAX_MESSAGE = 2000
+_TRACEBACK = "Traceback (most recent call last)"
+_FRAME_LINE = re.compile(r'^\s*File "[^"]*", line \d+.*$\n?', re.MULTILINE)
+# A POSIX path of two or more parts (or one under ~), not inside a URL or a relative path.
+_PATH = re.compile(r"(?<![\w.~:/\\-])(?:~|(?=/))(?:/[^\s/'\"`,;:()\[\]{}<>|]+)+/?")
+_ROUTES = ("/api/", "/v1/")  # the bridge's own routes are not the machine's layout
+
+
+def public_text(text: str) -> str:
+    """``text`` without absolute paths (each becomes ``…/<last part>``) and tracebacks."""
+    head, found, _ = text.partition(_TRACEBACK)
+    text = (head.rstrip() or "internal error") if found else text
+    text = _FRAME_LINE.sub("", text)
+    home = str(Path.home())
+    if len(home) > 1:
+        text = text.replace(home, "~")
+    text = _PATH.sub(_shorten, text)
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def _shorten(match: re.Match[str]) -> str:
+    path = match.group(0)
+    if path.startswith(_ROUTES) or (path.count("/") < 2 and not path.startswith("~")):
+        return path
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return f"…/{name}" if name and name != "~" else "…"
+
 
 class BridgeError(Exception):
-    """Base class: an error with a user-facing message and an HTTP status."""
+    """Base class: an error with a user-facing message and an HTTP status.
+
+    ``message`` is what clients see (made public with :func:`public_text`); ``detail`` is
+    the text as raised, for the log.
+    """
 
     status_code: int = 500
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.detail = message
+        self.message = public_text(message)
         if status_code is not None:
             self.status_code = status_code
 
@@ -80,4 +121,5 @@ __all__ = [
     "ModelNotFound",
     "RequestCanceled",
     "ServerBusy",
+    "public_text",
 ]

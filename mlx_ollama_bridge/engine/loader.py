@@ -62,7 +62,7 @@ class Loader:
     def __init__(self, load: Callable[[Path], LoadedModel], timeout_s: float) -> None:
         self._load = load
         self._timeout_s = timeout_s if timeout_s > 0 else math.inf
-        self._bad: dict[str, tuple[Signature, str]] = {}
+        self._bad: dict[str, tuple[Signature, str, int]] = {}  # message, status
         self._stray: dict[str, threading.Thread] = {}  # timed-out loads still running
 
     def load(
@@ -86,7 +86,8 @@ class Loader:
         signature = files_signature(model.path)
         bad = self._bad.get(key)
         if bad is not None and bad[0] == signature:
-            raise ModelLoadError(f"{bad[1]} (not retried until the model's files change)")
+            message = f"{bad[1]} (not retried until the model's files change)"
+            raise ModelLoadError(message, status_code=bad[2])  # a refused model stays a 400
         stray = self._stray.get(key)
         if stray is not None and stray.is_alive():
             raise ModelLoadError(f"{name} is still loading after an earlier timeout; try later")
@@ -126,11 +127,11 @@ class Loader:
         if error is None and ticket.handle is not None:
             self._bad.pop(ticket.key, None)
             return ticket.handle
-        if isinstance(error, ModelLoadError):
-            message = error.message
+        if isinstance(error, ModelLoadError):  # the detail: the public message is made again
+            message, status = error.detail, error.status_code
         else:
-            message = f"failed to load {ticket.name}: {error}"
-        self._bad[ticket.key] = (ticket.signature, message)
+            message, status = f"failed to load {ticket.name}: {error}", ModelLoadError.status_code
+        self._bad[ticket.key] = (ticket.signature, message, status)
         log.warning("model marked bad model=%s error=%s", ticket.name, message)
         if isinstance(error, ModelLoadError):
             raise error

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import BridgeError
@@ -27,6 +27,20 @@ def error_response(message: str, status: int) -> Response:
     return response
 
 
+def log_failure(exc: BridgeError) -> None:
+    """Log what a client is not shown: the error as raised, under the request id.
+
+    Server errors always; client errors when the public message had to leave detail out.
+    """
+    if exc.status_code < 500 and exc.detail == exc.message:
+        return
+    rid = request.headers.get("X-Request-ID", "") if has_request_context() else ""
+    level = logging.ERROR if exc.status_code >= 500 else logging.WARNING
+    log.log(
+        level, "request failed status=%s request_id=%s error=%s", exc.status_code, rid, exc.detail
+    )
+
+
 def register_error_handlers(app: Flask) -> None:
     """Install the handlers for bridge errors, HTTP errors and unexpected exceptions."""
 
@@ -36,8 +50,7 @@ def register_error_handlers(app: Flask) -> None:
         forwarded = forward_model_request(exc)
         if forwarded is not None:
             return forwarded
-        if exc.status_code >= 500:
-            log.error("request failed: %s", exc.message)
+        log_failure(exc)
         return error_response(exc.message, exc.status_code)
 
     @app.errorhandler(HTTPException)
@@ -51,5 +64,6 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
+        rid = request.headers.get("X-Request-ID", "")
+        log.exception("unhandled error request_id=%s", rid)
         return error_response(f"internal error: {type(exc).__name__}", 500)
