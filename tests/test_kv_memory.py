@@ -16,6 +16,7 @@ from mlx_ollama_bridge.engine.mlx_models import ModelSetup, load_model, prepare_
 from mlx_ollama_bridge.engine.preflight import MemoryBudget
 from mlx_ollama_bridge.engine.prompt_cache import kv_bytes_per_token
 from mlx_ollama_bridge.engine.scheduler import Scheduler
+from mlx_ollama_bridge.errors import ServerBusy
 from mlx_ollama_bridge.registry import LocalModel
 
 GREEDY = {"temperature": 0, "num_predict": 12, "repeat_penalty": 1.0}
@@ -87,3 +88,75 @@ def test_ollama_num_parallel_still_wins(tiny):
     for engine in engine_with(num_parallel=1):
         run_together(engine, tiny, ["one", "two", "three"])
         assert engine.stats()["batch_peak"] == 1
+
+
+# -- admission against one budget, with the tiny model -----------------------------------------
+
+NUM_CTX = 256
+
+
+def sizes(tiny_model_dir) -> tuple[int, int]:
+    """(weights bytes, KV bytes of one NUM_CTX sequence) of the tiny model."""
+    setup = ModelSetup()
+    loaded = load_model(tiny_model_dir, setup)
+    prepare_model(loaded, setup)
+    return loaded.size_bytes, kv_bytes_per_token(loaded) * NUM_CTX
+
+
+def test_requests_wait_when_their_kv_caches_would_overflow_the_budget(tiny, tiny_model_dir):
+    weights, per_sequence = sizes(tiny_model_dir)
+    budget = weights + per_sequence * 3 // 2  # room for one sequence, not two
+    for engine in engine_with(budget, num_parallel=4, context_length=NUM_CTX):
+        results = run_together(engine, tiny, ["one", "two", "three"], num_ctx=NUM_CTX)
+        assert all(done.eval_count == GREEDY["num_predict"] for _, done in results)
+        stats = engine.stats()
+        assert stats["batch_peak"] == 1  # admitted one at a time: each waited for the budget
+        assert stats["kv_reserved_bytes"] == 0  # all given back
+        assert stats["weights_bytes"] + stats["prompt_cache_bytes"] <= budget
+
+
+def test_with_room_they_batch_under_the_same_budget(tiny, tiny_model_dir):
+    weights, per_sequence = sizes(tiny_model_dir)
+    budget = weights + per_sequence * 4
+    for engine in engine_with(budget, num_parallel=4, context_length=NUM_CTX):
+        run_together(engine, tiny, ["one", "two", "three"], num_ctx=NUM_CTX)
+        assert engine.stats()["batch_peak"] >= 2
+
+
+def test_auto_parallel_follows_the_budget(tiny, tiny_model_dir):
+    weights, per_sequence = sizes(tiny_model_dir)
+    for engine in engine_with(weights + per_sequence * 5, context_length=NUM_CTX):
+        run_together(engine, tiny, ["a", "b", "c", "d", "e", "f"], num_ctx=NUM_CTX)
+        assert engine.stats()["batch_peak"] == 4  # 8 would not fit, 4 does
+
+
+def test_a_kv_cache_that_can_never_fit_is_a_clean_503(tiny, tiny_model_dir):
+    weights, per_sequence = sizes(tiny_model_dir)
+    for engine in engine_with(weights + per_sequence // 2, context_length=NUM_CTX):
+        with pytest.raises(ServerBusy) as caught:
+            chat_turn(engine, tiny, [{"role": "user", "content": "hi"}], {"num_ctx": NUM_CTX})
+        assert caught.value.status_code == 503
+        assert "lower num_ctx" in caught.value.message
+        # a smaller context fits and is answered
+        text, done = chat_turn(
+            engine, tiny, [{"role": "user", "content": "hi"}], {**GREEDY, "num_ctx": 64}
+        )
+        assert done.eval_count == GREEDY["num_predict"]
+
+
+def test_the_prompt_cache_pool_stays_within_what_the_budget_leaves(tiny, tiny_model_dir):
+    weights, per_sequence = sizes(tiny_model_dir)
+    budget = weights + per_sequence * 2  # one running sequence plus about one cached
+    for engine in engine_with(
+        budget, num_parallel=1, prompt_cache_entries=64, context_length=NUM_CTX
+    ):
+        peak = 0
+        for i in range(12):  # different conversations: each leaves a cache behind
+            prompt = f"conversation {i}: " + "lorem ipsum dolor sit amet " * 8
+            chat_turn(
+                engine, tiny, [{"role": "user", "content": prompt}], {**GREEDY, "num_ctx": NUM_CTX}
+            )
+            stats = engine.stats()
+            peak = max(peak, stats["prompt_cache_bytes"])
+            assert stats["weights_bytes"] + stats["prompt_cache_bytes"] <= budget
+        assert peak > 0  # caches were kept, within the budget

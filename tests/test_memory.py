@@ -85,6 +85,7 @@ def budget_server(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("budget")
     env = _isolated_env(root)
     env["MLX_BRIDGE_MEMORY_FRACTION"] = f"{BUDGET / psutil.virtual_memory().total:.15f}"
+    env["MLX_BRIDGE_CPU_DENSE_MAX_PARAMS"] = "0"  # quantized as on disk: ~68 KB, not 428 KB
     registry = Registry(Settings.from_env(env))
     import_model_dir(registry, tiny_model_dir, "tiny", source="test")
     for name, extra in (("tiny2", None), ("fat", 300_000), ("broken", None)):
@@ -102,7 +103,9 @@ def budget_server(tmp_path_factory, tiny_model_dir):
 
 
 def generate(server, model: str, **extra) -> requests.Response:
-    body = {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+    # a small num_ctx: the budget holds the KV cache a request reserves too (kv_memory)
+    options = {"num_predict": 2, "num_ctx": 64}
+    body = {"model": model, "prompt": "hi", "stream": False, "options": options}
     return requests.post(server.url + "/api/generate", json={**body, **extra}, timeout=120)
 
 
@@ -118,7 +121,7 @@ def test_loading_a_second_model_evicts_the_idle_first(budget_server):
 
 
 def test_a_busy_model_is_not_evicted_the_newcomer_waits(budget_server):
-    body = {"model": "tiny", "prompt": "hi", "options": {"num_predict": 400}}
+    body = {"model": "tiny", "prompt": "hi", "options": {"num_predict": 400, "num_ctx": 64}}
     stream = requests.post(budget_server.url + "/api/generate", json=body, stream=True)
     lines = stream.iter_lines()
     assert not json.loads(next(lines))["done"]  # tiny is generating now

@@ -138,8 +138,9 @@ class Settings:
     memory_fraction: float = _setting(
         "MLX_BRIDGE_MEMORY_FRACTION",
         0.75,
-        "Share of physical RAM loaded models may use (0-1]; a model that cannot fit is refused, "
-        "idle ones are evicted to make room.",
+        "Share of physical RAM for loaded models, the KV caches of running requests and the "
+        "prompt caches (0-1]; a model that cannot fit is refused, idle ones are evicted, a "
+        "request waits until its KV cache fits.",
         parse_fraction,
     )
     upstream: str | None = _setting(  # base URL of a real Ollama; None = off
@@ -152,8 +153,8 @@ class Settings:
     prompt_cache_entries: int = _setting(
         "MLX_BRIDGE_PROMPT_CACHE",
         4,
-        "KV caches kept per loaded model for reuse across turns (LRU, at most 1 GiB each "
-        "model); 0 = off.",
+        "KV caches kept per loaded model for reuse across turns and sessions (LRU, at most "
+        "1 GiB each model, and within the memory budget); 0 = off.",
         parse_uint,
     )
     cpu_blas: str = _setting(  # "auto", "off" or a library path (Linux CPU mode)

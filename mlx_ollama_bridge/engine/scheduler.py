@@ -30,7 +30,7 @@ from .backend import MLXBackend
 from .batching import BatchLane
 from .embed_job import EmbeddingJob, EmbeddingRequest, EmbeddingResult
 from .jobs import GenerationJob
-from .kv_memory import auto_parallel
+from .kv_memory import KVLedger, MemoryAdmission
 from .loader import Loader, LoadTicket
 from .preflight import MemoryBudget
 from .requests import Failed, Finished, GenerationRequest, Ready, RunningModel
@@ -59,7 +59,7 @@ class _Command:
     received: float = field(default_factory=time.perf_counter)
 
 
-class Scheduler(Residency):
+class Scheduler(MemoryAdmission, Residency):
     """Owns every MLX object. Public methods are safe to call from any thread."""
 
     def __init__(
@@ -83,6 +83,7 @@ class Scheduler(Residency):
         }
         self._clock = clock
         self._budget = budget or MemoryBudget.from_settings(settings)
+        self._kv = KVLedger()  # KV caches of admitted generations, under the same budget
         self._inbox: queue.Queue[_Command] = queue.Queue()
         self._pending: deque[_Job] = deque()
         self._resident: dict[str, Resident] = {}
@@ -128,9 +129,10 @@ class Scheduler(Residency):
         how many of them came from the prompt cache (``prompt_tokens_reused``), the rest were
         evaluated; requests canceled by their client (``canceled``); tokens decoded in batch
         lanes (``batched_tokens``) and the most sequences one step decoded (``batch_peak``);
-        tokens proposed by draft models (``draft_tokens``) and accepted (``draft_accepted``)."""
+        tokens proposed by draft models (``draft_tokens``) and accepted (``draft_accepted``);
+        and, as gauges, the memory budget and what holds it (``kv_memory``)."""
         with self._lock:
-            return dict(self._stats)
+            return {**self._stats, **self.memory_stats()}
 
     def embed(self, request: EmbeddingRequest) -> tuple[EmbeddingResult, int]:
         """Embed ``request.inputs``; returns the result and the load duration in ns.
@@ -348,6 +350,8 @@ class Scheduler(Residency):
                 if self._is_loading(request.model):
                     self._load_waits.setdefault(id(job), started)
                 return False
+            if isinstance(job, GenerationJob) and not self._admit_kv(job, resident):
+                return False  # waits for running requests to give their KV caches back
             # Ollama's load_duration: getting the model ready for this request, which is the
             # whole wait when it had to load, and the (small) bookkeeping when it was resident
             started = self._load_waits.pop(id(job), started)
@@ -399,21 +403,6 @@ class Scheduler(Residency):
             lane = BatchLane(resident.handle, self._parallel(resident), _PREFILL_STEP)
             self._lanes[key] = lane
         return lane
-
-    def _parallel(self, resident: Resident) -> int:
-        """Sequences the model decodes together: ``OLLAMA_NUM_PARALLEL``, or 0 = chosen from
-        the memory budget (``kv_memory.auto_parallel``)."""
-        if self._settings.num_parallel:
-            return self._settings.num_parallel
-        handle = resident.handle
-        if handle.encoder is not None:
-            return 1
-        per_sequence = self._kv_bytes_per_token(handle) * resident.num_ctx
-        return auto_parallel(self._budget.limit_bytes, handle.size_bytes, per_sequence)
-
-    def _kv_bytes_per_token(self, handle: Any) -> int:
-        measure = getattr(self._backend, "kv_bytes_per_token", None)
-        return measure(handle) if measure is not None else 0  # 0: a stand-in backend
 
     def _step_jobs(self) -> None:
         for key, resident in list(self._resident.items()):
@@ -482,10 +471,12 @@ class Scheduler(Residency):
 
     def _retire(self, key: str, resident: Resident, job: _Job) -> None:
         job.close()
+        self._kv.release(job)
         for name, amount in getattr(self._backend, "take_counts", dict)().items():
             self._count(name, amount)  # speculative decoding's tallies of finished generations
         resident.jobs.remove(job)
         resident.active -= 1
+        self._fit_pools()  # the finished sequence's cache may have joined a pool
         if resident.active == 0:
             if resident.keep_alive_s <= 0:
                 self._unload(key, reason="keep_alive=0")
