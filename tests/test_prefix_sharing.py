@@ -15,9 +15,8 @@ from mlx_ollama_bridge.registry import LocalModel
 
 GREEDY = {"temperature": 0, "num_predict": 8, "repeat_penalty": 1.0, "num_ctx": 2048}
 # an agent's system prompt: instructions and tool schemas, the same in every session
-SYSTEM = (
-    "You are a coding agent. Use the tools to read and edit files. "
-    + " ".join(f'{{"name": "tool_{i}", "parameters": {{"path": "string"}}}}' for i in range(25))
+SYSTEM = "You are a coding agent. Use the tools to read and edit files. " + " ".join(
+    f'{{"name": "tool_{i}", "parameters": {{"path": "string"}}}}' for i in range(25)
 )
 TASKS = ["Fix the bug in main.py.", "Add a test for parse().", "Rename foo to bar."]
 
