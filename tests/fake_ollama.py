@@ -7,6 +7,8 @@ It stands in for "real Ollama on another port" where a test needs control over t
   the first line on in time (``released_in_time`` records whether the release came).
 * ``hang = True``: connections are accepted and never answered (a wedged Ollama).
 * ``/api/pull``: Ollama's progress lines (status, digest/total/completed, success).
+* ``/v1/*`` for the gated model: ``{"object": "fake", "path", "model"}``, so a test sees
+  which ``/v1`` request reached it.
 """
 
 from __future__ import annotations
@@ -149,6 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"models": []})
         elif self.path == "/api/chat" and data.get("model") in (GATED, "gated"):
             self._gated_chat()
+        elif self.path.startswith("/v1/") and data.get("model") in (GATED, "gated"):
+            self._json(200, {"object": "fake", "path": self.path, "model": data["model"]})
         elif self.path == "/api/pull" and data.get("model") in (PULLABLE, "fake-pull"):
             self._stream(PULL_LINES)
         elif self.path == "/api/pull":

@@ -244,11 +244,11 @@ def test_sdk_chat_on_the_real_model(client):
 def test_a_failure_mid_stream_ends_the_sse_stream_with_an_error_event():
     from mlx_ollama_bridge.engine import Failed, TextChunk
     from mlx_ollama_bridge.errors import BridgeError
-    from mlx_ollama_bridge.server.openai_api import _chat_chunks, _sse_lines
+    from mlx_ollama_bridge.server.openai_wire import ChatEncoder
 
     events = iter([TextChunk("Hel"), Failed(BridgeError("model was unloaded"))])
     base = {"id": "chatcmpl-1", "object": "chat.completion", "model": "m"}
-    lines = list(_sse_lines(_chat_chunks(events, base, with_usage=True)))
+    lines = list(ChatEncoder(base, include_usage=True).lines(events))
     assert json.loads(lines[0][len("data: ") :])["choices"][0]["delta"]["content"] == "Hel"
     assert json.loads(lines[-1][len("data: ") :]) == {
         "error": {"message": "model was unloaded", "type": "api_error", "param": None, "code": None}

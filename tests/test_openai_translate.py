@@ -8,9 +8,9 @@ from mlx_ollama_bridge.server.openai_translate import (
     InvalidField,
     chat_to_native,
     completion_to_native,
-    finish_reason,
     include_usage,
 )
+from mlx_ollama_bridge.server.openai_wire import finish_reason
 
 USER = [{"role": "user", "content": "hi"}]
 

@@ -234,6 +234,29 @@ def test_request_is_forwarded_unchanged(fake_front, fake):
     assert headers["User-Agent"] == "probe/1" and headers[LOCAL_ONLY_HEADER] == "1"
 
 
+def test_v1_requests_for_an_upstream_only_model_are_forwarded(fake_front, fake):
+    body = {"model": "gated", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    reply = post(fake_front.url, "/v1/chat/completions", body)
+    assert reply.status_code == 200
+    assert reply.json() == {"object": "fake", "path": "/v1/chat/completions", "model": "gated"}
+    method, path, _headers, sent = fake.requests[-1]
+    assert (method, path, json.loads(sent)) == ("POST", "/v1/chat/completions", body)
+    seen = len(fake.requests)
+    local = post(fake_front.url, "/v1/chat/completions", {**body, "model": "tiny", "max_tokens": 2})
+    assert local.status_code == 200 and local.json()["object"] == "chat.completion"
+    assert all(path != "/v1/chat/completions" for _m, path, _h, _b in fake.requests[seen:])
+
+
+def test_v1_chat_streams_through_from_a_real_upstream(front):
+    body = {"model": "upstream-only", "messages": [{"role": "user", "content": "hi"}]}
+    reply = post(front.url, "/v1/chat/completions", {**body, "max_tokens": 3, "stream": True})
+    assert reply.status_code == 200
+    assert reply.headers["Content-Type"].startswith("text/event-stream")
+    events = [line for line in reply.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[0][len("data: ") :])["model"] == "upstream-only"
+
+
 def test_upstream_silent_mid_stream_ends_with_an_error_line(fake_front, fake):
     fake.reset_gate()
     body = {"model": GATED, "messages": [{"role": "user", "content": "hi"}]}

@@ -1,32 +1,35 @@
 """``/api/generate`` and ``/api/chat``: validate, submit to the engine, answer as Ollama does.
 
-The OpenAI layer (``openai_api``) translates its requests into native bodies and goes
-through :func:`prepare_generate` / :func:`prepare_chat` and :func:`start_generation` too,
-so checks, prompt building and the engine call exist once.
+Every API goes through here: ``/v1`` and ``/v1/messages`` translate their requests into
+native bodies and call :func:`prepare_generate` / :func:`prepare_chat` and
+:func:`start_generation` too, so checks, prompt building and the engine call exist once;
+the events then go to the API's encoder (``wire``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, jsonify
 
 from ..durations import parse_keep_alive
-from ..engine import Failed, Finished, GenerationRequest, Options, TextChunk, merge_options
+from ..engine import Finished, GenerationRequest, Options, TextChunk, merge_options
 from ..engine import validate_options as check_options
 from ..engine.json_grammar import grammar_for_format
-from ..engine.requests import Event, ThinkingChunk, ToolCall, ToolCalls
-from ..errors import BadRequest, BridgeError, ModelNotFound
+from ..engine.requests import Event, ThinkingChunk, ToolCalls
+from ..errors import BadRequest, ModelNotFound
 from ..registry import LocalModel
 from .context import get_engine, get_registry, get_settings
 from .images import request_images
 from .messages import parse_messages, parse_tools
+from .ollama_wire import OllamaEncoder
 from .parsing import model_name, optional, optional_str
 from .probes import GenerationProbe, generation_probe
-from .streaming import client_gone_probe, job_events, ndjson_response, now_rfc3339
+from .streaming import client_gone_probe, job_events
+from .wire import respond
 
 
 @dataclass
@@ -40,16 +43,6 @@ class Prepared:
     keep_alive_s: float | None
     options: Options
     request: GenerationRequest | None  # None: empty prompt/messages, i.e. load or unload
-
-
-@dataclass
-class Outcome:
-    """A whole generation, collected from its events (``stream: false``)."""
-
-    content: str = ""
-    thinking: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    finished: Finished | None = None
 
 
 def handle_generate(body: dict[str, Any]) -> Response:
@@ -168,34 +161,6 @@ def load_or_unload(prepared: Prepared) -> str:
     return "load"
 
 
-def collect(events: Iterator[Event]) -> Outcome:
-    """Aggregate a generation; an error event raises (nothing has been sent yet)."""
-    outcome = Outcome()
-    content: list[str] = []
-    thinking: list[str] = []
-    for event in events:
-        if isinstance(event, TextChunk):
-            content.append(event.text)
-        elif isinstance(event, ThinkingChunk):
-            thinking.append(event.text)
-        elif isinstance(event, ToolCalls):
-            outcome.tool_calls.extend(event.calls)
-        elif isinstance(event, Failed):
-            raise BridgeError(event.error.message, status_code=event.error.status_code)
-        elif isinstance(event, Finished):
-            outcome.finished = event
-    if outcome.finished is None:
-        raise BridgeError("generation ended without a result")
-    outcome.content, outcome.thinking = "".join(content), "".join(thinking)
-    return outcome
-
-
-def native_tool_call(call: ToolCall) -> dict[str, Any]:
-    """Ollama's ToolCall: ``arguments`` an object, ``index`` always, no ``type``."""
-    function = {"index": call.index, "name": call.name, "arguments": call.arguments}
-    return {"id": call.id, "function": function}
-
-
 # -- checks -------------------------------------------------------------------------------
 
 
@@ -273,78 +238,13 @@ def _common(prepared: Prepared, body: dict[str, Any]) -> dict[str, Any]:
 def _respond(prepared: Prepared, started: float) -> Response:
     request = prepared.request
     if request is None:
-        reply = {**_line(prepared, ""), "done": True, "done_reason": load_or_unload(prepared)}
+        encoder = OllamaEncoder(prepared.name, chat=prepared.chat, started=started, load_ns=0)
+        reply = {**encoder.line(""), "done": True, "done_reason": load_or_unload(prepared)}
         return jsonify(reply)
     if request.render_only:
+        encoder = OllamaEncoder(prepared.name, chat=prepared.chat, started=started, load_ns=0)
         info = {"rendered_template": render_prompt(request), "image_count": 0}
-        return jsonify({**_line(prepared, ""), "done": False, "_debug_info": info})
+        return jsonify({**encoder.line(""), "done": False, "_debug_info": info})
     events, load_ns = start_generation(request)
-    if prepared.stream:
-        return ndjson_response(_lines(events, prepared, started, load_ns))
-    outcome = collect(events)
-    assert outcome.finished is not None
-    return jsonify(_final_line(outcome.finished, prepared, started, load_ns, outcome))
-
-
-def _lines(
-    events: Iterator[Event], prepared: Prepared, started: float, load_ns: int
-) -> Iterator[dict[str, Any]]:
-    for event in events:
-        if isinstance(event, TextChunk):
-            yield {**_line(prepared, event.text), "done": False}
-        elif isinstance(event, ThinkingChunk):
-            yield {**_line(prepared, "", thinking=event.text), "done": False}
-        elif isinstance(event, ToolCalls):
-            yield {**_line(prepared, "", tool_calls=list(event.calls)), "done": False}
-        elif isinstance(event, Failed):
-            yield {"error": event.error.message}
-        elif isinstance(event, Finished):
-            yield _final_line(event, prepared, started, load_ns)
-
-
-def _line(
-    prepared: Prepared,
-    text: str,
-    *,
-    thinking: str = "",
-    tool_calls: list[ToolCall] | None = None,
-) -> dict[str, Any]:
-    line: dict[str, Any] = {"model": prepared.name, "created_at": now_rfc3339()}
-    if prepared.chat:
-        message: dict[str, Any] = {"role": "assistant", "content": text}
-        if thinking:
-            message["thinking"] = thinking
-        if tool_calls:
-            message["tool_calls"] = [native_tool_call(c) for c in tool_calls]
-        line["message"] = message
-    else:
-        line["response"] = text
-        if thinking:
-            line["thinking"] = thinking
-    return line
-
-
-def _final_line(
-    event: Finished,
-    prepared: Prepared,
-    started: float,
-    load_ns: int,
-    outcome: Outcome | None = None,
-) -> dict[str, Any]:
-    """The ``done`` line; with ``outcome`` (``stream: false``) it carries the whole answer."""
-    whole = outcome or Outcome()
-    line = _line(prepared, whole.content, thinking=whole.thinking, tool_calls=whole.tool_calls)
-    line.update(done=True, done_reason=event.done_reason)
-    if event.context is not None and not prepared.chat:
-        line["context"] = event.context
-    metrics = {
-        "total_duration": int((time.perf_counter() - started) * 1e9),
-        "load_duration": load_ns,
-        "prompt_eval_count": event.prompt_eval_count,
-        "prompt_eval_duration": event.prompt_eval_duration_ns,
-        "eval_count": event.eval_count,
-        "eval_duration": event.eval_duration_ns,
-    }
-    # Go's omitempty: zero metrics are left out, not sent as 0.
-    line.update({k: v for k, v in metrics.items() if v})
-    return line
+    encoder = OllamaEncoder(prepared.name, chat=prepared.chat, started=started, load_ns=load_ns)
+    return respond(encoder, events, prepared.stream)

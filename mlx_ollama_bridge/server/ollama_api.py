@@ -1,4 +1,8 @@
-"""The native Ollama API (``/`` and ``/api/*``). One read of this file shows the surface."""
+"""The native Ollama API (``/`` and ``/api/*``). One read of this file shows the surface.
+
+Every route that names a model starts with the forwarding step (``forward_if_remote``): a
+model only the upstream Ollama has is answered there.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from .models_api import (
     handle_pull,
 )
 from .parsing import json_body, model_name, optional
-from .upstream_proxy import merged_models
+from .upstream_proxy import forward_if_remote, merged_models
 
 bp = Blueprint("ollama", __name__)
 
@@ -50,6 +54,9 @@ def show() -> Response:
     name = model_name(body)
     if not name:
         raise BadRequest("model is required")
+    forwarded = forward_if_remote(name)
+    if forwarded is not None:
+        return forwarded
     model = get_registry().resolve(name)
     return jsonify(show_response(model, verbose=optional(body, "verbose", bool, False)))
 
@@ -65,25 +72,29 @@ def ps() -> Response:
 @bp.route("/api/generate", methods=["POST"])
 def generate() -> Response:
     """Completion (NDJSON stream by default)."""
-    return handle_generate(json_body(schemas.GENERATE))
+    body = json_body(schemas.GENERATE)
+    return forward_if_remote(model_name(body)) or handle_generate(body)
 
 
 @bp.route("/api/chat", methods=["POST"])
 def chat() -> Response:
     """Chat completion (NDJSON stream by default)."""
-    return handle_chat(json_body(schemas.CHAT))
+    body = json_body(schemas.CHAT)
+    return forward_if_remote(model_name(body)) or handle_chat(body)
 
 
 @bp.route("/api/embed", methods=["POST"])
 def embed() -> Response:
     """Embeddings for a string or a list of strings (normalised vectors)."""
-    return handle_embed(json_body(schemas.EMBED))
+    body = json_body(schemas.EMBED)
+    return forward_if_remote(model_name(body)) or handle_embed(body)
 
 
 @bp.route("/api/embeddings", methods=["POST"])
 def embeddings() -> Response:
     """Legacy single embedding (the model's own vector)."""
-    return handle_embeddings(json_body(schemas.EMBEDDINGS))
+    body = json_body(schemas.EMBEDDINGS)
+    return forward_if_remote(model_name(body)) or handle_embeddings(body)
 
 
 @bp.route("/api/pull", methods=["POST"])
@@ -107,10 +118,12 @@ def blobs(digest: str) -> Response:
 @bp.route("/api/copy", methods=["POST"])
 def copy() -> Response:
     """A second name for a model; 200 with an empty body."""
-    return handle_copy(json_body(schemas.COPY))
+    body = json_body(schemas.COPY)
+    return forward_if_remote(optional(body, "source", str, "")) or handle_copy(body)
 
 
 @bp.route("/api/delete", methods=["DELETE"])
 def delete() -> Response:
     """Remove a name, and weights no other name uses; 200 with an empty body."""
-    return handle_delete(json_body(schemas.DELETE))
+    body = json_body(schemas.DELETE)
+    return forward_if_remote(model_name(body)) or handle_delete(body)

@@ -1,9 +1,9 @@
-"""OpenAI request bodies -> native Ollama bodies, and engine results -> OpenAI objects.
+"""OpenAI request bodies -> native Ollama bodies (the answers: ``openai_wire``).
 
 As Ollama's ``openai`` package: ``/v1`` never talks to the engine itself. A chat or
 completion request becomes the native body ``/api/chat`` or ``/api/generate`` would receive
 (so model lookup, capability checks, options validation and errors are the native ones),
-and the generation's events are rendered back in OpenAI's shapes.
+and the generation's events are rendered back in OpenAI's shapes by ``openai_wire``.
 """
 
 from __future__ import annotations
@@ -11,16 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import secrets
-import time
 from typing import Any
 
-from ..engine import Finished
-from ..engine.requests import ToolCall
 from ..errors import BadRequest
 from ..registry import LocalModel
 
-FINGERPRINT = "fp_ollama"
 _IMAGE_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "jpg", "png", "webp"))
 _EFFORTS = {"none": False, "low": "low", "medium": "medium", "high": "high"}
 
@@ -248,52 +243,7 @@ def _type_name(value: Any) -> str:
     )
 
 
-# -- responses ----------------------------------------------------------------------------
-
-
-def new_id(prefix: str) -> str:
-    """``chatcmpl-…`` / ``cmpl-…``."""
-    return f"{prefix}-{secrets.token_hex(6)}"
-
-
-def envelope(prefix: str, kind: str, model: str) -> dict[str, Any]:
-    """The fields every response object and chunk of one request shares."""
-    return {
-        "id": new_id(prefix),
-        "object": kind,
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": FINGERPRINT,
-    }
-
-
-def openai_tool_call(call: ToolCall) -> dict[str, Any]:
-    """OpenAI's tool call: ``arguments`` as a JSON string, with ``type``."""
-    arguments = json.dumps(call.arguments, ensure_ascii=False)
-    return {
-        "id": call.id,
-        "index": call.index,
-        "type": "function",
-        "function": {"name": call.name, "arguments": arguments},
-    }
-
-
-def usage(finished: Finished | None) -> dict[str, int]:
-    """Token counts from the native metrics."""
-    prompt = finished.prompt_eval_count if finished else 0
-    completion = finished.eval_count if finished else 0
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-
-
-def finish_reason(done_reason: str | None, called_tools: bool) -> str | None:
-    """``tool_calls`` when a turn that called tools stopped normally; else the native reason."""
-    if done_reason == "stop" and called_tools:
-        return "tool_calls"
-    return done_reason or None
+# -- models -------------------------------------------------------------------------------
 
 
 def model_object(model: LocalModel, model_id: str | None = None) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Forwarding to the upstream Ollama, and merging its lists into ``/api/tags`` and ``/api/ps``.
 
-The hook is the error path: a model-addressed route raises :class:`ModelNotFound` before any
-byte is written, and ``errors.py`` asks :func:`forward_model_request` to resend the original
-request (method, path, query, body bytes, content headers) upstream. The answer goes back as
-it arrives, chunk by chunk, status code and body unchanged. Upstream down, off, or the
-request marked local-only: the original 404 stands.
+Forwarding is the first step of every route that names a model (``/api/chat``,
+``/v1/chat/completions``, ``/v1/messages``, ``/api/show`` …): :func:`forward_if_remote`
+resolves the name locally; a model this bridge lacks, with a live upstream, is the
+upstream's, and the original request (method, path, query, body bytes, content headers) is
+resent there. The answer goes back as it arrives, chunk by chunk, status code and body
+unchanged. Upstream down, off, or the request marked local-only: the route goes on and
+answers its own 404.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, request
 
-from ..errors import BridgeError, ModelNotFound
+from ..errors import InvalidModelName, ModelNotFound
 from ..upstream import (
     LOCAL_ONLY_HEADER,
     Upstream,
@@ -25,7 +27,8 @@ from ..upstream import (
     iter_body,
     rfc3339_seconds,
 )
-from .context import get_settings
+from .context import get_registry, get_settings
+from .errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +37,6 @@ _CREATE_LOCK = threading.Lock()
 BACKEND_KEY = "backend"  # in each entry's details: where the model runs
 MLX, OLLAMA = "mlx", "ollama"
 
-# Routes whose request names one model: a ModelNotFound there may be upstream's model.
-MODEL_ROUTES = frozenset(
-    {
-        "/api/generate",
-        "/api/chat",
-        "/api/show",
-        "/api/embed",
-        "/api/embeddings",
-        "/api/delete",
-        "/api/copy",
-        "/api/push",
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/embeddings",
-        "/v1/responses",
-        "/v1/messages",
-    }
-)
 _REQUEST_HEADERS = ("Content-Type", "Accept", "User-Agent", "X-Request-Id")
 _RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "Retry-After", "X-Request-Id")
 
@@ -82,12 +67,26 @@ def _live_upstream() -> Upstream | None:
 # -- forwarding ---------------------------------------------------------------------------
 
 
-def forward_model_request(exc: BridgeError) -> Response | None:
-    """Upstream's answer to the current request if ``exc`` means "not here"; else None."""
-    if not isinstance(exc, ModelNotFound) or not exc.name:
+def forward_if_remote(name: str) -> Response | None:
+    """The upstream Ollama's answer to the current request when ``name`` is not a model here
+    and the upstream is live; None when this bridge serves it (or answers the 404 itself).
+
+    Called by each route that names a model, before it does anything else with the request.
+    A name that breaks the grammar stays here: its 400 is the route's.
+    """
+    if not name or local_only() or get_upstream() is None:
         return None
-    if request.path not in MODEL_ROUTES and not request.path.startswith("/v1/models/"):
+    try:
+        get_registry().resolve(name)
         return None
+    except InvalidModelName:
+        return None
+    except ModelNotFound:
+        pass
+    return _forward(name)
+
+
+def _forward(name: str) -> Response | None:
     upstream = _live_upstream()
     if upstream is None:
         return None
@@ -101,10 +100,9 @@ def forward_model_request(exc: BridgeError) -> Response | None:
             log.warning("upstream unreachable url=%s error=%s", upstream.base_url, err)
             return None
         log.warning("upstream timed out url=%s error=%s", upstream.base_url, err)
-        reply = jsonify({"error": f"upstream Ollama at {upstream.base_url} did not answer in time"})
-        reply.status_code = 502
-        return reply
-    log.info("forwarded to upstream model=%s path=%s status=%s", exc.name, path, reply.status_code)
+        message = f"upstream Ollama at {upstream.base_url} did not answer in time"
+        return error_response(message, 502)
+    log.info("forwarded to upstream model=%s path=%s status=%s", name, path, reply.status_code)
     kept = {k: reply.headers[k] for k in _RESPONSE_HEADERS if k in reply.headers}
     ndjson = kept.get("Content-Type", "").startswith("application/x-ndjson")
     return Response(
@@ -163,8 +161,7 @@ def _mark(entry: dict[str, Any], backend: str) -> dict[str, Any]:
 
 __all__ = [
     "BACKEND_KEY",
-    "MODEL_ROUTES",
-    "forward_model_request",
+    "forward_if_remote",
     "get_upstream",
     "local_only",
     "merged_models",
