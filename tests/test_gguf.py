@@ -23,7 +23,8 @@ from tokenizers import pre_tokenizers
 
 from mlx_ollama_bridge.errors import BadRequest
 from mlx_ollama_bridge.store import gguf
-from mlx_ollama_bridge.store.gguf import GGUFConversion, convert_gguf, read_gguf_metadata
+from mlx_ollama_bridge.store.gguf import GGUFConversion, convert_gguf
+from mlx_ollama_bridge.store.gguf_reader import MAX_KEYS, read_gguf_header
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 BYTE_CHARS = sorted(pre_tokenizers.ByteLevel.alphabet())
@@ -134,7 +135,8 @@ def write_tiny_gguf(path: Path, *, tied: bool = True, **meta_kwargs: Any) -> lla
 
 
 def write_gguf_header(path: Path, metadata: dict[str, Any], tensors: list[tuple]) -> None:
-    """A GGUF v3 header (no tensor data), for files the converter must reject up front."""
+    """A GGUF v3 header and zeros for the tensor data, for files the converter must reject
+    before loading any tensor."""
 
     def string(s: str) -> bytes:
         return struct.pack("<Q", len(s.encode())) + s.encode()
@@ -150,7 +152,7 @@ def write_gguf_header(path: Path, metadata: dict[str, Any], tensors: list[tuple]
     out += b"".join(string(k) + value(v) for k, v in metadata.items())
     for name, dims, kind in tensors:
         out += string(name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, kind, 0)
-    path.write_bytes(out)
+    path.write_bytes(out + bytes(32 + 4096))  # alignment, then room for every test tensor
 
 
 def leftovers(parent: Path) -> list[str]:
@@ -240,10 +242,82 @@ def test_unsupported_tensor_type_is_a_bad_request(tmp_path: Path):
 def test_not_a_gguf_file_is_a_bad_request(tmp_path: Path):
     (tmp_path / "x.gguf").write_bytes(b"PK\x03\x04 not gguf at all")
     with pytest.raises(BadRequest, match="not a GGUF file"):
-        read_gguf_metadata(tmp_path / "x.gguf")
+        read_gguf_header(tmp_path / "x.gguf")
     (tmp_path / "empty.gguf").write_bytes(b"")
     with pytest.raises(BadRequest):
         convert_gguf(tmp_path / "empty.gguf", tmp_path / "out")
+
+
+def _crafted(head: bytes, tail: bytes = b"") -> bytes:
+    """A GGUF v3 file: magic, version, then ``head`` (counts, entries) and ``tail``."""
+    return b"GGUF" + struct.pack("<I", 3) + head + tail
+
+
+def _key(name: str) -> bytes:
+    return struct.pack("<Q", len(name)) + name.encode()
+
+
+_ARCH = _key("general.architecture") + struct.pack("<IQ", 8, 5) + b"llama"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (_crafted(struct.pack("<QQ", 0, MAX_KEYS + 1)), r"4097 metadata keys \(at most 4096\)"),
+        (_crafted(struct.pack("<QQ", 0, 1000)), "1000 metadata keys .* past the end of the file"),
+        (_crafted(struct.pack("<QQ", 10**9, 0)), r"tensors \(at most 65536\)"),
+        (
+            _crafted(struct.pack("<QQ", 0, 1) + _key("k") + struct.pack("<IQ", 8, 2**40)),
+            r"a string of \d+ bytes",
+        ),
+        (
+            _crafted(struct.pack("<QQ", 0, 1) + _key("k") + struct.pack("<IQ", 8, 900)),
+            "string at offset .* past the end of the file",
+        ),
+        (  # a million empty strings announced, none there
+            _crafted(struct.pack("<QQ", 0, 1) + _key("k") + struct.pack("<IIQ", 9, 8, 10**6)),
+            "array items at offset .* past the end of the file",
+        ),
+        (
+            _crafted(struct.pack("<QQ", 0, 1) + _key("k") + struct.pack("<IIQ", 9, 6, 2**40)),
+            r"array items \(at most",
+        ),
+        (  # a tensor whose data would lie far past the end of the file
+            _crafted(
+                struct.pack("<QQ", 1, 1) + _ARCH + _key("t.weight"),
+                struct.pack("<I2QIQ", 2, 4, 4, 0, 2**50) + bytes(64),
+            ),
+            "tensor t.weight .* lies past the end of the file",
+        ),
+        (
+            _crafted(
+                struct.pack("<QQ", 1, 1) + _ARCH + _key("t.weight"),
+                struct.pack("<I9QIQ", 9, *[1] * 9, 0, 0) + bytes(64),
+            ),
+            r"9 dimensions \(at most 4\)",
+        ),
+        (_crafted(struct.pack("<QQ", 0, 1) + _key("k") + struct.pack("<I", 77)), "77"),
+    ],
+    ids=[
+        "too many keys",
+        "keys past the end",
+        "too many tensors",
+        "huge string",
+        "string past the end",
+        "array past the end",
+        "huge array",
+        "tensor data past the end",
+        "too many dimensions",
+        "unknown value type",
+    ],
+)
+def test_hostile_headers_are_refused_with_a_clear_400(tmp_path: Path, content, message):
+    path = tmp_path / "hostile.gguf"
+    path.write_bytes(content)
+    with pytest.raises(BadRequest, match=message) as info:
+        convert_gguf(path, tmp_path / "models" / "out")
+    assert info.value.status_code == 400
+    assert leftovers(tmp_path / "models") == []
 
 
 def test_out_dir_must_not_exist(tmp_path: Path):
@@ -279,7 +353,7 @@ def loaded(converted: GGUFConversion) -> tuple[Any, Any]:
 
 
 def test_metadata_reader_agrees_with_mlx(smollm2_gguf: Path):
-    ours = read_gguf_metadata(smollm2_gguf)
+    ours = read_gguf_header(smollm2_gguf).metadata
     _, theirs = mx.load(str(smollm2_gguf), return_metadata=True)
     assert ours.keys() == theirs.keys()
     for key, value in theirs.items():

@@ -1,7 +1,9 @@
 """Convert a llama-architecture GGUF file into an MLX model directory ``mlx_lm.load`` accepts.
 
-The quantized tensors keep their GGUF blocks: ``mx.load`` already reads Q4_0/Q4_1/Q8_0 as
-MLX affine quantization with group size 32, so no weight is re-quantized. The rest is
+The header is read and bounded first (``gguf_reader.py``); only a file that passes is handed
+to ``mx.load`` for its tensors. The quantized tensors keep their GGUF blocks: ``mx.load``
+already reads Q4_0/Q4_1/Q8_0 as MLX affine quantization with group size 32, so no weight is
+re-quantized. The rest is
 renaming, undoing llama.cpp's rope row permutation of q/k, and rebuilding the Hugging Face
 tokenizer and config files from the GGUF metadata.
 """
@@ -12,30 +14,24 @@ import json
 import math
 import re
 import shutil
-import struct
 import tempfile
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from mmap import ACCESS_READ, mmap
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import mlx.core as mx
-import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from ..errors import BadRequest
+from .gguf_reader import GGUFTensor, read_gguf_header
 
-__all__ = ["GGUFConversion", "convert_gguf", "read_gguf_metadata"]
+__all__ = ["GGUFConversion", "convert_gguf"]
 
 GROUP_SIZE = 32  # every GGUF block type mx.load understands packs 32 weights
 SUPPORTED_ARCHITECTURES = ("llama",)
 SUPPORTED_TENSOR_TYPES = ("F32", "F16", "Q4_0", "Q4_1", "Q8_0")
-# GGML tensor type names; the position is the id (Q4_2 and Q4_3 were removed upstream).
-_GGML_TYPES = "F32 F16 Q4_0 Q4_1 Q4_2 Q4_3 Q5_0 Q5_1 Q8_0 Q8_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K"
-_GGML_TYPES += " IQ2_XXS IQ2_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ2_S IQ4_XS I8 I16 I32 I64 F64 IQ1_M"
-_GGML_TYPES += " BF16"
 # general.file_type (llama_ftype) ids of the files whose tensors we can read.
 _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0"}
 _REQUIRED_KEYS = ("embedding_length", "feed_forward_length", "block_count", "attention.head_count")
@@ -65,9 +61,6 @@ _LLAMA3_REGEX = (
 _EOS_KEYS = tuple(f"tokenizer.ggml.{k}_token_id" for k in ("eos", "eot", "eom"))
 _CONTROL, _USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
 
-_VALUE_FORMATS = dict(enumerate("BbHhIif?")) | {10: "Q", 11: "q", 12: "d"}  # GGUF value types
-_FLOAT32, _STRING, _ARRAY = 6, 8, 9
-
 
 @dataclass(frozen=True)
 class GGUFConversion:
@@ -82,19 +75,6 @@ class GGUFConversion:
     model_info: dict[str, Any]
 
 
-class _Tensor(NamedTuple):
-    type_name: str
-    shape: tuple[int, ...]  # MLX (row-major) order, i.e. GGML's dims reversed
-
-
-def read_gguf_metadata(gguf_path: Path) -> dict[str, Any]:
-    """Return the GGUF key/value metadata as Python scalars, strings and lists.
-
-    Only the header is read (memory-mapped). Raises :class:`BadRequest` unless it is GGUF v2/v3.
-    """
-    return _read_gguf(Path(gguf_path))[0]
-
-
 def convert_gguf(gguf_path: Path, out_dir: Path) -> GGUFConversion:
     """Convert a llama-family GGUF file into an MLX model directory at ``out_dir``.
 
@@ -105,7 +85,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> GGUFConversion:
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists")
-    meta, tensors = _read_gguf(gguf_path)
+    meta, tensors = read_gguf_header(gguf_path)
     arch = _check_supported(meta, tensors)
     scratch = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")
     scratch.mkdir(parents=True)  # not mkdtemp: that would leave the model directory 0700
@@ -132,67 +112,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> GGUFConversion:
     )
 
 
-class _Reader:
-    """Little-endian cursor over the memory-mapped GGUF header."""
-
-    def __init__(self, buf: mmap, pos: int) -> None:
-        self.buf, self.pos = buf, pos
-
-    def scalar(self, fmt: str) -> Any:
-        (value,) = struct.unpack_from("<" + fmt, self.buf, self.pos)
-        self.pos += struct.calcsize(fmt)
-        return value
-
-    def string(self) -> str:
-        size = self.scalar("Q")
-        raw, self.pos = self.buf[self.pos : self.pos + size], self.pos + size
-        if len(raw) != size:
-            raise ValueError("truncated string")
-        return raw.decode("utf-8", errors="replace")
-
-    def value(self, kind: int) -> Any:
-        if kind == _STRING:
-            return self.string()
-        if kind == _ARRAY:
-            item_kind, count = self.scalar("I"), self.scalar("Q")
-            if item_kind in _VALUE_FORMATS:  # numbers: one unpack for the whole array
-                fmt = f"<{count}{_VALUE_FORMATS[item_kind]}"
-                items = list(struct.unpack_from(fmt, self.buf, self.pos))
-                self.pos += struct.calcsize(fmt)
-                return items
-            return [self.value(item_kind) for _ in range(count)]
-        if kind not in _VALUE_FORMATS:
-            raise ValueError(f"unknown metadata value type {kind}")
-        value = self.scalar(_VALUE_FORMATS[kind])
-        # float32 values: report 1e-05, not 9.999999747378752e-06
-        return float(str(np.float32(value))) if kind == _FLOAT32 else value
-
-    def tensor_info(self) -> tuple[str, _Tensor]:
-        name = self.string()
-        dims = [self.scalar("Q") for _ in range(self.scalar("I"))]
-        kind, _offset = self.scalar("I"), self.scalar("Q")
-        names = _GGML_TYPES.split()
-        type_name = names[kind] if kind < len(names) else f"type {kind}"
-        return name, _Tensor(type_name, tuple(dims[::-1]))
-
-
-def _read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, _Tensor]]:
-    try:
-        with path.open("rb") as handle, mmap(handle.fileno(), 0, access=ACCESS_READ) as buf:
-            if buf[:4] != b"GGUF":
-                raise BadRequest(f"{path.name} is not a GGUF file")
-            reader = _Reader(buf, 4)
-            if (version := reader.scalar("I")) not in (2, 3):
-                raise BadRequest(f"unsupported GGUF version {version} (supported: 2, 3)")
-            n_tensors, n_kv = reader.scalar("Q"), reader.scalar("Q")
-            meta = {reader.string(): reader.value(reader.scalar("I")) for _ in range(n_kv)}
-            tensors = dict(reader.tensor_info() for _ in range(n_tensors))
-    except (struct.error, ValueError, MemoryError) as exc:  # truncated or corrupt header
-        raise BadRequest(f"cannot read GGUF file {path.name}: {exc}") from exc
-    return meta, tensors
-
-
-def _check_supported(meta: dict[str, Any], tensors: dict[str, _Tensor]) -> str:
+def _check_supported(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> str:
     """Raise :class:`BadRequest` unless this converter handles the file; return its arch."""
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
@@ -279,7 +199,7 @@ def _quantization(weights: dict[str, mx.array]) -> dict[str, Any] | None:
 
 
 def _model_config(
-    meta: dict[str, Any], arch: str, tensors: dict[str, _Tensor], weights: dict[str, mx.array]
+    meta: dict[str, Any], arch: str, tensors: dict[str, GGUFTensor], weights: dict[str, mx.array]
 ) -> dict[str, Any]:
     n_head, hidden = meta[f"{arch}.attention.head_count"], meta[f"{arch}.embedding_length"]
     config: dict[str, Any] = {
@@ -308,7 +228,7 @@ def _model_config(
     return config
 
 
-def _quantization_level(meta: dict[str, Any], tensors: dict[str, _Tensor]) -> str:
+def _quantization_level(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> str:
     """Ollama's label: from general.file_type, else the type holding most matrix weights."""
     if (label := _FILE_TYPES.get(meta.get("general.file_type", -1))) is not None:
         return label
@@ -318,7 +238,7 @@ def _quantization_level(meta: dict[str, Any], tensors: dict[str, _Tensor]) -> st
     return sizes.most_common(1)[0][0]
 
 
-def _model_info(meta: dict[str, Any], tensors: dict[str, _Tensor]) -> dict[str, Any]:
+def _model_info(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> dict[str, Any]:
     """Ollama's /api/show ``model_info``: the metadata minus bulky or private entries."""
     info = {
         key: [] if isinstance(value, list) and len(value) > 5 else value
