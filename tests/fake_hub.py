@@ -8,17 +8,22 @@
 Errors carry huggingface_hub's ``X-Error-Code`` header (``RepoNotFound``,
 ``RevisionNotFound``, ``GatedRepo``), so the library raises its real exception classes.
 Knobs for tests: throttled weights (to interrupt a pull), corrupt bytes, an announced size
-that cannot fit on disk, a repo whose connections drop. Every request is logged.
+that cannot fit on disk, a repo whose connections drop; and hostile answers for
+``tests/security``: a patched listing, patched headers, redirects to another server, gzip
+bombs, weights longer than announced. Every request is logged.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -40,6 +45,12 @@ class FakeRepo:
     announced_size: int | None = None  # lie about LFS sizes (disk-full checks)
     throttle_s: float = 0.0  # pause after each chunk of an LFS body
     chunk: int = 1 << 14
+    # hostile answers
+    patch_info: Callable[[dict], None] | None = None  # edits the model_info JSON
+    patch_headers: dict[str, str] = field(default_factory=dict)  # on every resolve answer
+    redirect_to: str | None = None  # resolve answers 302 to this base URL + the same path
+    gzip_bomb: bool = False  # listing and small files: 64 MiB of spaces, gzip-encoded
+    oversize: int = 0  # LFS bodies carry this many extra bytes, chunked, no Content-Length
 
     def lfs(self, path: str) -> bool:
         return path.endswith(LFS_SUFFIXES)
@@ -161,6 +172,11 @@ class _Handler(BaseHTTPRequestHandler):
             "gated": "manual" if repo.gated else False,
             "siblings": [repo.sibling(p) for p in repo.files],
         }
+        if repo.patch_info is not None:
+            repo.patch_info(info)
+        if repo.gzip_bomb:
+            self._send(200, gzip_bomb(), {"Content-Type": "application/json", **_GZIP})
+            return
         self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
 
     def _resolve(self, repo_id: str, revision: str, file: str, *, body: bool) -> None:
@@ -172,6 +188,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if file not in repo.files:
             self._error(404, "EntryNotFound", "Entry not found", commit=repo.commit)
+            return
+        if repo.redirect_to:
+            self._send(302, b"", {"Location": repo.redirect_to + self.path})
+            return
+        if repo.oversize and repo.lfs(file) and body:
+            self._chunked(repo.files[file] + b"\0" * repo.oversize, repo)
             return
         data = repo.files[file]
         if repo.corrupt and repo.lfs(file):
@@ -188,6 +210,10 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers["Content-Range"] = 206, f"bytes {start}-{len(data) - 1}/{len(data)}"
         payload = data[start:] if body else data
         headers["Content-Length"] = str(len(payload))
+        if repo.gzip_bomb and not repo.lfs(file):
+            payload = gzip_bomb() if body else payload
+            headers.update(_GZIP, **{"Content-Length": str(len(gzip_bomb()))})
+        headers.update(repo.patch_headers)
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -206,6 +232,21 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away (an interrupted pull)
 
+    def _chunked(self, payload: bytes, repo: FakeRepo) -> None:
+        self.protocol_version = "HTTP/1.1"
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", repo.commit)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            for offset in range(0, len(payload), repo.chunk):
+                part = payload[offset : offset + repo.chunk]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def _error(self, status: int, code: str, message: str, commit: str | None = None) -> None:
         headers = {"X-Error-Code": code, "X-Error-Message": message}
         if commit:
@@ -221,6 +262,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+
+_GZIP = {"Content-Encoding": "gzip"}
+
+
+@cache
+def gzip_bomb() -> bytes:
+    """64 MiB of spaces as a gzip body of about 64 KB."""
+    return gzip.compress(b" " * (64 << 20), compresslevel=9)
 
 
 def _range_start(header: str) -> int:

@@ -9,19 +9,23 @@
   i.e. the cache layout every HF tool reads.
 
 The endpoint (``HF_ENDPOINT``), token (``HF_TOKEN`` or ``hf auth login``) and offline switch
-(``HF_HUB_OFFLINE``) are huggingface_hub's own settings.
+(``HF_HUB_OFFLINE``) are huggingface_hub's own settings. Every HTTP exchange goes through the
+checks of ``hub_http``; the listing's names are checked here before any becomes a path: the
+commit (40 hex), each LFS SHA-256 (64 hex), each git blob id (40 or 64 hex) and each file name
+(relative, no ``..``, no backslash, no control characters).
 """
 
 from __future__ import annotations
 
 import fcntl
-import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..manifest import file_sha256
+from .hub_http import HubRefused, hub_endpoint, install
 
 Progress = Callable[[int], None]  # bytes of the file on disk so far
 
@@ -36,11 +40,10 @@ class HubFile:
     blob_id: str | None  # the git object id
 
 
-def hub_endpoint() -> str:
-    """The Hub URL in use: ``HF_ENDPOINT`` (read now, not at import) or huggingface.co."""
-    from huggingface_hub import constants
-
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # git: SHA-1, or SHA-256 repos
+_MAX_PATH = 1024
 
 
 def offline() -> bool:
@@ -54,17 +57,50 @@ def repo_files(repo: str, revision: str) -> tuple[str, list[HubFile]]:
     """(commit sha, files) of ``repo`` at ``revision``; raises huggingface_hub's errors."""
     from huggingface_hub import HfApi
 
+    install()
     info = HfApi(endpoint=hub_endpoint()).model_info(repo, revision=revision, files_metadata=True)
+    commit = str(info.sha or "")
+    if not _HEX40.fullmatch(commit):
+        raise HubRefused(f"the Hub named a commit that is not 40 hex characters: {commit[:80]!r}")
     files = [
         HubFile(
-            path=s.rfilename,
-            size=int(s.size or (s.lfs.size if s.lfs else 0) or 0),
-            sha256=s.lfs.sha256 if s.lfs else None,
-            blob_id=s.blob_id,
+            path=check_repo_path(s.rfilename),
+            size=_size(s.size or (s.lfs.size if s.lfs else 0) or 0),
+            sha256=_digest(s.lfs.sha256, _HEX64, "LFS sha256") if s.lfs else None,
+            blob_id=_digest(s.blob_id, _OBJECT_ID, "git blob id") if s.blob_id else None,
         )
         for s in info.siblings or []
     ]
-    return str(info.sha), files
+    return commit, files
+
+
+def check_repo_path(path: object) -> str:
+    """A repo file name safe to use under a snapshot directory; HubRefused otherwise."""
+    text = path if isinstance(path, str) else ""
+    parts = text.split("/")
+    bad = (
+        not text
+        or len(text) > _MAX_PATH
+        or text.startswith("/")
+        or "\\" in text
+        or any(ord(c) < 32 or c == "\x7f" for c in text)
+        or any(part in ("", ".", "..") for part in parts)
+    )
+    if bad:
+        raise HubRefused(f"the Hub listed a file name that is not a safe relative path: {path!r}")
+    return text
+
+
+def _digest(value: object, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise HubRefused(f"the Hub sent a {what} that is not a hex digest: {str(value)[:80]!r}")
+    return value
+
+
+def _size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise HubRefused(f"the Hub sent a file size that is not a byte count: {value!r}")
+    return value
 
 
 def repo_folder(cache: Path, repo: str) -> Path:
@@ -74,6 +110,7 @@ def repo_folder(cache: Path, repo: str) -> Path:
 
 def blob_path(cache: Path, repo: str, sha256: str, *, incomplete: bool = False) -> Path:
     """Where the cache keeps an LFS file's content (``.incomplete`` while downloading)."""
+    _digest(sha256, _HEX64, "LFS sha256")  # never a path component that is not a digest
     blob = repo_folder(cache, repo) / "blobs" / sha256
     return blob.with_name(sha256 + ".incomplete") if incomplete else blob
 
@@ -117,9 +154,10 @@ def _continue_download(
         partial.unlink()
         start = 0
     progress(start)
+    install()
     url = hf_hub_url(repo, file.path, revision=commit, endpoint=hub_endpoint())
     with open(partial, "ab") as handle:
-        writer = _CountingFile(handle, start, progress)
+        writer = _CountingFile(handle, start, progress, limit=file.size)
         headers = build_hf_headers()
         http_get(url, writer, resume_size=start, headers=headers, expected_size=file.size)
 
@@ -138,6 +176,7 @@ def link_file(cache: Path, repo: str, commit: str, file: HubFile) -> Path:
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()
+    install()
     path = hf_hub_download(
         repo, file.path, revision=commit, cache_dir=cache, endpoint=hub_endpoint()
     )
@@ -145,14 +184,18 @@ def link_file(cache: Path, repo: str, commit: str, file: HubFile) -> Path:
 
 
 class _CountingFile:
-    """A file object for ``http_get`` that reports how many bytes are on disk."""
+    """A file object for ``http_get`` that reports how many bytes are on disk and refuses
+    more than the listing announced (``limit``)."""
 
-    def __init__(self, handle: BinaryIO, start: int, progress: Progress) -> None:
+    def __init__(self, handle: BinaryIO, start: int, progress: Progress, *, limit: int) -> None:
         self._handle = handle
         self._written = start
         self._progress = progress
+        self._limit = limit
 
     def write(self, data: bytes) -> int:
+        if self._written + len(data) > self._limit:
+            raise HubRefused(f"the Hub sent more than the {self._limit} bytes it announced")
         count = self._handle.write(data)
         self._written += count
         self._progress(self._written)
@@ -177,7 +220,9 @@ class _CountingFile:
 __all__ = [
     "CorruptDownload",
     "HubFile",
+    "HubRefused",
     "blob_path",
+    "check_repo_path",
     "download_lfs",
     "hub_endpoint",
     "link_file",

@@ -10,7 +10,7 @@ import errno
 from pathlib import Path
 
 from ..errors import BridgeError
-from .hub import hub_endpoint
+from .hub_http import HubRefused, hub_endpoint
 
 _NETWORK_ERRORS = {
     "ConnectError",
@@ -40,6 +40,9 @@ def explain(exc: BaseException, repo: str, revision: str, cache: Path) -> str:
 
     endpoint = hub_endpoint()
     page = f"{endpoint}/{repo}"
+    refused = next((e for e in _chain(exc) if isinstance(e, HubRefused)), None)
+    if refused is not None:
+        return f"pull of {repo} stopped, an answer of {endpoint} was refused: {refused}"
     if isinstance(exc, getattr(hf, "GatedRepoError", ())):
         return f"{repo} is gated: accept its terms at {page} with your account, then {_LOGIN}"
     if isinstance(exc, getattr(hf, "RevisionNotFoundError", ())):
