@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from mlx_ollama_bridge.config import Settings
-from mlx_ollama_bridge.engine import GenerationRequest, merge_options
+from mlx_ollama_bridge.engine import Engine, GenerationRequest, merge_options
 from mlx_ollama_bridge.engine.requests import Failed, Finished, TextChunk
-from mlx_ollama_bridge.engine.scheduler import Scheduler
 from mlx_ollama_bridge.registry import LocalModel, Registry
 from mlx_ollama_bridge.store.importer import import_model_dir
 
@@ -23,16 +22,16 @@ def import_copy(home: Path, model_dir: Path, name: str) -> LocalModel:
     return import_model_dir(Registry(Settings.from_env()), source, name, source="test")
 
 
-def running_engine(**overrides: Any) -> Iterator[Scheduler]:
+def running_engine(**overrides: Any) -> Iterator[Engine]:
     """A started scheduler with these settings overridden; stopped afterwards."""
-    engine = Scheduler(Settings.from_env().with_overrides(**overrides))
+    engine = Engine(Settings.from_env().with_overrides(**overrides))
     engine.start()
     yield engine
     engine.stop()
 
 
 def chat_turn(
-    engine: Scheduler,
+    engine: Engine,
     model: LocalModel,
     messages: list[dict[str, Any]],
     options: dict[str, Any],

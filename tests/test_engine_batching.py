@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from engine_helpers import chat_turn, import_copy, running_engine
 
-from mlx_ollama_bridge.engine import GenerationRequest, merge_options
+from mlx_ollama_bridge.engine import Engine, GenerationRequest, merge_options
 from mlx_ollama_bridge.engine.requests import Finished
-from mlx_ollama_bridge.engine.scheduler import Scheduler
 from mlx_ollama_bridge.registry import LocalModel
 
 GREEDY = {"temperature": 0, "num_predict": 16, "repeat_penalty": 1.0}
@@ -25,23 +24,23 @@ def tiny(isolated_home, tiny_model_dir) -> LocalModel:
 
 
 @pytest.fixture
-def parallel() -> Iterator[Scheduler]:
+def parallel() -> Iterator[Engine]:
     yield from running_engine(num_parallel=4, prompt_cache_entries=4)
 
 
 @pytest.fixture
-def serial() -> Iterator[Scheduler]:
+def serial() -> Iterator[Engine]:
     yield from running_engine(num_parallel=1, prompt_cache_entries=4)
 
 
-def run(engine: Scheduler, model: LocalModel, prompt: str, **options) -> tuple[str, Finished]:
+def run(engine: Engine, model: LocalModel, prompt: str, **options) -> tuple[str, Finished]:
     """One chat turn to the end: (text, Finished)."""
     messages = [{"role": "user", "content": prompt}]
     return chat_turn(engine, model, messages, {**GREEDY, **options})
 
 
 def run_together(
-    engine: Scheduler, model: LocalModel, calls: list[tuple[str, dict[str, Any]]]
+    engine: Engine, model: LocalModel, calls: list[tuple[str, dict[str, Any]]]
 ) -> list[tuple[str, Finished]]:
     """Submit every call at once from its own thread, as concurrent clients do."""
     results: list[Any] = [None] * len(calls)

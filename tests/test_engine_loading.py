@@ -12,10 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from mlx_ollama_bridge.config import Settings
-from mlx_ollama_bridge.engine import GenerationRequest, merge_options
+from mlx_ollama_bridge.engine import Engine, GenerationRequest, merge_options
 from mlx_ollama_bridge.engine.backend import MLXBackend
 from mlx_ollama_bridge.engine.loader import Loader
-from mlx_ollama_bridge.engine.scheduler import Scheduler
 from mlx_ollama_bridge.errors import ModelLoadError
 from mlx_ollama_bridge.registry import Registry
 from mlx_ollama_bridge.store.importer import import_model_dir
@@ -90,7 +89,7 @@ def test_a_request_for_a_slow_model_gets_a_clear_error_not_a_hang(isolated_home,
     model = import_model_dir(registry, source, "slow", source="test")
     settings = Settings.from_env().with_overrides(load_timeout_s=0.3)
     backend = SlowBackend()
-    engine = Scheduler(settings, backend=backend)
+    engine = Engine(settings, backend=backend)
     engine.start()
     try:
         options = merge_options({}, {"num_predict": 2}, default_num_ctx=256)
@@ -112,7 +111,7 @@ def test_a_corrupt_model_fails_fast_with_a_clear_error(isolated_home, tiny_model
     config = json.loads((source / "config.json").read_text())
     (source / "config.json").write_text(json.dumps({**config, "model_type": "no_such_arch"}))
     model = import_model_dir(registry, source, "corrupt", source="test")
-    engine = Scheduler(Settings.from_env())
+    engine = Engine(Settings.from_env())
     engine.start()
     try:
         options = merge_options({}, {"num_predict": 2}, default_num_ctx=256)
@@ -153,7 +152,7 @@ def test_loading_one_model_does_not_stall_another_models_stream(isolated_home, t
     assert models["ready"].path != models["gated"].path
     backend = GatedBackend()
     backend.gated = models["gated"].path
-    engine = Scheduler(Settings.from_env().with_overrides(max_loaded_models=2), backend=backend)
+    engine = Engine(Settings.from_env().with_overrides(max_loaded_models=2), backend=backend)
     engine.start()
     try:
         options = merge_options({}, {"num_predict": 400, "temperature": 0}, default_num_ctx=1024)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from engine_helpers import chat_turn, import_copy, running_engine
 
-from mlx_ollama_bridge.engine.scheduler import Scheduler
+from mlx_ollama_bridge.engine import Engine
 from mlx_ollama_bridge.registry import LocalModel
 
 GREEDY = {"temperature": 0, "num_predict": 12, "repeat_penalty": 1.0}
@@ -20,21 +20,21 @@ def tiny(isolated_home, tiny_model_dir) -> LocalModel:
 
 
 @pytest.fixture
-def cached() -> Iterator[Scheduler]:
+def cached() -> Iterator[Engine]:
     yield from running_engine(prompt_cache_entries=4)
 
 
 @pytest.fixture
-def uncached() -> Iterator[Scheduler]:
+def uncached() -> Iterator[Engine]:
     yield from running_engine(prompt_cache_entries=0)
 
 
-def chat(engine: Scheduler, model: LocalModel, messages: list[dict[str, Any]], **options):
+def chat(engine: Engine, model: LocalModel, messages: list[dict[str, Any]], **options):
     """Run one chat turn to the end: (text, Finished)."""
     return chat_turn(engine, model, messages, {**GREEDY, **options}, timeout=60)
 
 
-def conversation(engine: Scheduler, model: LocalModel, turns: int) -> list[str]:
+def conversation(engine: Engine, model: LocalModel, turns: int) -> list[str]:
     """A multi-turn chat that resends the whole history each turn, as clients do."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": "You are terse. " * 20}]
     answers = []

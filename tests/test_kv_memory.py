@@ -11,11 +11,11 @@ import pytest
 from engine_helpers import chat_turn, import_copy
 
 from mlx_ollama_bridge.config import Settings
+from mlx_ollama_bridge.engine import Engine
 from mlx_ollama_bridge.engine.kv_memory import auto_parallel
 from mlx_ollama_bridge.engine.mlx_models import ModelSetup, load_model, prepare_model
 from mlx_ollama_bridge.engine.preflight import MemoryBudget
 from mlx_ollama_bridge.engine.prompt_cache import kv_bytes_per_token
-from mlx_ollama_bridge.engine.scheduler import Scheduler
 from mlx_ollama_bridge.errors import ServerBusy
 from mlx_ollama_bridge.registry import LocalModel
 
@@ -27,15 +27,15 @@ def tiny(isolated_home, tiny_model_dir) -> LocalModel:
     return import_copy(isolated_home, tiny_model_dir, "tiny")
 
 
-def engine_with(budget_bytes: int | None = None, **overrides: Any) -> Iterator[Scheduler]:
+def engine_with(budget_bytes: int | None = None, **overrides: Any) -> Iterator[Engine]:
     budget = MemoryBudget(budget_bytes, 1.0) if budget_bytes else None
-    engine = Scheduler(Settings.from_env().with_overrides(**overrides), budget=budget)
+    engine = Engine(Settings.from_env().with_overrides(**overrides), budget=budget)
     engine.start()
     yield engine
     engine.stop()
 
 
-def run_together(engine: Scheduler, model: LocalModel, prompts: list[str], **options: Any):
+def run_together(engine: Engine, model: LocalModel, prompts: list[str], **options: Any):
     results: list[Any] = [None] * len(prompts)
     start = threading.Barrier(len(prompts))
 

@@ -14,9 +14,8 @@ from mlx_lm.models.cache import KVCache, QuantizedKVCache
 from test_engine_prompt_cache import chat
 
 from mlx_ollama_bridge.config import Settings
-from mlx_ollama_bridge.engine import merge_options
+from mlx_ollama_bridge.engine import Engine, merge_options
 from mlx_ollama_bridge.engine.backend import MLXBackend
-from mlx_ollama_bridge.engine.scheduler import Scheduler
 from mlx_ollama_bridge.registry import LocalModel, Registry
 
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0}
@@ -105,16 +104,16 @@ _engine = running_engine
 
 
 @pytest.fixture
-def q8_cached() -> Iterator[Scheduler]:
+def q8_cached() -> Iterator[Engine]:
     yield from _engine(kv_cache_type="q8_0")
 
 
 @pytest.fixture
-def q8_uncached() -> Iterator[Scheduler]:
+def q8_uncached() -> Iterator[Engine]:
     yield from _engine(kv_cache_type="q8_0", prompt_cache_entries=0)
 
 
-def _conversation(engine: Scheduler, model: LocalModel) -> list[str]:
+def _conversation(engine: Engine, model: LocalModel) -> list[str]:
     messages: list[dict[str, Any]] = [{"role": "system", "content": "Be brief. " * 20}]
     answers = []
     for turn in range(3):
@@ -133,9 +132,9 @@ def test_quantized_caches_are_reused_across_turns_with_the_same_output(
     assert with_reuse == without
     assert all(with_reuse)
     assert q8_cached.stats()["prompt_tokens_reused"] > 0
-    (resident,) = q8_cached._resident.values()  # noqa: SLF001 - white-box: what was kept
+    (resident,) = q8_cached._scheduler._models.snapshot()  # noqa: SLF001 - white-box: what was kept
     assert resident.handle.kv is not None and resident.handle.kv.bits == 8
-    assert not q8_cached._backend.batchable(resident.handle)  # noqa: SLF001
+    assert not q8_cached.backend.batchable(resident.handle)
     pool = resident.handle.prompt_cache
     cache, rest = pool.fetch(list(range(3)))  # a fresh cache is quantized from token 0
     assert all(isinstance(c, QuantizedKVCache) for c in cache) and rest == [0, 1, 2]

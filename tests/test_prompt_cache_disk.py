@@ -14,8 +14,8 @@ from own_server import own_server
 from test_engine_prompt_cache import chat
 
 from mlx_ollama_bridge.config import Settings
+from mlx_ollama_bridge.engine import Engine
 from mlx_ollama_bridge.engine.prompt_disk import DIR_NAME
-from mlx_ollama_bridge.engine.scheduler import Scheduler
 from mlx_ollama_bridge.registry import LocalModel
 
 # ~500 tokens with the tiny model's tokenizer: above the default 256-token threshold
@@ -63,7 +63,7 @@ def tiny(isolated_home, tiny_model_dir) -> LocalModel:
 
 def _run(model: LocalModel, question: str, **settings: Any) -> dict[str, int]:
     """One chat turn on a fresh engine (a restart); the engine's counters after it."""
-    engine = Scheduler(Settings.from_env().with_overrides(**settings))
+    engine = Engine(Settings.from_env().with_overrides(**settings))
     engine.start()
     try:
         text, _done = chat(engine, model, _messages(question), num_predict=4)
@@ -88,7 +88,7 @@ def test_the_shared_prefix_is_reused_and_saved_once(isolated_home, tiny):
 
 
 def test_short_prompts_and_disabled_disk_write_nothing(isolated_home, tiny):
-    engine = Scheduler(Settings.from_env())
+    engine = Engine(Settings.from_env())
     engine.start()
     try:
         chat(engine, tiny, [{"role": "user", "content": "short"}], num_predict=2)

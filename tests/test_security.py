@@ -38,7 +38,8 @@ EXPECTED_ALLOW_HEADERS = (
 
 
 class StubEngine:
-    """Just enough engine for middleware tests: nothing here generates."""
+    """The engine's read-only side (``engine.Engine``) for middleware tests: nothing here
+    generates."""
 
     def __init__(self, alive: bool = True, running: list | None = None) -> None:
         self.alive = alive
@@ -52,6 +53,15 @@ class StubEngine:
 
     def start(self) -> None:
         self.alive = True
+
+    def queue_depth(self) -> int:
+        return 0
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    def ping(self, timeout: float) -> float | None:
+        return 0.001 if self.alive else None
 
 
 def make_app(

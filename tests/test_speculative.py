@@ -12,9 +12,8 @@ import pytest
 from test_engine_prompt_cache import chat
 
 from mlx_ollama_bridge.config import Settings
-from mlx_ollama_bridge.engine import GenerationRequest, merge_options
+from mlx_ollama_bridge.engine import Engine, GenerationRequest, merge_options
 from mlx_ollama_bridge.engine.requests import Finished, TextChunk
-from mlx_ollama_bridge.engine.scheduler import Scheduler
 from mlx_ollama_bridge.registry import LocalModel, Registry
 from mlx_ollama_bridge.store.importer import import_model_dir
 
@@ -43,8 +42,8 @@ def registry(isolated_home, tiny_model_dir) -> Registry:
 
 
 @pytest.fixture
-def engine() -> Iterator[Scheduler]:
-    engine = Scheduler(Settings.from_env())
+def engine() -> Iterator[Engine]:
+    engine = Engine(Settings.from_env())
     engine.start()
     yield engine
     engine.stop()
@@ -57,7 +56,7 @@ def test_aliases_resolve_their_draft_only_when_it_is_here(registry):
     assert registry.resolve("lost").draft is None
 
 
-def _turns(engine: Scheduler, model: LocalModel, **options) -> list[str]:
+def _turns(engine: Engine, model: LocalModel, **options) -> list[str]:
     messages = [SYSTEM, {"role": "user", "content": "Count to ten."}]
     first, _ = chat(engine, model, messages, num_predict=24, **options)
     messages += [{"role": "assistant", "content": first}, {"role": "user", "content": "More."}]

@@ -1,8 +1,9 @@
-"""The engine: the only layer that runs MLX. HTTP threads submit requests to its scheduler."""
+"""The engine: the only layer that runs MLX. The server uses ``Engine`` (``facade``)."""
 
 from __future__ import annotations
 
 from .embed_job import EmbeddingRequest, EmbeddingResult
+from .facade import Engine
 from .options import IGNORED_OPTIONS, Options, merge_options, validate_options
 from .requests import (
     Event,
@@ -13,7 +14,6 @@ from .requests import (
     RunningModel,
     TextChunk,
 )
-from .scheduler import Scheduler as Engine
 
 __all__ = [
     "IGNORED_OPTIONS",

@@ -1,10 +1,12 @@
-"""The MLX backend: the object the scheduler loads, prepares, prompts and steps models with.
+"""The MLX backend: the ``interface.Backend`` the scheduler loads, starts and steps models with.
 
 One method per thing the engine asks of a model; the work lives in one module per job:
 ``mlx_models`` (load, prepare with draft / KV quantisation / prompt caches, unload),
 ``prompts`` (chat templates, tokenizing, markup), ``generation`` (``generate_step`` and the
-speculative loop, KV-cache reuse) and ``sampling`` (sampler and penalties). Everything here
-runs on the engine's scheduler thread or its loading thread.
+speculative loop, KV-cache reuse), ``sampling`` (sampler and penalties) and ``batching`` (a
+model's batch lane, kept here per loaded model). Jobs (``jobs``, ``embed_job``) call back
+into the prompt and generation methods. Everything here runs on the engine's scheduler
+thread or its loading thread.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest
 from . import embeddings, generation, mlx_models, prompt_cache, prompts
-from .generation import Generation
+from .batching import BatchLane
+from .generation import PREFILL_STEP, Generation
+from .interface import Job, Stepped, StepResult
+from .jobs import GenerationJob
 from .mlx_models import LoadedModel, ModelSetup
 from .options import Options
 from .prompt_disk import DIR_NAME
@@ -57,6 +62,7 @@ class MLXBackend:
         )
         self._lock = threading.Lock()
         self._counts = {"draft_tokens": 0, "draft_accepted": 0}  # not yet taken
+        self._lanes: dict[int, BatchLane] = {}  # id(loaded model) -> its batch lane
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MLXBackend:
@@ -85,8 +91,59 @@ class MLXBackend:
         mlx_models.prepare_model(loaded, self._setup, digest=digest, draft_path=draft_path)
 
     def unload(self, loaded: LoadedModel) -> None:
-        """Drop a model's buffers and return the memory to the system."""
+        """Drop a model's batch lane and buffers and return the memory to the system."""
+        self._drop_lane(loaded)  # the lane holds the model: drop it first
         mlx_models.unload_model(loaded)
+
+    # -- jobs: admission and stepping (jobs, embed_job, batching) --
+
+    def start(self, job: Job, loaded: LoadedModel, context_length: int, *, parallel: int) -> None:
+        """Build the job's prompt and join the model's batch lane (at most ``parallel``
+        sequences decode together), or start it alone; raises BadRequest on bad input."""
+        if isinstance(job, GenerationJob):
+            job.start(self, loaded, context_length, self._lane(loaded, parallel))
+        else:
+            job.start(self, loaded, context_length)
+
+    def step(self, loaded: LoadedModel, jobs: list[Job]) -> StepResult:
+        """One batched step for the model's lane, each member taking its token, then one
+        token for every job that runs alone. Never raises: errors are reported per job."""
+        result = StepResult()
+        in_lane = [j for j in jobs if isinstance(j, GenerationJob) and j.slot is not None]
+        lane = self._lanes.get(id(loaded))
+        if lane is not None and len(lane):
+            try:
+                tokens = lane.step()
+            except Exception as exc:  # the batch's state is unknown now: end its members
+                log.exception("batched generation failed model=%s", loaded.path.name)
+                result.stepped += [Stepped(job, error=exc) for job in in_lane]
+                self._drop_lane(loaded)
+            else:
+                result.batched = len(tokens)
+                for job in in_lane:
+                    slot = job.slot
+                    if slot is not None and slot.uid in tokens:
+                        token = tokens[slot.uid]
+                        result.stepped.append(_advance(job, lambda j=job, t=token: j.accept(t)))
+        for job in jobs:
+            if job not in in_lane:
+                result.stepped.append(_advance(job, job.step))
+        return result
+
+    def _lane(self, loaded: LoadedModel, width: int) -> BatchLane | None:
+        """The model's batch lane, created at first use (None for embedding-only models)."""
+        if loaded.encoder is not None:
+            return None
+        lane = self._lanes.get(id(loaded))
+        if lane is None:
+            lane = BatchLane(loaded, width, PREFILL_STEP)
+            self._lanes[id(loaded)] = lane
+        return lane
+
+    def _drop_lane(self, loaded: LoadedModel) -> None:
+        lane = self._lanes.pop(id(loaded), None)
+        if lane is not None:
+            lane.close()
 
     # -- prompts (prompts) --
 
@@ -162,7 +219,10 @@ class MLXBackend:
         return generation.keep_cache(loaded, gen)
 
     def kv_bytes_per_token(self, loaded: LoadedModel) -> int:
-        """Bytes one token takes in the model's KV cache (``prompt_cache``), for the budget."""
+        """Bytes one token takes in the model's KV cache (``prompt_cache``), for the budget;
+        0 for an encoder, which keeps none (and runs one request at a time)."""
+        if loaded.encoder is not None:
+            return 0
         return prompt_cache.kv_bytes_per_token(loaded)
 
     def take_counts(self) -> dict[str, int]:
@@ -217,3 +277,11 @@ class MLXBackend:
             return embeddings.encode_batch(loaded.encoder, batch)
         # decoder LLMs: one sequence at a time, so no padding mask is needed
         return [embeddings.pool_decoder_states(loaded.model, ids, loaded.pooling) for ids in batch]
+
+
+def _advance(job: Job, advance: Any) -> Stepped:
+    """Run one step of ``job``; an exception becomes the job's error (the others go on)."""
+    try:
+        return Stepped(job, advance())
+    except Exception as exc:
+        return Stepped(job, error=exc)

@@ -13,10 +13,9 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest
-from .backend import MLXBackend
 from .batching import BatchLane, Slot
 from .constrained import format_processors
 from .context_fit import fit_to_context
@@ -27,6 +26,9 @@ from .parsers import OutputParser, make_output_parser
 from .requests import Event, Finished, GenerationRequest
 from .sampling import make_processors, make_sampler
 from .stops import StopMatcher
+
+if TYPE_CHECKING:
+    from .backend import MLXBackend
 
 
 class GenerationJob:

@@ -14,21 +14,15 @@ what the budget leaves after weights and running requests.
 weights, as Ollama once chose between 4 and 1.
 
 How many bytes a token takes is measured by the backend (``prompt_cache.kv_bytes_per_token``);
-this module is policy only and imports no MLX. Runs on the scheduler thread only.
+this module is policy only and imports no MLX; the residency (``residency.Residency``) applies
+it. Runs on the scheduler thread only.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
-
-from ..errors import ServerBusy
-
-if TYPE_CHECKING:
-    from ..config import Settings
-    from .preflight import MemoryBudget
-    from .residency import Resident
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -106,97 +100,4 @@ def trim_pools(handles: Iterable[Any], excess: int) -> int:
 
 
 def _pools(handles: Iterable[Any]) -> list[Any]:
-    return [p for h in handles if (p := getattr(h, "prompt_cache", None)) is not None]
-
-
-class MemoryAdmission:
-    """The scheduler's side of the budget (mixed into ``Scheduler`` before ``Residency``):
-    parallel sequences, KV reservations at admission, pools trimmed to fit, and room for a
-    new model's weights that counts the KV caches and pools too. Scheduler thread only."""
-
-    _settings: Settings
-    _backend: Any
-    _budget: MemoryBudget
-    _kv: KVLedger
-    _resident: dict[str, Resident]
-
-    def _unload(self, key: str, *, reason: str) -> None:
-        """Release the KV reservations of the model's jobs, then unload it (``Residency``)."""
-        resident = self._resident.get(key)
-        for job in resident.jobs if resident is not None else []:
-            self._kv.release(job)
-        super()._unload(key, reason=reason)  # type: ignore[misc]
-
-    def _parallel(self, resident: Resident) -> int:
-        """Sequences the model decodes together: ``OLLAMA_NUM_PARALLEL``, or when it is 0
-        the most the memory budget allows (``auto_parallel``)."""
-        if self._settings.num_parallel:
-            return self._settings.num_parallel
-        handle = resident.handle
-        if getattr(handle, "encoder", None) is not None:
-            return 1
-        per_sequence = self._kv_bytes_per_token(handle) * resident.num_ctx
-        return auto_parallel(self._budget.limit_bytes, handle.size_bytes, per_sequence)
-
-    def _kv_bytes_per_token(self, handle: Any) -> int:
-        measure = getattr(self._backend, "kv_bytes_per_token", None)
-        return measure(handle) if measure is not None else 0  # 0: a stand-in backend
-
-    def _admit_kv(self, job: Any, resident: Resident) -> bool:
-        """Reserve the KV cache ``job`` may grow to (``num_ctx`` tokens); False = wait.
-        Raises ServerBusy when it cannot fit even with nothing else running."""
-        per_token = self._kv_bytes_per_token(resident.handle)
-        if not per_token:
-            return True
-        need = per_token * resident.num_ctx
-        handles = [r.handle for r in self._resident.values()]
-        weights = sum(h.size_bytes for h in handles)
-        live = self._live_jobs()
-        limit = self._budget.limit_bytes
-        if self._kv.admit(job, need, limit=limit, weights=weights, handles=handles, live=live):
-            return True
-        if self._kv.reserved(live):
-            return False  # running requests will give theirs back
-        idle = [
-            (r.expires_at, key)
-            for key, r in self._resident.items()
-            if not r.active and r is not resident
-        ]
-        if idle:  # idle models are all that can make room: the one expiring soonest goes
-            self._unload(min(idle)[1], reason="evicted for a KV cache")
-            return False
-        raise ServerBusy(
-            f"server busy: the KV cache of {resident.num_ctx} tokens ({need / 1e9:.2f} GB) "
-            f"does not fit the memory budget ({limit / 1e9:.2f} GB) beside the model "
-            f"({weights / 1e9:.2f} GB); lower num_ctx or raise MLX_BRIDGE_MEMORY_FRACTION"
-        )
-
-    def memory_stats(self) -> dict[str, int]:
-        """The budget and what holds it, in bytes (a snapshot; safe from any thread)."""
-        residents = list(self._resident.values())
-        handles = [r.handle for r in residents]
-        return {
-            "memory_budget_bytes": self._budget.limit_bytes,
-            "weights_bytes": sum(h.size_bytes for h in handles),
-            "kv_reserved_bytes": self._kv.reserved(j for r in residents for j in list(r.jobs)),
-            "prompt_cache_bytes": pools_bytes(handles),
-        }
-
-    def _live_jobs(self) -> list[Any]:
-        return [job for r in self._resident.values() for job in r.jobs]
-
-    def _fit_pools(self) -> None:
-        """Trim the prompt-cache pools to what the budget leaves after the weights and the KV
-        caches of running requests."""
-        handles = [r.handle for r in self._resident.values()]
-        weights = sum(h.size_bytes for h in handles)
-        fit_pools(self._budget.limit_bytes, weights, self._kv.reserved(self._live_jobs()), handles)
-
-    def _make_room(self, need_bytes: int) -> bool:
-        """Room for a model's weights, counting the KV caches of running requests and the
-        prompt-cache pools (trimmed first: they only save work)."""
-        handles = [r.handle for r in self._resident.values()]
-        weights = sum(h.size_bytes for h in handles)
-        reserved = self._kv.reserved(self._live_jobs())
-        fit_pools(self._budget.limit_bytes - need_bytes, weights, reserved, handles)
-        return super()._make_room(need_bytes + reserved + pools_bytes(handles))  # type: ignore[misc]
+    return [h.prompt_cache for h in handles if h.prompt_cache is not None]

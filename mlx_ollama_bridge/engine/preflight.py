@@ -16,12 +16,13 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError
 from ..manifest import file_sha256
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..registry import LocalModel
 
 DEFAULT_MEMORY_FRACTION = 0.75  # macOS lets the GPU wire about this much of RAM by default
@@ -37,14 +38,13 @@ class MemoryBudget:
     fraction: float
 
     @classmethod
-    def from_settings(cls, settings: Any, total_bytes: int | None = None) -> MemoryBudget:
+    def from_settings(cls, settings: Settings, total_bytes: int | None = None) -> MemoryBudget:
         """Budget from ``settings.memory_fraction`` and psutil's physical memory."""
         if total_bytes is None:
             import psutil
 
             total_bytes = int(psutil.virtual_memory().total)
-        fraction = float(getattr(settings, "memory_fraction", DEFAULT_MEMORY_FRACTION))
-        return cls(total_bytes, fraction)
+        return cls(total_bytes, settings.memory_fraction)
 
     @property
     def limit_bytes(self) -> int:

@@ -1,22 +1,19 @@
-"""The scheduler: one thread that owns MLX, loaded models, keep-alive and the request queue.
+"""The scheduler: one thread that owns the backend (MLX), the request queue and admission.
 
-Semantics follow Ollama's ``server/sched.go``: models stay loaded while requests use them;
-when the last request finishes, the model's keep-alive timer starts and the model is
-unloaded when it expires; ``keep_alive`` on a request updates the model's (sticky) duration;
-at most ``max_loaded_models`` within the memory budget (``preflight``) stay resident, idle ones
-evicted soonest-to-expire first; the pending queue is bounded (503 when full). Embedding jobs
-share the queue and the residents. HTTP threads talk to the thread through queues.
+Semantics follow Ollama's ``server/sched.go``. Which models are loaded, their keep-alive and
+eviction are the ``residency.Residency`` it owns; the model work is a ``interface.Backend``
+(``backend.MLXBackend`` in the server). The pending queue is bounded (503 when full).
+Embedding jobs share the queue and the residents. HTTP threads talk to the thread through
+queues.
 
 Up to ``num_parallel`` generations per model (by default chosen from memory, ``kv_memory``)
-decode together in the model's batch lane (continuous batching: one forward pass per step for
-all of them); every model with work gets
-one step per loop, so a stream of one model never waits for another model's whole answer.
+decode together (the backend batches them: one forward pass per step for all of them); every
+model with work gets one step per loop, so a stream of one model never waits for another's.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
@@ -26,15 +23,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BridgeError, RequestCanceled, ServerBusy
-from .backend import MLXBackend
-from .batching import BatchLane
 from .embed_job import EmbeddingJob, EmbeddingRequest, EmbeddingResult
+from .interface import Backend, Job, Stepped
 from .jobs import GenerationJob
-from .kv_memory import KVLedger, MemoryAdmission
-from .loader import Loader, LoadTicket
 from .preflight import MemoryBudget
 from .requests import Failed, Finished, GenerationRequest, Ready, RunningModel
-from .residency import Residency, Resident, model_key
+from .residency import Residency, Resident
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -44,8 +38,6 @@ log = logging.getLogger(__name__)
 
 _IDLE_WAKEUP_S = 1.0
 _GONE_POLL_S = 0.25  # how often a queued request checks that its client is still there
-_PREFILL_STEP = 512  # prompt tokens per batched prefill chunk; streams wait at most one chunk
-_Job = GenerationJob | EmbeddingJob
 
 
 @dataclass
@@ -53,25 +45,27 @@ class _Command:
     kind: str  # "generate" (embedding jobs too) | "load" | "unload" | "ping" | "stop"
     replies: queue.Queue[Any]
     model: LocalModel | None = None
-    job: _Job | None = None
+    job: Job | None = None
     keep_alive_s: float | None = None
     num_ctx: int = 0
     received: float = field(default_factory=time.perf_counter)
 
 
-class Scheduler(MemoryAdmission, Residency):
-    """Owns every MLX object. Public methods are safe to call from any thread."""
+class Scheduler:
+    """Owns the backend and every model it loaded. Public methods are safe to call from any
+    thread; ``clock`` (monotonic seconds) times keep-alive, a fake one in tests."""
 
     def __init__(
         self,
         settings: Settings,
-        backend: MLXBackend | None = None,
+        backend: Backend,
         clock: Callable[[], float] = time.monotonic,
         budget: MemoryBudget | None = None,
     ) -> None:
         self._settings = settings
-        self._backend = backend or MLXBackend.from_settings(settings)
-        self._loader = Loader(self._backend.load, settings.load_timeout_s)
+        self._backend = backend
+        budget = budget or MemoryBudget.from_settings(settings)
+        self._models = Residency(settings, backend, clock=clock, budget=budget)
         self._stats = {
             "prompt_tokens": 0,
             "prompt_tokens_reused": 0,
@@ -81,17 +75,11 @@ class Scheduler(MemoryAdmission, Residency):
             "draft_tokens": 0,  # proposed by draft models (speculative decoding)
             "draft_accepted": 0,  # of those, accepted by the model
         }
-        self._clock = clock
-        self._budget = budget or MemoryBudget.from_settings(settings)
-        self._kv = KVLedger()  # KV caches of admitted generations, under the same budget
         self._inbox: queue.Queue[_Command] = queue.Queue()
-        self._pending: deque[_Job] = deque()
-        self._resident: dict[str, Resident] = {}
-        self._lanes: dict[str, BatchLane] = {}  # per loaded model, created at first use
-        self._loading: dict[str, LoadTicket] = {}
+        self._pending: deque[Job] = deque()
         self._load_waiters: list[_Command] = []  # explicit loads (empty prompts) in progress
         self._load_waits: dict[int, float] = {}  # id(job) -> when it began waiting for a load
-        self._lock = threading.Lock()  # guards _resident for snapshots from HTTP threads
+        self._lock = threading.Lock()  # guards _stats and _waiting (HTTP threads read them)
         self._waiting = 0  # requests submitted and not yet admitted
         self._thread: threading.Thread | None = None
 
@@ -132,7 +120,7 @@ class Scheduler(MemoryAdmission, Residency):
         tokens proposed by draft models (``draft_tokens``) and accepted (``draft_accepted``);
         and, as gauges, the memory budget and what holds it (``kv_memory``)."""
         with self._lock:
-            return {**self._stats, **self.memory_stats()}
+            return {**self._stats, **self._models.memory_stats()}
 
     def embed(self, request: EmbeddingRequest) -> tuple[EmbeddingResult, int]:
         """Embed ``request.inputs``; returns the result and the load duration in ns.
@@ -143,7 +131,7 @@ class Scheduler(MemoryAdmission, Residency):
         ready = self._enqueue(job)
         return job.wait_for_result(self.is_alive), ready.load_duration_ns
 
-    def _enqueue(self, job: _Job, client_gone: Callable[[], bool] | None = None) -> Ready:
+    def _enqueue(self, job: Job, client_gone: Callable[[], bool] | None = None) -> Ready:
         """Put a job in the pending queue; block until it is admitted (or refused)."""
         with self._lock:
             if self._waiting >= self._settings.max_queue:
@@ -173,24 +161,7 @@ class Scheduler(MemoryAdmission, Residency):
 
     def running(self) -> list[RunningModel]:
         """Snapshot of loaded models for ``/api/ps``."""
-        now_mono, now_wall = self._clock(), time.time()
-        with self._lock:
-            residents = list(self._resident.values())
-        out = []
-        for r in residents:
-            remaining = r.keep_alive_s if r.active else r.expires_at - now_mono
-            out.append(
-                RunningModel(
-                    model=r.model,
-                    name=r.name,
-                    size_bytes=r.handle.size_bytes,
-                    size_vram_bytes=r.handle.size_bytes if r.handle.on_gpu else 0,
-                    expires_at=now_wall + remaining if math.isfinite(remaining) else math.inf,
-                    context_length=r.num_ctx,
-                    active_requests=r.active,
-                )
-            )
-        return out
+        return self._models.running()
 
     def ping(self, timeout: float) -> float | None:
         """Seconds for a no-op to go through the scheduler thread's inbox and back: how soon
@@ -229,15 +200,13 @@ class Scheduler(MemoryAdmission, Residency):
                 break
             self._admit_pending()
             self._step_jobs()
-            self._expire_idle()
-        for key in list(self._resident):
-            self._unload(key, reason="shutdown")
+            self._models.expire_idle()
+        self._models.unload_all("shutdown")
         log.info("scheduler stopped")
 
     def _drain_inbox(self) -> bool:
         """Handle queued commands; block only when there is nothing to step."""
-        busy = any(r.jobs for r in self._resident.values())
-        timeout = 0.0 if busy else self._idle_timeout()
+        timeout = 0.0 if self._models.busy() else self._idle_timeout()
         try:
             command = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
         except queue.Empty:
@@ -253,15 +222,11 @@ class Scheduler(MemoryAdmission, Residency):
                 return True
 
     def _idle_timeout(self) -> float:
-        if self._loading or self._load_waiters:
+        if self._models.loading() or self._load_waiters:
             return 0.02  # poll the load
         if self._pending:
             return 0.05
-        deadlines = [r.expires_at for r in self._resident.values() if not r.active]
-        finite = [d for d in deadlines if math.isfinite(d)]
-        if not finite:
-            return _IDLE_WAKEUP_S
-        return min(max(min(finite) - self._clock(), 0.001), _IDLE_WAKEUP_S)
+        return min(max(self._models.next_expiry(), 0.001), _IDLE_WAKEUP_S)
 
     def _handle(self, command: _Command) -> None:
         if command.kind == "generate":
@@ -272,7 +237,9 @@ class Scheduler(MemoryAdmission, Residency):
         elif command.kind == "ping":
             command.replies.put(None)
         elif command.kind == "unload":
-            self._reply(command, lambda: self._request_unload(command.model))
+            assert command.model is not None
+            model = command.model
+            self._reply(command, lambda: self._models.request_unload(model))
 
     @staticmethod
     def _reply(command: _Command, action: Callable[[], Any]) -> None:
@@ -290,7 +257,9 @@ class Scheduler(MemoryAdmission, Residency):
         for command in self._load_waiters:
             assert command.model is not None
             try:
-                resident = self._ensure_loaded(command.model, command.keep_alive_s, command.num_ctx)
+                resident = self._models.ensure_loaded(
+                    command.model, command.keep_alive_s, command.num_ctx
+                )
             except BridgeError as exc:
                 command.replies.put(exc)
                 continue
@@ -302,26 +271,16 @@ class Scheduler(MemoryAdmission, Residency):
                 waiting.append(command)
                 continue
             if not resident.active:
-                self._start_idle_timer(resident)
+                self._models.start_idle_timer(resident)
             command.replies.put(int((time.perf_counter() - command.received) * 1e9))
         self._load_waiters = waiting
-
-    def _request_unload(self, model: LocalModel | None) -> None:
-        assert model is not None
-        key = model_key(model)
-        resident = self._resident.get(key)
-        if resident is None:
-            return
-        resident.keep_alive_s = 0.0
-        if not resident.active:
-            self._unload(key, reason="keep_alive=0")
 
     # -- admission ---------------------------------------------------------------------------
 
     def _admit_pending(self) -> None:
         if self._load_waiters:
             self._serve_load_waiters()
-        still_waiting: deque[_Job] = deque()
+        still_waiting: deque[Job] = deque()
         while self._pending:
             job = self._pending.popleft()
             if job.request.cancel.is_set():
@@ -335,52 +294,45 @@ class Scheduler(MemoryAdmission, Residency):
             if not self._try_admit(job):
                 still_waiting.append(job)
         self._pending = still_waiting
+        self._models.adopt_finished_loads()  # a load whose requests all left meanwhile
 
-    def _try_admit(self, job: _Job) -> bool:
+    def _try_admit(self, job: Job) -> bool:
         request = job.request
-        resident = self._resident.get(model_key(request.model))
-        if resident is not None and len(resident.jobs) >= self._parallel(resident):
+        resident = self._models.get(request.model)
+        if resident is not None and len(resident.jobs) >= self._models.parallel(resident):
             return False
         started = time.perf_counter()
         try:
-            resident = self._ensure_loaded(
+            resident = self._models.ensure_loaded(
                 request.model, request.keep_alive_s, request.options.num_ctx
             )
             if resident is None:
-                if self._is_loading(request.model):
+                if self._models.is_loading(request.model):
                     self._load_waits.setdefault(id(job), started)
                 return False
-            if isinstance(job, GenerationJob) and not self._admit_kv(job, resident):
+            if isinstance(job, GenerationJob) and not self._models.admit_kv(job, resident):
                 return False  # waits for running requests to give their KV caches back
             # Ollama's load_duration: getting the model ready for this request, which is the
             # whole wait when it had to load, and the (small) bookkeeping when it was resident
             started = self._load_waits.pop(id(job), started)
             load_ns = int((time.perf_counter() - started) * 1e9)
-            if isinstance(job, GenerationJob):
-                lane = self._lane(model_key(request.model), resident)
-                job.start(self._backend, resident.handle, resident.num_ctx, lane)
-            else:
-                job.start(self._backend, resident.handle, resident.num_ctx)
-        except BridgeError as exc:
+            self._backend.start(
+                job, resident.handle, resident.num_ctx, parallel=self._models.parallel(resident)
+            )
+        except Exception as exc:  # refused: the error is the job's answer
+            if not isinstance(exc, BridgeError):
+                log.exception("failed to start a generation")
+            error = exc if isinstance(exc, BridgeError) else BridgeError(f"internal error: {exc}")
             self._release_waiting()
             self._load_waits.pop(id(job), None)
-            job.replies.put(exc)
-            return True
-        except Exception as exc:
-            log.exception("failed to start a generation")
-            self._release_waiting()
-            self._load_waits.pop(id(job), None)
-            job.replies.put(BridgeError(f"internal error: {exc}"))
+            self._models.forget_kv(job)
+            job.replies.put(error)
             return True
         self._release_waiting()
         if isinstance(job, GenerationJob):
             self._count("prompt_tokens", len(job.prompt_tokens))
             self._count("prompt_tokens_reused", job.reused_tokens)
-        resident.active += 1
-        resident.jobs.append(job)
-        resident.expires_at = math.inf
-        if request.keep_alive_s is not None:
-            resident.keep_alive_s = request.keep_alive_s
+        self._models.admit(resident, job, request.keep_alive_s)
         job.replies.put(Ready(load_duration_ns=load_ns))
         return True
 
@@ -394,94 +346,47 @@ class Scheduler(MemoryAdmission, Residency):
 
     # -- stepping ----------------------------------------------------------------------------
 
-    def _lane(self, key: str, resident: Resident) -> BatchLane | None:
-        """The model's batch lane (None for embedding-only models)."""
-        if resident.handle.encoder is not None:
-            return None
-        lane = self._lanes.get(key)
-        if lane is None:
-            lane = BatchLane(resident.handle, self._parallel(resident), _PREFILL_STEP)
-            self._lanes[key] = lane
-        return lane
-
     def _step_jobs(self) -> None:
-        for key, resident in list(self._resident.items()):
+        """One step for every model with jobs: cancellations first, then the backend's step."""
+        for key, resident in self._models.items():
             for job in list(resident.jobs):
                 if job.request.cancel.is_set():
                     log.info("request canceled model=%s", resident.name)
                     self._count("canceled")
                     self._retire(key, resident, job)
-            self._step_lane(key, resident)
-            for job in list(resident.jobs):
-                if not (isinstance(job, GenerationJob) and job.slot is not None):
-                    self._step_one(key, resident, job, job.step)
+            if not resident.jobs:
+                continue
+            result = self._backend.step(resident.handle, list(resident.jobs))
+            if result.batched:
+                self._count("batched_tokens", result.batched)
+                with self._lock:
+                    self._stats["batch_peak"] = max(self._stats["batch_peak"], result.batched)
+            for stepped in result.stepped:
+                self._deliver(key, resident, stepped)
 
-    def _step_lane(self, key: str, resident: Resident) -> None:
-        """One batched step for the model's lane; each member takes its token."""
-        lane = self._lanes.get(key)
-        if lane is None or not len(lane):
+    def _deliver(self, key: str, resident: Resident, stepped: Stepped) -> None:
+        """Send a job's events (or its error); retire it when it is over."""
+        job, error = stepped.job, stepped.error
+        if job not in resident.jobs:  # retired meanwhile (its model was unloaded)
             return
-        members = [j for j in resident.jobs if isinstance(j, GenerationJob) and j.slot]
-        try:
-            tokens = lane.step()
-        except Exception as exc:  # the batch's state is unknown now: end its members
-            log.exception("batched generation failed model=%s", resident.name)
-            for job in members:
-                job.replies.put(Failed(BridgeError(f"generation failed: {exc}")))
-                self._retire(key, resident, job)
-            self._drop_lane(key)
-            return
-        if tokens:
-            self._count("batched_tokens", len(tokens))
-            with self._lock:
-                self._stats["batch_peak"] = max(self._stats["batch_peak"], len(tokens))
-        for job in members:
-            slot = job.slot
-            if slot is not None and slot.uid in tokens:
-                token = tokens[slot.uid]
-                self._step_one(key, resident, job, lambda j=job, t=token: j.accept(t))
-
-    def _drop_lane(self, key: str) -> None:
-        lane = self._lanes.pop(key, None)
-        if lane is not None:
-            lane.close()
-
-    def _unload(self, key: str, *, reason: str) -> None:
-        self._drop_lane(key)  # the lane holds the model: drop it first
-        super()._unload(key, reason=reason)
-
-    def _step_one(
-        self, key: str, resident: Resident, job: _Job, advance: Callable[[], list[Any]]
-    ) -> None:
-        try:
-            events = advance()
-        except BridgeError as exc:
-            job.replies.put(Failed(exc))
+        if error is not None:
+            if not isinstance(error, BridgeError):
+                log.error("generation failed model=%s", resident.name, exc_info=error)
+                error = BridgeError(f"generation failed: {error}")
+            job.replies.put(Failed(error))
             self._retire(key, resident, job)
             return
-        except Exception as exc:
-            log.exception("generation failed model=%s", resident.name)
-            job.replies.put(Failed(BridgeError(f"generation failed: {exc}")))
-            self._retire(key, resident, job)
-            return
+        events = stepped.events
         for event in events:
             job.replies.put(event)
         if events and isinstance(events[-1], (Finished, EmbeddingResult)):
             self._retire(key, resident, job)
 
-    def _retire(self, key: str, resident: Resident, job: _Job) -> None:
+    def _retire(self, key: str, resident: Resident, job: Job) -> None:
         job.close()
-        self._kv.release(job)
-        for name, amount in getattr(self._backend, "take_counts", dict)().items():
+        for name, amount in self._backend.take_counts().items():
             self._count(name, amount)  # speculative decoding's tallies of finished generations
-        resident.jobs.remove(job)
-        resident.active -= 1
-        self._fit_pools()  # the finished sequence's cache may have joined a pool
-        if resident.active == 0:
-            if resident.keep_alive_s <= 0:
-                self._unload(key, reason="keep_alive=0")
-            else:
-                self._start_idle_timer(resident)
+        self._models.release(key, resident, job)
 
     def _fail_everything(self) -> None:
         for job in self._pending:
@@ -491,7 +396,7 @@ class Scheduler(MemoryAdmission, Residency):
             command.replies.put(BridgeError("server is shutting down"))
         self._load_waiters.clear()
         self._load_waits.clear()
-        for resident in self._resident.values():
+        for resident in self._models.snapshot():
             for job in resident.jobs:
                 job.replies.put(Failed(BridgeError("server is shutting down")))
                 job.close()

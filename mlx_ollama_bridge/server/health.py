@@ -50,10 +50,9 @@ def loaded_models(engine: Any) -> list[Any]:
 
 
 def queue_depth(engine: Any) -> int:
-    """Requests waiting for the engine; 0 for an engine without a queue (test stubs)."""
+    """Requests waiting for the engine (0 if it cannot say)."""
     try:
-        depth = getattr(engine, "queue_depth", None)
-        return int(depth()) if callable(depth) else 0
+        return int(engine.queue_depth())
     except Exception:
         log.exception("engine queue depth failed")
         return 0
@@ -82,12 +81,10 @@ def health_report(engine: Any, watch: EngineWatch) -> tuple[dict[str, Any], int]
         "uptime_s": round(watch.uptime_s, 3),
         "version": __version__,
     }
-    stats = getattr(engine, "stats", None)
-    if callable(stats):  # prompt tokens evaluated vs reused from the prompt cache, cancels
-        body["engine_stats"] = stats()
+    # prompt tokens evaluated vs reused from the prompt cache, cancels, batching, drafts
+    body["engine_stats"] = engine.stats()
     if alive:  # readiness: how soon the engine thread would take a new request
-        ping = getattr(engine, "ping", None)
-        latency = ping(_PING_TIMEOUT_S) if callable(ping) else None
+        latency = engine.ping(_PING_TIMEOUT_S)
         body["ready"] = latency is not None
         body["engine_latency_ms"] = round(latency * 1000, 3) if latency is not None else None
     else:

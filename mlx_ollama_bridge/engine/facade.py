@@ -1,0 +1,88 @@
+"""``Engine``: the engine as the server sees it, and the one place its backend is chosen.
+
+The server calls only these methods (from its HTTP threads); behind them the scheduler
+(``scheduler``) admits and steps requests, its resident set (``residency``) loads, keeps and
+expires models, and the backend (``interface.Backend``; ``backend.MLXBackend`` unless one is
+given) runs them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .backend import MLXBackend
+from .embed_job import EmbeddingRequest, EmbeddingResult
+from .interface import Backend
+from .jobs import GenerationJob
+from .preflight import MemoryBudget
+from .requests import GenerationRequest, Ready, RunningModel
+from .scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..registry import LocalModel
+
+
+class Engine:
+    """Runs models for the server; every method is safe to call from any thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        budget: MemoryBudget | None = None,
+    ) -> None:
+        self.backend = backend or MLXBackend.from_settings(settings)
+        self._scheduler = Scheduler(settings, self.backend, clock, budget)
+
+    def start(self) -> None:
+        """Start the scheduler thread (idempotent; the server starts it after fork)."""
+        self._scheduler.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the scheduler thread and unload every model."""
+        self._scheduler.stop(timeout)
+
+    def is_alive(self) -> bool:
+        """True while the scheduler thread runs."""
+        return self._scheduler.is_alive()
+
+    def submit(
+        self, request: GenerationRequest, client_gone: Callable[[], bool] | None = None
+    ) -> tuple[GenerationJob, Ready]:
+        """Queue a generation and block until it is admitted; its events then arrive on the
+        job's ``replies``. Raises BridgeError (busy, not loadable, bad input) before any
+        output; RequestCanceled when ``client_gone`` says the client left while it waited."""
+        return self._scheduler.submit(request, client_gone)
+
+    def embed(self, request: EmbeddingRequest) -> tuple[EmbeddingResult, int]:
+        """Embed ``request.inputs``: the result and the load duration in ns."""
+        return self._scheduler.embed(request)
+
+    def load(self, model: LocalModel, keep_alive_s: float | None, num_ctx: int) -> int:
+        """Load (or keep) a model without generating; returns the load duration in ns."""
+        return self._scheduler.load(model, keep_alive_s, num_ctx)
+
+    def unload(self, model: LocalModel) -> None:
+        """Unload now if idle, else as soon as its last request finishes."""
+        self._scheduler.unload(model)
+
+    def running(self) -> list[RunningModel]:
+        """The loaded models (``/api/ps``)."""
+        return self._scheduler.running()
+
+    def stats(self) -> dict[str, int]:
+        """The scheduler's counters since start (``Scheduler.stats``)."""
+        return self._scheduler.stats()
+
+    def ping(self, timeout: float) -> float | None:
+        """Seconds for a no-op to pass the scheduler thread; None if not within ``timeout``."""
+        return self._scheduler.ping(timeout)
+
+    def queue_depth(self) -> int:
+        """Requests submitted and not yet admitted."""
+        return self._scheduler.queue_depth()

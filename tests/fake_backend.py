@@ -1,0 +1,139 @@
+"""A fake ``engine.interface.Backend`` and a fake clock: the scheduler's policies run on them
+in milliseconds, with no model and no MLX (``test_scheduler_policies.py``).
+
+Loads return at once (or when their gate opens, or fail as told); a job finishes at its
+first step unless it is held, then it finishes once released.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mlx_ollama_bridge.engine.interface import Job, Stepped, StepResult
+from mlx_ollama_bridge.engine.requests import Finished, TextChunk
+from mlx_ollama_bridge.errors import BadRequest
+from mlx_ollama_bridge.manifest import Manifest
+from mlx_ollama_bridge.names import ModelName
+from mlx_ollama_bridge.registry import LocalModel
+
+HELD_STEP_S = 0.005  # how long a held job's step lasts (so a busy scheduler does not spin)
+
+
+class FakeClock:
+    """Monotonic seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on."""
+        self.now += seconds
+
+
+@dataclass
+class FakeHandle:
+    """What the fake backend "loaded"."""
+
+    path: Path
+    size_bytes: int
+    on_gpu: bool = False
+    prompt_cache: Any = None
+
+
+@dataclass
+class FakeBackend:
+    """Records what the scheduler asks; loads and steps as the test arranges."""
+
+    sizes: dict[str, int] = field(default_factory=dict)  # model dir name -> bytes
+    failures: dict[str, BaseException] = field(default_factory=dict)  # dir name -> load error
+    gates: dict[str, threading.Event] = field(default_factory=dict)  # dir name -> load waits
+    loads: list[str] = field(default_factory=list)  # dir names, in order of load calls
+    unloads: list[str] = field(default_factory=list)
+    load_started: threading.Event = field(default_factory=threading.Event)
+    holds: dict[str, threading.Event] = field(default_factory=dict)  # prompt -> its release
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def hold(self, prompt: str) -> threading.Event:
+        """Jobs with this prompt run until the returned event is set."""
+        return self.holds.setdefault(prompt, threading.Event())
+
+    def load(self, path: Path) -> FakeHandle:
+        self.loads.append(path.name)
+        self.load_started.set()
+        gate = self.gates.get(path.name)
+        if gate is not None:
+            gate.wait(30)
+        if path.name in self.failures:
+            raise self.failures[path.name]
+        return FakeHandle(path, self.sizes.get(path.name, 1000))
+
+    def prepare(self, handle: Any, *, digest: str = "", draft_path: Path | None = None) -> None:
+        pass
+
+    def unload(self, handle: FakeHandle) -> None:
+        self.unloads.append(handle.path.name)
+
+    def start(self, job: Job, handle: Any, context_length: int, *, parallel: int) -> None:
+        if job.request.prompt == "bad":
+            raise BadRequest("a bad prompt")
+        job.prompt_tokens = [1, 2, 3]
+
+    def step(self, handle: Any, jobs: list[Job]) -> StepResult:
+        result = StepResult()
+        for job in jobs:
+            prompt = job.request.prompt
+            release = self.holds.get(prompt)
+            if prompt == "explode":
+                result.stepped.append(Stepped(job, error=RuntimeError("the step broke")))
+            elif release is not None and not release.wait(HELD_STEP_S):
+                result.stepped.append(Stepped(job, []))
+            else:
+                result.stepped.append(Stepped(job, [TextChunk("ok"), _finished()]))
+        return result
+
+    def kv_bytes_per_token(self, handle: Any) -> int:
+        return 0  # one job at a time per model unless OLLAMA_NUM_PARALLEL says more
+
+    def take_counts(self) -> dict[str, int]:
+        counts, self.counts = self.counts, {}
+        return counts
+
+
+def _finished() -> Finished:
+    return Finished(
+        done_reason="stop",
+        prompt_eval_count=3,
+        prompt_eval_duration_ns=0,
+        eval_count=1,
+        eval_duration_ns=0,
+    )
+
+
+def fake_model(root: Path, name: str, size: int = 1000) -> LocalModel:
+    """A model named ``name`` whose directory (empty, no files to check) is under ``root``."""
+    path = root / name.replace(":", "-")
+    path.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(model_dir=str(path), format="mlx", source="test", files={}, created_at=0.0)
+    return LocalModel(
+        name=ModelName.parse(name),
+        manifest=manifest,
+        path=path,
+        modified_at=datetime.now(),
+        digest="0" * 64,
+        size=size,
+        details={},
+        model_info={},
+        capabilities=["completion"],
+        chat_template=None,
+        context_length=4096,
+        system=None,
+        parameters={},
+        messages=[],
+    )
