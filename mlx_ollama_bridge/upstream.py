@@ -8,10 +8,16 @@ a streamed request to it, and reading a small JSON answer with short timeouts.
 Every request the bridge sends upstream carries :data:`LOCAL_ONLY_HEADER`: a bridge receiving
 it answers from its own models only. That stops forwarding loops (two bridges pointing at each
 other) and lets ``mlx-ollama-bridge switch mlx`` ask the bridge for MLX models alone.
+
+What comes back is bounded (the class of Ollama's CVE-2024-12886, gzip bombs): requests ask
+for ``identity`` encoding, redirects are never followed (the bridge talks to the configured
+address only), and bodies are counted after decompression: a JSON answer (probe, merged
+lists) is read up to :data:`MAX_JSON_BYTES`, a relayed answer up to :data:`MAX_RELAY_BYTES`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -34,6 +40,13 @@ LIST_READ_TIMEOUT_S = 3.0
 UP_TTL_S = 5.0  # how long a probe result is trusted
 DOWN_TTL_S = 3.0
 CHUNK_BYTES = 64 * 1024
+MAX_JSON_BYTES = 8 << 20  # /api/tags of a thousand models is well under 1 MB
+MAX_RELAY_BYTES = 1 << 30  # a forwarded answer, decompressed: far above any real one
+_IDENTITY = {"Accept-Encoding": "identity"}
+
+
+class AnswerTooLarge(ValueError):
+    """An upstream body (decompressed) over its cap."""
 
 
 class UpstreamUnavailable(Exception):
@@ -95,11 +108,13 @@ class Upstream:
         try:
             reply = self._session.get(
                 self.base_url + "/api/version",
-                headers={LOCAL_ONLY_HEADER: "1"},
+                headers={LOCAL_ONLY_HEADER: "1", **_IDENTITY},
                 timeout=(CONNECT_TIMEOUT_S, PROBE_READ_TIMEOUT_S),
+                allow_redirects=False,
+                stream=True,
             )
-            version = str(reply.json().get("version", "")) if reply.ok else ""
-            up = reply.ok
+            up = reply.status_code == 200
+            version = str(json.loads(read_capped(reply, 64 << 10)).get("version", "")) if up else ""
         except (requests.RequestException, ValueError, AttributeError) as exc:
             log.debug("upstream probe failed url=%s error=%s", self.base_url, exc)
             up, version = False, ""
@@ -118,11 +133,15 @@ class Upstream:
         try:
             reply = self._session.get(
                 self.base_url + path,
-                headers={LOCAL_ONLY_HEADER: "1"},
+                headers={LOCAL_ONLY_HEADER: "1", **_IDENTITY},
                 timeout=(CONNECT_TIMEOUT_S, LIST_READ_TIMEOUT_S),
+                allow_redirects=False,
+                stream=True,
             )
-            reply.raise_for_status()
-            return reply.json()
+            if reply.status_code != 200:
+                reply.close()
+                raise ValueError(f"HTTP {reply.status_code}")
+            return json.loads(read_capped(reply, MAX_JSON_BYTES))
         except (requests.RequestException, ValueError) as exc:
             log.warning("upstream request failed path=%s error=%s", path, exc)
             if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
@@ -142,7 +161,7 @@ class Upstream:
                 method,
                 self.base_url + path,
                 data=body or None,
-                headers={**headers, LOCAL_ONLY_HEADER: "1"},
+                headers={**headers, LOCAL_ONLY_HEADER: "1", **_IDENTITY},
                 stream=True,
                 timeout=(CONNECT_TIMEOUT_S, self.read_timeout_s),
                 allow_redirects=False,
@@ -154,21 +173,47 @@ class Upstream:
             raise UpstreamUnavailable(_reason(exc), connected=False) from exc
 
 
-def iter_body(response: requests.Response) -> Iterator[bytes]:
+def iter_body(response: requests.Response, limit: int | None = None) -> Iterator[bytes]:
     """The response body chunk by chunk as it arrives (never waits to fill a buffer).
 
-    Raises :class:`UpstreamUnavailable` if upstream goes silent (read timeout) or drops the
-    connection; always closes the response, also when the consumer stops early.
+    Raises :class:`UpstreamUnavailable` if upstream goes silent (read timeout), drops the
+    connection or sends more than ``limit`` bytes once decompressed (default
+    :data:`MAX_RELAY_BYTES`); always closes the response, also when the consumer stops early.
     """
+    limit = MAX_RELAY_BYTES if limit is None else limit
+    seen = 0
     try:
         # read1-style reads: each chunk is handed on as soon as it is on the socket.
         for chunk in response.raw.stream(CHUNK_BYTES, decode_content=True):
+            seen += len(chunk)
+            if seen > limit:
+                raise AnswerTooLarge(f"answer larger than {limit} bytes")
             if chunk:
                 yield chunk
+    except AnswerTooLarge as exc:
+        raise UpstreamUnavailable(str(exc), connected=True) from exc
     except Exception as exc:  # urllib3's and requests' errors share no useful base class
         raise UpstreamUnavailable(_reason(exc), connected=True) from exc
     finally:
         response.close()
+
+
+def read_capped(response: requests.Response, limit: int) -> bytes:
+    """The whole body, decompressed, or :class:`AnswerTooLarge` past ``limit`` bytes."""
+    parts, seen = [], 0
+    try:
+        for chunk in response.raw.stream(CHUNK_BYTES, decode_content=True):
+            seen += len(chunk)
+            if seen > limit:
+                raise AnswerTooLarge(f"upstream answer larger than {limit} bytes")
+            parts.append(chunk)
+    except AnswerTooLarge:
+        raise
+    except Exception as exc:  # urllib3's read errors are not requests' exceptions
+        raise requests.ConnectionError(_reason(exc)) from exc
+    finally:
+        response.close()
+    return b"".join(parts)
 
 
 def rfc3339_seconds(value: Any) -> float:
@@ -204,9 +249,13 @@ def _same_address(url_a: str, url_b: str) -> bool:
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
+    "MAX_JSON_BYTES",
+    "MAX_RELAY_BYTES",
+    "AnswerTooLarge",
     "LOCAL_ONLY_HEADER",
     "Upstream",
     "UpstreamUnavailable",
     "iter_body",
+    "read_capped",
     "rfc3339_seconds",
 ]

@@ -13,9 +13,12 @@ It stands in for "real Ollama on another port" where a test needs control over t
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import threading
 import time
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -75,6 +78,7 @@ class FakeOllama:
     def __init__(self, gate_timeout_s: float = 10.0) -> None:
         self.gate_timeout_s = gate_timeout_s
         self.hang = False
+        self.hostile: dict[str, str] = {}
         self.released_in_time: bool | None = None
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self._gate = threading.Event()
@@ -141,7 +145,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.wait_for_stop()
             return
         data = json.loads(body) if body else {}
-        if self.path == "/":
+        mode = self.fake.hostile.get(self.path)
+        if mode is not None:
+            self._hostile(mode)
+        elif self.path == "/":
             self._send(200, b"Ollama is running", "text/plain")
         elif self.path == "/api/version":
             self._json(200, {"version": "0.13.5"})
@@ -159,6 +166,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream([{"status": "pulling manifest"}], end_with_error=True)
         else:
             self._json(404, {"error": f"model '{data.get('model', '')}' not found"})
+
+    def _hostile(self, mode: str) -> None:
+        if mode.startswith("redirect:"):
+            self.send_response(302)
+            self.send_header("Location", mode.partition(":")[2])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if mode == "huge":
+            self._send(200, b'{"models": [' + b" " * (16 << 20) + b"]}", "application/json")
+            return
+        data = gzip_bomb()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(data)  # the bridge may stop reading: what a cap does
 
     def _gated_chat(self) -> None:
         self._start_stream()
@@ -202,3 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+@cache
+def gzip_bomb() -> bytes:
+    """64 MiB of spaces as a gzip body of about 64 KB."""
+    return gzip.compress(b" " * (64 << 20), compresslevel=9)
