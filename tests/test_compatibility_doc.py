@@ -12,11 +12,13 @@ import pytest
 import requests
 from openai.types import completion_create_params, embedding_create_params
 from openai.types.chat import completion_create_params as chat_create_params
+from openai.types.responses import response_create_params
 
 from mlx_ollama_bridge.config import SETTINGS
 from mlx_ollama_bridge.engine.options import IGNORED_OPTIONS, OPTION_TYPES
 from mlx_ollama_bridge.server import create_app, openai_embed, schemas
 from mlx_ollama_bridge.server import openai_translate as oai
+from mlx_ollama_bridge.server.responses_translate import parse_request
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "compatibility.md"
 STATUSES = {"supported", "partial", "ignored", "not supported", "bridge-only"}
@@ -185,6 +187,7 @@ SDK_FIELDS = {
     "/v1/chat/completions": sdk_fields(chat_create_params.CompletionCreateParamsStreaming),
     "/v1/completions": sdk_fields(completion_create_params.CompletionCreateParamsStreaming),
     "/v1/embeddings": sdk_fields(embedding_create_params.EmbeddingCreateParams),
+    "/v1/responses": sdk_fields(response_create_params.ResponseCreateParamsStreaming),
 }
 PATH_ROWS = {("/v1/models/:model", "model")}  # a path parameter, not a body field
 
@@ -218,6 +221,11 @@ def fields_read(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> set[str]:
         monkeypatch.setattr(openai_embed, "embed_texts", lambda *args, **kwargs: result)
         body = RecordingBody(model="m", input="a")
         openai_embed.embeddings_reply(body)
+        return body.read
+    if endpoint == "/v1/responses":
+        body = RecordingBody(model="m", input="a")
+        schemas.validate(body, schemas.OPENAI_RESPONSES)
+        parse_request(body)
         return body.read
     if endpoint == "/v1/chat/completions":
         body = RecordingBody(model="m", messages=[{"role": "user", "content": "a"}])
@@ -281,6 +289,16 @@ IGNORED_SAMPLES: dict[str, Any] = {
     "prompt_cache_options": {"ttl": "1h"},
     "best_of": 1,
     "echo": True,
+    "include": ["reasoning.encrypted_content"],
+    "stream_options": {"include_obfuscation": False},
+    "background": False,
+    "conversation": "conv_1",
+    "context_management": [{"type": "compaction", "compact_threshold": 1000}],
+    "prompt": {"id": "pmpt_1"},
+    "max_tool_calls": 1,
+    "image": {"size": "auto"},
+    "access_programs": {},
+    "background_options": {},
 }
 V1_BASE = {
     "/v1/chat/completions": {
@@ -290,6 +308,7 @@ V1_BASE = {
     },
     "/v1/completions": {"model": "tiny", "prompt": "a", "max_tokens": 1},
     "/v1/embeddings": {"model": "all-minilm", "input": "a"},
+    "/v1/responses": {"model": "tiny", "input": "a", "max_output_tokens": 1},
 }
 # The stated limits of ``partial`` and ``not supported`` rows: each answers 400.
 V1_REFUSED = [
@@ -299,6 +318,9 @@ V1_REFUSED = [
     ("/v1/completions", {"suffix": "b"}),
     ("/v1/completions", {"prompt": ["a", "b"]}),
     ("/v1/embeddings", {"input": [[1, 2, 3]]}),
+    ("/v1/responses", {"input": [{"type": "item_reference", "id": "msg_1"}]}),
+    ("/v1/responses", {"input": [{"role": "user", "content": [{"type": "input_file"}]}]}),
+    ("/v1/responses", {"tool_choice": {"type": "function", "name": "undeclared"}}),
 ]
 
 

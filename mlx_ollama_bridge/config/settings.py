@@ -235,6 +235,19 @@ class Settings:
     log_backups: int = _setting(
         "MLX_BRIDGE_LOG_BACKUPS", 3, "Rotated log files kept beside the current one.", parse_count
     )
+    responses_store_entries: int = _setting(  # 0 = /v1/responses stores nothing
+        "MLX_BRIDGE_RESPONSES_STORE_ENTRIES",
+        1000,
+        "Responses kept in memory for previous_response_id and GET /v1/responses/{id} "
+        "(least recently used dropped first); 0 = keep none.",
+        parse_uint,
+    )
+    responses_store_bytes: int = _setting(
+        "MLX_BRIDGE_RESPONSES_STORE_BYTES",
+        64 * _MIB,
+        "Bytes of JSON those stored responses may hold in all.",
+        parse_uint,
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from . import openai_translate as oai
-from . import schemas
+from . import responses_api, schemas
 from .context import get_registry
 from .errors import OPENAI
 from .generation import (
@@ -72,6 +72,24 @@ def completions() -> Response:
     events, _load_ns = start_generation(prepared.request)
     encoder = CompletionEncoder(base, include_usage=oai.include_usage(body))
     return respond(encoder, events, prepared.stream)
+
+
+@bp.route("/responses", methods=["POST"])
+def responses() -> Response:
+    """OpenAI Responses API: create (JSON, or SSE with ``stream: true``)."""
+    return responses_api.create()
+
+
+@bp.route("/responses/<response_id>", methods=["GET"])
+def response_get(response_id: str) -> Response:
+    """A stored response (404 when it is not kept)."""
+    return responses_api.retrieve(response_id)
+
+
+@bp.route("/responses/<response_id>", methods=["DELETE"])
+def response_delete(response_id: str) -> Response:
+    """Forget a stored response."""
+    return responses_api.delete(response_id)
 
 
 @bp.route("/embeddings", methods=["POST"])

@@ -128,6 +128,25 @@ _OPENAI_COMMON = {
 }
 OPENAI_CHAT = Schema({**_OPENAI_COMMON, "messages": MESSAGES}, openai=True)
 OPENAI_COMPLETION = Schema(_OPENAI_COMMON, openai=True)
+OPENAI_RESPONSES = Schema(
+    {
+        "model": NAME,
+        "input": Field((str, list)),  # items are counted by the translator
+        "instructions": TEXT,
+        "previous_response_id": Field(str, max_len=256),
+        "max_output_tokens": Field(int, low=0, high=1 << 31),
+        "temperature": Field((int, float), low=0, high=2),
+        "top_p": Field((int, float), low=0, high=1),
+        "stream": BOOL,
+        "store": BOOL,
+        "parallel_tool_calls": BOOL,
+        "tools": Field(list, max_len=MAX_MESSAGES),
+        "text": Field(dict),
+        "reasoning": Field(dict),
+        "metadata": Field(dict),
+    },
+    openai=True,
+)
 
 
 def validate(body: dict[str, Any], schema: Schema) -> None:
