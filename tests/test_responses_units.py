@@ -11,9 +11,9 @@ from mlx_ollama_bridge.engine import Failed, Finished, TextChunk
 from mlx_ollama_bridge.engine.requests import ToolCall, ToolCalls
 from mlx_ollama_bridge.errors import BridgeError
 from mlx_ollama_bridge.server.openai_translate import InvalidField
-from mlx_ollama_bridge.server.responses_encoder import ResponsesEncoder
 from mlx_ollama_bridge.server.responses_store import ResponseNotFound, ResponseStore
 from mlx_ollama_bridge.server.responses_translate import input_messages, parse_request
+from mlx_ollama_bridge.server.responses_wire import ResponsesEncoder
 
 
 def turn(text: str) -> list[dict]:
@@ -216,38 +216,52 @@ def test_history_goes_between_the_instructions_and_the_input():
 # -- the encoder --------------------------------------------------------------------------
 
 
+def encoder(**fields) -> ResponsesEncoder:
+    return ResponsesEncoder("m", parse_request({"model": "m", "input": "x", **fields}))
+
+
 def test_a_failure_mid_stream_ends_with_error_and_response_failed():
-    encoder = ResponsesEncoder("m", {}, store=True)
-    events = encoder.start() + encoder.feed(TextChunk("Hel"))
-    events += encoder.feed(Failed(BridgeError("model was unloaded")))
-    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
-    error, failed = events[-2:]
+    events = [TextChunk("Hel"), Failed(BridgeError("model was unloaded"))]
+    frames = list(encoder().frames(iter(events)))
+    assert [name for name, _ in frames][-2:] == ["error", "response.failed"]
+    (_, error), (_, failed) = frames[-2:]
     assert error["message"] == "model was unloaded" and error["code"] == "server_error"
     assert failed["response"]["status"] == "failed"
     assert failed["response"]["error"] == {"code": "server_error", "message": "model was unloaded"}
-    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert [payload["sequence_number"] for _, payload in frames] == list(range(len(frames)))
+    assert all(name == payload["type"] for name, payload in frames)
 
 
 def test_text_after_tool_calls_is_dropped_and_the_turn_becomes_one_message():
-    encoder = ResponsesEncoder("m", {}, store=True)
-    encoder.feed(TextChunk("Checking."))
-    encoder.feed(ToolCalls((ToolCall(0, "f", {"x": 1}, "call_1"),)))
-    assert encoder.feed(TextChunk("ignored")) == []
-    encoder.feed(Finished("stop", 5, 1, 3, 1))
-    assert [item["type"] for item in encoder.output] == ["message", "function_call"]
-    assert json.loads(encoder.output[1]["arguments"]) == {"x": 1}
-    assert encoder.assistant_message() == {
+    kept = []
+    wire = ResponsesEncoder(
+        "m", parse_request({"model": "m", "input": "x"}), lambda *args: kept.append(args)
+    )
+    events = [
+        TextChunk("Checking."),
+        ToolCalls((ToolCall(0, "f", {"x": 1}, "call_1"),)),
+        TextChunk("ignored"),
+        Finished("stop", 5, 1, 3, 1),
+    ]
+    frames = list(wire.frames(iter(events)))
+    assert not any(p.get("delta") == "ignored" for _, p in frames)
+    assert [item["type"] for item in wire.output] == ["message", "function_call"]
+    assert json.loads(wire.output[1]["arguments"]) == {"x": 1}
+    answer = {
         "role": "assistant",
         "content": "Checking.",
         "tool_calls": [
             {"id": "call_1", "function": {"index": 0, "name": "f", "arguments": {"x": 1}}}
         ],
     }
+    assert wire.assistant_message() == answer
+    ((response, stored),) = kept  # on_complete ran once, with the final object
+    assert response["status"] == "completed" and stored == answer
 
 
 def test_an_empty_answer_is_one_empty_message():
-    encoder = ResponsesEncoder("m", {}, store=False)
-    kinds = [e["type"] for e in encoder.start() + encoder.feed(Finished("stop", 3, 1, 0, 0))]
+    wire = encoder(store=False)
+    kinds = [name for name, _ in wire.frames(iter([Finished("stop", 3, 1, 0, 0)]))]
     assert kinds[2:] == [
         "response.output_item.added",
         "response.content_part.added",
@@ -256,4 +270,22 @@ def test_an_empty_answer_is_one_empty_message():
         "response.output_item.done",
         "response.completed",
     ]
-    assert encoder.response()["output"][0]["content"][0]["text"] == ""
+    assert wire.response()["output"][0]["content"][0]["text"] == ""
+    assert wire.response()["store"] is False
+
+
+def test_the_response_echoes_the_request():
+    wire = encoder(
+        instructions="be brief",
+        temperature=0.2,
+        max_output_tokens=9,
+        tool_choice="none",
+        metadata={"k": "v"},
+        text={"format": {"type": "json_object"}},
+    )
+    response = wire.response()
+    assert response["instructions"] == "be brief" and response["temperature"] == 0.2
+    assert response["max_output_tokens"] == 9 and response["tool_choice"] == "none"
+    assert response["metadata"] == {"k": "v"} and response["top_p"] == 1.0
+    assert response["text"] == {"format": {"type": "json_object"}}
+    assert response["id"].startswith("resp_") and response["status"] == "in_progress"

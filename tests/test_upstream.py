@@ -247,6 +247,14 @@ def test_v1_requests_for_an_upstream_only_model_are_forwarded(fake_front, fake):
     assert all(path != "/v1/chat/completions" for _m, path, _h, _b in fake.requests[seen:])
 
 
+def test_v1_responses_for_an_upstream_only_model_are_forwarded(fake_front, fake):
+    body = {"model": "gated", "input": "hi", "store": False}
+    reply = post(fake_front.url, "/v1/responses", body)
+    assert reply.json() == {"object": "fake", "path": "/v1/responses", "model": "gated"}
+    method, path, _headers, sent = fake.requests[-1]
+    assert (method, path, json.loads(sent)) == ("POST", "/v1/responses", body)
+
+
 def test_v1_chat_streams_through_from_a_real_upstream(front):
     body = {"model": "upstream-only", "messages": [{"role": "user", "content": "hi"}]}
     reply = post(front.url, "/v1/chat/completions", {**body, "max_tokens": 3, "stream": True})

@@ -1,12 +1,14 @@
 """The OpenAI-compatible API (``/v1/*``). One read of this file shows the surface.
 
-Requests are translated into native bodies (``openai_translate``) and run through the same
-preparation and engine call as ``/api/chat`` and ``/api/generate`` (``generation``); the
-events come back as OpenAI objects (``openai_wire``), streamed as server-sent events ending
-in ``data: [DONE]``. Errors use OpenAI's envelope ``{"error": {"message", "type", "param",
-"code"}}`` with the native status (``errors.OPENAI``). A model only the upstream Ollama has
-is forwarded there first, body unchanged (Ollama serves ``/v1`` too). ``/v1/embeddings``
-goes through the native embed path (``openai_embed``).
+Requests are translated into native bodies (``openai_translate``, ``responses_translate``)
+and run through the same preparation and engine call as ``/api/chat`` and ``/api/generate``
+(``generation``); the events come back as OpenAI objects (``openai_wire``), streamed as
+server-sent events ending in ``data: [DONE]``, or as Responses API objects and events
+(``responses_wire``; ``responses_store`` keeps them for ``previous_response_id``). Errors
+use OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}`` with the native
+status (``errors.OPENAI``). A model only the upstream Ollama has is forwarded there first,
+body unchanged (Ollama serves ``/v1`` too). ``/v1/embeddings`` goes through the native
+embed path (``openai_embed``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from . import openai_translate as oai
-from . import responses_api, schemas
+from . import schemas
 from .context import get_registry
 from .errors import OPENAI
 from .generation import (
@@ -27,6 +29,9 @@ from .generation import (
 from .openai_embed import embeddings_reply
 from .openai_wire import ChatEncoder, CompletionEncoder, envelope, usage
 from .parsing import json_body, model_name
+from .responses_store import response_store
+from .responses_translate import parse_request as parse_responses
+from .responses_wire import ResponsesEncoder
 from .upstream_proxy import forward_if_remote
 from .wire import respond
 
@@ -76,20 +81,39 @@ def completions() -> Response:
 
 @bp.route("/responses", methods=["POST"])
 def responses() -> Response:
-    """OpenAI Responses API: create (JSON, or SSE with ``stream: true``)."""
-    return responses_api.create()
+    """Responses API: one response (JSON, or SSE with ``stream: true``), stored unless
+    ``store`` is false; ``previous_response_id`` continues a stored conversation."""
+    body = json_body(schemas.OPENAI_RESPONSES)
+    forwarded = forward_if_remote(model_name(body))
+    if forwarded is not None:
+        return forwarded
+    request = parse_responses(body)
+    store = response_store()
+    previous = request.previous_response_id
+    history = store.conversation(previous) if previous else []
+    prepared = prepare_chat(request.with_history(history))
+    generation = prepared.request
+    assert generation is not None  # with_history insists on messages
+    keep = store.keeper(previous, request.turn) if request.store else None
+    encoder = ResponsesEncoder(prepared.name, request, on_complete=keep)
+    if generation.render_only:
+        info = {"rendered_template": render_prompt(generation), "image_count": 0}
+        return jsonify({**encoder.response(), "_debug_info": info})
+    events, _load_ns = start_generation(generation)
+    return respond(encoder, events, request.stream)
 
 
 @bp.route("/responses/<response_id>", methods=["GET"])
 def response_get(response_id: str) -> Response:
     """A stored response (404 when it is not kept)."""
-    return responses_api.retrieve(response_id)
+    return jsonify(response_store().get(response_id).response)
 
 
 @bp.route("/responses/<response_id>", methods=["DELETE"])
 def response_delete(response_id: str) -> Response:
-    """Forget a stored response."""
-    return responses_api.delete(response_id)
+    """Forget a stored response (404 when it is not kept)."""
+    response_store().delete(response_id)
+    return jsonify({"id": response_id, "object": "response", "deleted": True})
 
 
 @bp.route("/embeddings", methods=["POST"])

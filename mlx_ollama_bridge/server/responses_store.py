@@ -6,7 +6,8 @@ as in OpenAI's API) in memory, bounded by a count and by bytes
 Each entry keeps the response object and only the chat messages its own turn added (its
 input, then its output as an assistant message), linked to the response before it, so a
 long conversation costs memory in proportion to its length, not its square. Reading a
-conversation marks every response in its chain as used. Nothing survives a restart.
+conversation marks every response in its chain as used. Nothing survives a restart; the
+one gunicorn worker holds the one store.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
+
 from ..errors import BridgeError
+from .context import EXTENSION, get_settings
+
+_KEY = "responses_store"
 
 
 class ResponseNotFound(BridgeError):
@@ -70,6 +77,17 @@ class ResponseStore:
                 self._remove(next(iter(self._entries)))
         return True
 
+    def keeper(
+        self, previous_id: str | None, turn: list[dict[str, Any]]
+    ) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+        """What a completed response calls (the encoder's ``on_complete``) to be kept with
+        its turn: this request's input messages, then its answer."""
+
+        def keep(response: dict[str, Any], answer: dict[str, Any]) -> None:
+            self.put(response, previous_id, [*turn, answer])
+
+        return keep
+
     def get(self, response_id: str) -> StoredResponse:
         """The stored response; ResponseNotFound (404) when it is not (or no longer) kept."""
         with self._lock:
@@ -120,3 +138,14 @@ class ResponseStore:
         entry = self._entries.pop(response_id, None)
         if entry is not None:
             self._bytes -= entry.size
+
+
+def response_store() -> ResponseStore:
+    """The app's store, made on first use with the bounds from the settings."""
+    state = current_app.extensions[EXTENSION]
+    store = state.get(_KEY)
+    if store is None:
+        settings = get_settings()
+        fresh = ResponseStore(settings.responses_store_entries, settings.responses_store_bytes)
+        store = state.setdefault(_KEY, fresh)  # atomic: racing threads end up with one
+    return store

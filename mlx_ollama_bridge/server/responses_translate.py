@@ -7,10 +7,7 @@ ones. Beyond Ollama: ``tool_choice`` is honoured where it can be (``none``, a na
 ``allowed_tools``), ``text.format`` ``json_object`` maps to ``format: "json"``, and the
 messages of an earlier stored response (``previous_response_id``) are put before the input.
 
-Tools the bridge cannot run or show to a model are skipped, never refused: ``web_search*``
-(Ollama runs it through its cloud), and tools without a name (``local_shell``,
-``file_search``, ``computer_use_preview`` …). Namespaces expand to ``namespace.member``
-functions, as in Ollama.
+Tools and ``tool_choice`` are translated by ``responses_tools``.
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .openai_translate import InvalidField
+from .responses_tools import native_tools
 from .schemas import MAX_MESSAGES
 
 # reasoning.effort -> Ollama's ``think`` (openai.thinkFromReasoningEffort)
@@ -49,7 +47,13 @@ class ResponsesRequest:
     echo: dict[str, Any] = field(default_factory=dict)  # request fields the response repeats
 
     def with_history(self, history: list[dict[str, Any]]) -> dict[str, Any]:
-        """The native body with ``instructions`` first, then earlier turns, then this one."""
+        """The native body with ``instructions`` first, then earlier turns, then this one.
+
+        Raises InvalidField (400) when there is nothing to answer (Ollama would load the
+        model and answer an empty response).
+        """
+        if not history and not self.turn:
+            raise InvalidField("'input' is required", "input")
         system = [{"role": "system", "content": self.instructions}] if self.instructions else []
         return {**self.native, "messages": system + history + self.turn}
 
@@ -58,8 +62,7 @@ def parse_request(body: dict[str, Any]) -> ResponsesRequest:
     """Check a Responses body and translate it; InvalidField (400) names what is wrong."""
     instructions = _optional(body, "instructions", str)
     turn = input_messages(body.get("input"))
-    tools = _tools(body.get("tools"))
-    tools = _apply_tool_choice(tools, body.get("tool_choice"))
+    tools = native_tools(body.get("tools"), body.get("tool_choice"))
     native: dict[str, Any] = {
         "model": body.get("model"),
         "stream": True,  # the engine's events are read one by one either way
@@ -263,87 +266,6 @@ def _function_name(call_id: str, messages: list[dict[str, Any]]) -> str | None:
             if call.get("id") == call_id:
                 return call["function"]["name"]
     return None
-
-
-# -- tools --------------------------------------------------------------------------------
-
-
-def _tools(value: Any) -> list[dict[str, Any]]:
-    """Responses tools (flat ``{"type", "name", "parameters"}``) -> native function tools."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise InvalidField("'tools' must be an array", "tools")
-    tools: list[dict[str, Any]] = []
-    for index, tool in enumerate(value):
-        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
-            raise InvalidField(f"tools[{index}] must be an object with a type", "tools")
-        tools.extend(_expand(tool, ""))
-    return tools
-
-
-def _expand(tool: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    kind = tool.get("type")
-    if _is_web_search(tool):
-        return []  # Ollama runs web search through its cloud service; nothing to run here
-    if kind == "namespace":
-        name = tool.get("name") if isinstance(tool.get("name"), str) else ""
-        members = tool.get("tools") if isinstance(tool.get("tools"), list) else []
-        inner = f"{prefix}{name}." if name else prefix
-        return [t for m in members if isinstance(m, dict) for t in _expand(m, inner)]
-    name = tool.get("name")
-    if not isinstance(name, str) or not name:
-        if kind == "function":
-            raise InvalidField("function tools need a 'name'", "tools")
-        return []  # local_shell, file_search, computer_use…: nothing a model can call here
-    if prefix and not name.startswith(prefix):
-        name = prefix + name
-    parameters = tool.get("parameters")
-    if not isinstance(parameters, dict):
-        parameters = {"type": "object", "properties": {}}
-    function = {
-        "name": name,
-        "description": tool.get("description") or "",
-        "parameters": parameters,
-    }
-    return [{"type": kind, "function": function}]
-
-
-def _is_web_search(tool: Any) -> bool:
-    return isinstance(tool, dict) and str(tool.get("type", "")).startswith("web_search")
-
-
-def _apply_tool_choice(tools: list[dict[str, Any]], choice: Any) -> list[dict[str, Any]]:
-    """``none`` drops the tools, a named function keeps only it, ``allowed_tools`` keeps
-    its list; ``auto`` and ``required`` keep them all (a model cannot be forced to call)."""
-    if choice is None or choice in ("auto", "required"):
-        return tools
-    if choice == "none":
-        return []
-    if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
-        raise InvalidField(
-            "'tool_choice' must be 'none', 'auto', 'required' or an object", "tool_choice"
-        )
-    if choice["type"] in ("function", "custom"):
-        return _keep(tools, [choice.get("name")])
-    if choice["type"] == "allowed_tools":
-        allowed = choice.get("tools")
-        if not isinstance(allowed, list):
-            raise InvalidField("'tool_choice.tools' must be an array", "tool_choice")
-        names = [t.get("name") for t in allowed if isinstance(t, dict) and t.get("name")]
-        return [] if choice.get("mode") == "none" else _keep(tools, names, missing_ok=True)
-    return tools  # a hosted tool (web_search, mcp, …): nothing to narrow
-
-
-def _keep(
-    tools: list[dict[str, Any]], names: list[Any], *, missing_ok: bool = False
-) -> list[dict[str, Any]]:
-    kept = [t for t in tools if t["function"]["name"] in names]
-    if not kept and not missing_ok:
-        raise InvalidField(
-            f"Tool choice '{names[0]}' not found in 'tools' parameter.", "tool_choice"
-        )
-    return kept
 
 
 # -- sampling, format, reasoning ----------------------------------------------------------
