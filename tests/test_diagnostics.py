@@ -178,10 +178,12 @@ def test_metrics_gauges_follow_the_loaded_models_and_the_queue(monkeypatch):
 
 def test_scheduler_queue_depth_counts_requests_not_yet_admitted():
     """The thread is never started: a submitted request stays waiting."""
+    from fake_backend import FakeBackend
+
     from mlx_ollama_bridge.engine import GenerationRequest, Options
     from mlx_ollama_bridge.engine.scheduler import Scheduler
 
-    scheduler = Scheduler(Settings(), backend=SimpleNamespace(load=None))
+    scheduler = Scheduler(Settings(), backend=FakeBackend())
     assert scheduler.queue_depth() == 0
     gone = threading.Event()
     errors: queue.Queue[BaseException] = queue.Queue()

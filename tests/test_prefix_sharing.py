@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from engine_helpers import chat_turn, import_copy, running_engine
 
-from mlx_ollama_bridge.engine.scheduler import Scheduler
+from mlx_ollama_bridge.engine import Engine
 from mlx_ollama_bridge.registry import LocalModel
 
 GREEDY = {"temperature": 0, "num_predict": 8, "repeat_penalty": 1.0, "num_ctx": 2048}
@@ -27,17 +27,17 @@ def tiny(isolated_home, tiny_model_dir) -> LocalModel:
 
 
 @pytest.fixture
-def cached() -> Iterator[Scheduler]:
+def cached() -> Iterator[Engine]:
     yield from running_engine(prompt_cache_entries=4, prompt_cache_disk_bytes=0)
 
 
 @pytest.fixture
-def uncached() -> Iterator[Scheduler]:
+def uncached() -> Iterator[Engine]:
     yield from running_engine(prompt_cache_entries=0, prompt_cache_disk_bytes=0)
 
 
 def session(
-    engine: Scheduler, model: LocalModel, task: str, turns: int = 3
+    engine: Engine, model: LocalModel, task: str, turns: int = 3
 ) -> list[tuple[str, int, int]]:
     """An agent session resending everything each turn: (answer, prompt tokens, reused)."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}]
@@ -51,7 +51,7 @@ def session(
     return out
 
 
-def system_tokens(engine: Scheduler, model: LocalModel) -> int:
+def system_tokens(engine: Engine, model: LocalModel) -> int:
     _text, done = chat_turn(engine, model, [{"role": "system", "content": SYSTEM}], GREEDY)
     return done.prompt_eval_count
 

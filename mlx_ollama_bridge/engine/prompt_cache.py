@@ -135,10 +135,10 @@ def kv_bytes_per_token(loaded: Any) -> int:
     """Bytes one token takes in the KV cache of ``loaded`` (a ``LoadedModel``): every layer's
     keys and values (and a draft model's, with the KV-cache type in use). Measured once, by
     one forward pass of one token on a fresh cache, and remembered on the model."""
-    known = getattr(loaded, "kv_bytes_per_token", 0)
-    if known or getattr(loaded, "model", None) is None:
-        return known  # 0 for a handle without an MLX model (a stand-in backend)
-    pool = getattr(loaded, "prompt_cache", None)
+    known = loaded.kv_bytes_per_token
+    if known or loaded.model is None:
+        return known  # 0 once unloaded
+    pool = loaded.prompt_cache
     cache = pool.new_cache() if pool is not None else make_prompt_cache(loaded.model)
     layers = len(loaded.model.layers) if loaded.draft is not None else len(cache)
     token = mx.array([[0]], mx.uint32)
