@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from .importer import import_gguf
 
 log = logging.getLogger(__name__)
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _MODEL = "application/vnd.ollama.image.model"
 _PARAMS = "application/vnd.ollama.image.params"
 _SYSTEM = "application/vnd.ollama.image.system"
@@ -102,6 +104,6 @@ def _read_manifest(root: Path, name: str, path: Path) -> OllamaModel:
 
 def _blob_path(root: Path, digest: str) -> Path:
     algorithm, _, hexdigest = digest.partition(":")
-    if algorithm != "sha256" or len(hexdigest) != 64 or not hexdigest.isalnum():
+    if algorithm != "sha256" or not _HEX64.fullmatch(hexdigest):  # CVE-2024-37032's class
         raise ValueError(f"bad layer digest {digest!r}")
     return root / "blobs" / f"sha256-{hexdigest}"
