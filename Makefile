@@ -104,6 +104,8 @@ litellm-venv: $(LITELLM_VENV)/.installed
 upgrade-clients: install-test litellm-venv
 	$(BIN)/pip install -q -U ollama langchain-ollama openai
 	$(LITELLM_VENV)/bin/pip install -q -U -r $(LITELLM_REQS)
+	npm install --prefix $(AGENTS_COMPAT) --save-exact --no-audit --no-fund \
+		@continuedev/cli@latest @openai/codex@latest @anthropic-ai/claude-code@latest
 
 test: install-test wheels js-deps agents-deps cpu-blas litellm-venv
 	MLX_BRIDGE_WHEELS=$(WHEELS) $(BIN)/python -m pytest

@@ -53,6 +53,11 @@ NOT_RUN = {
     "ollama": "the Go CLI is not installable here (no PyPI/npm/Debian package); the requests it "
     "sends are replayed by tests/compat/test_replay.py",
     "export": "only sets the variable the following commands use",
+    **{
+        agent: "a coding agent: tests/compat/test_agents.py runs it headless against a real "
+        "server with the configuration the page shows"
+        for agent in ("cn", "codex", "claude")
+    },
 }
 # `mlx-ollama-bridge` subcommands that are not run, and why (their options are still checked).
 CLI_NOT_RUN = {

@@ -34,15 +34,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 PROMPT = "Say hello in one short sentence."
+NUM_CTX = 2048
 
 
 @pytest.fixture(scope="module")
 def bridge(
     shared_store: Store, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    """A bridge of the agents' own, so that its log holds only their requests."""
+    """A bridge of the agents' own, so that its log holds only their requests. Its num_ctx
+    of 2048 keeps each run to seconds on a CPU: every prompt over it is cut to 1026 tokens."""
     log_path = tmp_path_factory.mktemp("agents-server") / "server.log"
-    running = start_server(shared_store.env, log_path)
+    running = start_server({**shared_store.env, "OLLAMA_CONTEXT_LENGTH": str(NUM_CTX)}, log_path)
     yield running
     stop_server(running)
 
