@@ -236,6 +236,26 @@ def test_codex_request_is_accepted_and_streams_to_completion(server):
     assert events[-1]["response"]["usage"]["input_tokens"] > 0
 
 
+def test_zstd_request_bodies_are_accepted_within_the_cap(server):
+    import zstandard
+
+    body = {"model": "parrot-think", "input": "Hi", "store": False}
+    packed = zstandard.ZstdCompressor().compress(json.dumps(body).encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": "zstd"}
+    url = server.url + "/v1/responses"
+    reply = requests.post(url, data=packed, headers=headers, timeout=120)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["output"][-1]["content"][0]["text"] == "Hello there!"
+    garbage = requests.post(url, data=b"not zstd", headers=headers, timeout=30)
+    assert garbage.status_code == 400
+    assert garbage.json()["error"]["message"] == "failed to decompress zstd body"
+    bomb = zstandard.ZstdCompressor().compress(b" " * (65 << 20))  # past the 64 MiB cap
+    assert len(bomb) < 1 << 20
+    refused = requests.post(url, data=bomb, headers=headers, timeout=60)
+    assert refused.status_code == 413
+    assert refused.json()["error"]["message"] == "request body too large"
+
+
 # -- stored responses ---------------------------------------------------------------------
 
 

@@ -83,7 +83,7 @@ def completions() -> Response:
 def responses() -> Response:
     """Responses API: one response (JSON, or SSE with ``stream: true``), stored unless
     ``store`` is false; ``previous_response_id`` continues a stored conversation."""
-    body = json_body(schemas.OPENAI_RESPONSES)
+    body = json_body(schemas.OPENAI_RESPONSES, zstd=True)
     forwarded = forward_if_remote(model_name(body))
     if forwarded is not None:
         return forwarded

@@ -13,19 +13,24 @@ from .access_log import note_model
 from .schemas import Schema, json_type, type_error, validate
 
 _MAX_DEPTH = 64
+_ZSTD_WINDOW = 8 << 20  # decoder memory, as Ollama's limit for the same bodies
 
 
-def json_body(schema: Schema | None = None) -> dict[str, Any]:
+def json_body(schema: Schema | None = None, *, zstd: bool = False) -> dict[str, Any]:
     """The request body as a JSON object checked against ``schema``; 400 otherwise.
 
     Stricter than Python's ``json``, as Go's decoder: ``NaN``/``Infinity`` literals and
-    numbers that overflow a float64 (``1e400``) are invalid JSON.
+    numbers that overflow a float64 (``1e400``) are invalid JSON. With ``zstd``, a body
+    sent with ``Content-Encoding: zstd`` is decompressed first (Codex compresses its
+    ``/v1/responses`` requests; Ollama accepts that there), within the same size cap.
     """
     raw = request.get_data(cache=True)  # kept: a request for upstream's model is re-sent
     cap = request.max_content_length
     if request.content_length is None and cap is not None and len(raw) >= cap:
         # A chunked body is cut at the cap silently by Werkzeug's stream: refuse it.
         raise RequestEntityTooLarge()
+    if zstd and request.headers.get("Content-Encoding", "").strip().lower() == "zstd":
+        raw = _decompress_zstd(raw, cap)
     if not raw.strip():
         raise BadRequest("missing request body")
     try:
@@ -46,6 +51,24 @@ def json_body(schema: Schema | None = None) -> dict[str, Any]:
     if schema is not None:
         validate(body, schema)
     return body
+
+
+def _decompress_zstd(raw: bytes, cap: int | None) -> bytes:
+    """A zstd body, decompressed at most to ``cap`` bytes (413 beyond: no zip bombs)."""
+    import zstandard  # only Codex-style requests need it
+
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        reader = zstandard.ZstdDecompressor(max_window_size=_ZSTD_WINDOW).stream_reader(raw)
+        while chunk := reader.read(1 << 16):
+            size += len(chunk)
+            if cap is not None and size > cap:
+                raise RequestEntityTooLarge()
+            chunks.append(chunk)
+    except zstandard.ZstdError as exc:
+        raise BadRequest("failed to decompress zstd body") from exc
+    return b"".join(chunks)
 
 
 def optional(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = None):

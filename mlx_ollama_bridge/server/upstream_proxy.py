@@ -37,7 +37,7 @@ _CREATE_LOCK = threading.Lock()
 BACKEND_KEY = "backend"  # in each entry's details: where the model runs
 MLX, OLLAMA = "mlx", "ollama"
 
-_REQUEST_HEADERS = ("Content-Type", "Accept", "User-Agent", "X-Request-Id")
+_REQUEST_HEADERS = ("Content-Type", "Content-Encoding", "Accept", "User-Agent", "X-Request-Id")
 _RESPONSE_HEADERS = ("Content-Type", "Cache-Control", "Retry-After", "X-Request-Id")
 
 
