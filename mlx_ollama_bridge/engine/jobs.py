@@ -69,8 +69,9 @@ class GenerationJob:
         self._backend = backend
         request = self.request
         self.prompt_text, tokens = build_prompt(backend, loaded, request, context_length)
-        bos = getattr(loaded.tokenizer, "bos_token_id", None)
-        tokens = fit_to_context(tokens, request, context_length, bos_token_id=bos)
+        if not request.render_only:  # a render (or a token count) shows the whole prompt
+            bos = getattr(loaded.tokenizer, "bos_token_id", None)
+            tokens = fit_to_context(tokens, request, context_length, bos_token_id=bos)
         self.prompt_tokens = tokens
         self._parser = make_output_parser(
             template=request.model.chat_template,

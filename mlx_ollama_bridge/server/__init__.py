@@ -34,12 +34,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         "registry": Registry(settings),
         "engine": engine,
     }
+    from .anthropic_api import bp as anthropic_bp
     from .ollama_api import bp as ollama_bp
     from .openai_api import bp as openai_bp
     from .ops_api import bp as ops_bp
 
     app.register_blueprint(ollama_bp)
     app.register_blueprint(openai_bp)
+    app.register_blueprint(anthropic_bp)
     app.register_blueprint(ops_bp)
     register_error_handlers(app)
     register_observability(app, settings)

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Response, jsonify
 
 from ..durations import parse_keep_alive
-from ..engine import Finished, GenerationRequest, Options, TextChunk, merge_options
+from ..engine import Failed, Finished, GenerationRequest, Options, TextChunk, merge_options
 from ..engine import validate_options as check_options
 from ..engine.json_grammar import grammar_for_format
 from ..engine.requests import Event, ThinkingChunk, ToolCalls
@@ -146,6 +146,18 @@ def render_prompt(request: GenerationRequest) -> str:
     for _event in job_events(job, engine.is_alive):
         pass  # render-only jobs finish at once; this retires the job
     return job.prompt_text
+
+
+def count_prompt_tokens(request: GenerationRequest) -> int:
+    """The whole prompt ``request`` renders to, in the model's tokens (the model gets loaded):
+    no turn dropped and nothing cut for ``num_ctx``, so a client sees what it sent."""
+    request.render_only, request.truncate = True, False
+    engine = get_engine()
+    job, _ready = engine.submit(request)
+    for event in job_events(job, engine.is_alive):
+        if isinstance(event, Failed):
+            raise event.error
+    return len(job.prompt_tokens)
 
 
 def load_or_unload(prepared: Prepared) -> str:

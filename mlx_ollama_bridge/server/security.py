@@ -6,7 +6,8 @@
 - Host check against DNS rebinding, only while bound to loopback: a ``Host`` header that is
   not a loopback/private/local address or a local name gets 403 with an empty body.
 - Optional bearer token (``MLX_BRIDGE_API_KEY``): every route except ``GET|HEAD /`` then
-  needs ``Authorization: Bearer <key>``, else 401 ``{"error": "unauthorized"}``.
+  needs ``Authorization: Bearer <key>`` (or ``x-api-key: <key>``, as Anthropic's clients
+  send it), else 401 ``unauthorized`` in the called API's error envelope.
 """
 
 from __future__ import annotations
@@ -247,11 +248,19 @@ def bearer_matches(authorization: str, key: str) -> bool:
     return hmac.compare_digest(token.strip().encode("utf-8"), key.encode("utf-8"))
 
 
+def key_matches(value: str, key: str) -> bool:
+    """True if an ``x-api-key`` header (Anthropic's form) carries ``key`` (constant time)."""
+    value = value.strip()
+    return bool(value) and hmac.compare_digest(value.encode("utf-8"), key.encode("utf-8"))
+
+
 def _auth_check(key: str) -> Response | None:
     if request.method in ("GET", "HEAD") and request.path == "/":
         return None  # the CLI's heartbeat and load balancers' probes stay open
     if bearer_matches(request.headers.get("Authorization", ""), key):
         return None
+    if key_matches(request.headers.get("x-api-key", ""), key):
+        return None  # Anthropic's clients send the key this way
     response = error_response("unauthorized", 401)
     response.headers["WWW-Authenticate"] = 'Bearer realm="mlx-ollama-bridge"'
     return response
@@ -327,5 +336,6 @@ __all__ = [
     "canonical_header",
     "exposure_warnings",
     "host_allowed",
+    "key_matches",
     "register_security",
 ]
