@@ -17,6 +17,8 @@ from fake_backend import FakeBackend, FakeClock, fake_model
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import Engine, Failed, Finished, GenerationRequest, Options
+from mlx_ollama_bridge.engine.backend import MLXBackend
+from mlx_ollama_bridge.engine.interface import Backend
 from mlx_ollama_bridge.engine.preflight import MemoryBudget
 from mlx_ollama_bridge.errors import (
     BadRequest,
@@ -320,3 +322,9 @@ def test_a_step_that_fails_ends_only_its_own_request(tmp_path, make_engine, back
     assert "generation failed: the step broke" in failed.error.message
     release.set()
     assert isinstance(last_event(survivor), Finished)
+
+
+def test_the_mlx_backend_and_the_fake_both_are_backends():
+    assert isinstance(MLXBackend(), Backend)
+    assert isinstance(FakeBackend(), Backend)
+    assert not isinstance(object(), Backend)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
     from .embed_job import EmbeddingJob
@@ -48,6 +48,7 @@ class StepResult:
     batched: int = 0  # tokens decoded together in one batched forward pass
 
 
+@runtime_checkable
 class Backend(Protocol):
     """Runs models for the scheduler. Every method but ``load`` and ``prepare`` (the loading
     thread) runs on the scheduler thread."""

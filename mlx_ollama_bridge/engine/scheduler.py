@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 _IDLE_WAKEUP_S = 1.0
 _GONE_POLL_S = 0.25  # how often a queued request checks that its client is still there
+_COUNTERS = ("prompt_tokens", "prompt_tokens_reused", "canceled", "batched_tokens", "batch_peak")
+_COUNTERS += ("draft_tokens", "draft_accepted")  # speculative decoding's, from the backend
 
 
 @dataclass
@@ -66,15 +68,7 @@ class Scheduler:
         self._backend = backend
         budget = budget or MemoryBudget.from_settings(settings)
         self._models = Residency(settings, backend, clock=clock, budget=budget)
-        self._stats = {
-            "prompt_tokens": 0,
-            "prompt_tokens_reused": 0,
-            "canceled": 0,
-            "batched_tokens": 0,
-            "batch_peak": 0,
-            "draft_tokens": 0,  # proposed by draft models (speculative decoding)
-            "draft_accepted": 0,  # of those, accepted by the model
-        }
+        self._stats = dict.fromkeys(_COUNTERS, 0)  # see stats()
         self._inbox: queue.Queue[_Command] = queue.Queue()
         self._pending: deque[Job] = deque()
         self._load_waiters: list[_Command] = []  # explicit loads (empty prompts) in progress
@@ -245,11 +239,8 @@ class Scheduler:
     def _reply(command: _Command, action: Callable[[], Any]) -> None:
         try:
             command.replies.put(action())
-        except BridgeError as exc:
-            command.replies.put(exc)
         except Exception as exc:  # never let one request kill the scheduler thread
-            log.exception("scheduler command %s failed", command.kind)
-            command.replies.put(BridgeError(f"internal error: {exc}"))
+            command.replies.put(_bridge_error(exc, f"scheduler command {command.kind} failed"))
 
     def _serve_load_waiters(self) -> None:
         """Answer explicit loads whose model is resident now (with the time it took)."""
@@ -260,12 +251,8 @@ class Scheduler:
                 resident = self._models.ensure_loaded(
                     command.model, command.keep_alive_s, command.num_ctx
                 )
-            except BridgeError as exc:
-                command.replies.put(exc)
-                continue
             except Exception as exc:  # never let one request kill the scheduler thread
-                log.exception("explicit load failed")
-                command.replies.put(BridgeError(f"internal error: {exc}"))
+                command.replies.put(_bridge_error(exc, "explicit load failed"))
                 continue
             if resident is None:
                 waiting.append(command)
@@ -320,9 +307,7 @@ class Scheduler:
                 job, resident.handle, resident.num_ctx, parallel=self._models.parallel(resident)
             )
         except Exception as exc:  # refused: the error is the job's answer
-            if not isinstance(exc, BridgeError):
-                log.exception("failed to start a generation")
-            error = exc if isinstance(exc, BridgeError) else BridgeError(f"internal error: {exc}")
+            error = _bridge_error(exc, "failed to start a generation")
             self._release_waiting()
             self._load_waits.pop(id(job), None)
             self._models.forget_kv(job)
@@ -402,3 +387,12 @@ class Scheduler:
                 job.close()
             resident.jobs.clear()
             resident.active = 0
+
+
+def _bridge_error(exc: Exception, what: str) -> BridgeError:
+    """``exc`` as the error a client gets: a BridgeError as it is, anything else (a bug)
+    logged with its traceback and reported as an internal error."""
+    if isinstance(exc, BridgeError):
+        return exc
+    log.error(what, exc_info=exc)
+    return BridgeError(f"internal error: {exc}")
