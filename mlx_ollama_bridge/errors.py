@@ -20,17 +20,20 @@ _TRACEBACK = "Traceback (most recent call last)"
 _FRAME_LINE = re.compile(r'^\s*File "[^"]*", line \d+.*$\n?', re.MULTILINE)
 # A POSIX path of two or more parts (or one under ~), not inside a URL or a relative path.
 _PATH = re.compile(r"(?<![\w.~:/\\-])(?:~|(?=/))(?:/[^\s/'\"`,;:()\[\]{}<>|]+)+/?")
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@]+@", re.IGNORECASE)
 _ROUTES = ("/api/", "/v1/")  # the bridge's own routes are not the machine's layout
 
 
 def public_text(text: str) -> str:
-    """``text`` without absolute paths (each becomes ``…/<last part>``) and tracebacks."""
+    """``text`` without absolute paths (each becomes ``…/<last part>``), tracebacks and
+    credentials in URLs (``http://user:secret@host`` becomes ``http://host``)."""
     head, found, _ = text.partition(_TRACEBACK)
     text = (head.rstrip() or "internal error") if found else text
     text = _FRAME_LINE.sub("", text)
     home = str(Path.home())
     if len(home) > 1:
         text = text.replace(home, "~")
+    text = _USERINFO.sub(r"\1", text)
     text = _PATH.sub(_shorten, text)
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -69,6 +70,8 @@ class Upstream:
 
     def __init__(self, base_url: str, *, read_timeout_s: float | None = 300.0) -> None:
         self.base_url = base_url.rstrip("/")
+        # for messages to clients: never the credentials a URL may carry
+        self.public_url = re.sub(r"(?<=://)[^/@]*@", "", self.base_url)
         self.read_timeout_s = read_timeout_s  # longest silence between two chunks; None = none
         self._session = requests.Session()
         # As Go's ProxyFromEnvironment: HTTP(S)_PROXY never applies to a loopback Ollama.

@@ -100,13 +100,13 @@ def _forward(name: str) -> Response | None:
             log.warning("upstream unreachable url=%s error=%s", upstream.base_url, err)
             return None
         log.warning("upstream timed out url=%s error=%s", upstream.base_url, err)
-        message = f"upstream Ollama at {upstream.base_url} did not answer in time"
+        message = f"upstream Ollama at {upstream.public_url} did not answer in time"
         return error_response(message, 502)
     log.info("forwarded to upstream model=%s path=%s status=%s", name, path, reply.status_code)
     kept = {k: reply.headers[k] for k in _RESPONSE_HEADERS if k in reply.headers}
     ndjson = kept.get("Content-Type", "").startswith("application/x-ndjson")
     return Response(
-        _relay(reply, upstream.base_url, ndjson),
+        _relay(reply, upstream.public_url, ndjson),
         status=reply.status_code,
         headers=kept,
         direct_passthrough=True,  # hand each chunk to the server as is: no buffering

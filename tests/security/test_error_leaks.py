@@ -140,5 +140,25 @@ def test_public_text_keeps_routes_urls_names_and_relative_paths():
     home = str(Path.home())
     assert public_text(f"open {home}/x/y.json: denied") == "open …/y.json: denied"
     assert public_text("at /tmp/a/b/dir-1: bad") == "at …/dir-1: bad"
+    assert public_text("via http://bob:secret@proxy:3128/x") == "via http://proxy:3128/x"
     error = BridgeError('bad\nTraceback (most recent call last):\n  File "/x.py", line 1')
     assert error.message == "bad" and "Traceback" in error.detail
+
+
+def test_ollama_client_creating_a_custom_code_model_gets_a_400(leaky, tiny_model_dir, tmp_path):
+    """The issue's replay with a real client: ``ollama create`` of a safetensors directory
+    whose config names ``model_file``, over real HTTP to the real server."""
+    import ollama
+
+    server, base = leaky
+    source = tmp_path / "evil"
+    shutil.copytree(tiny_model_dir, source)
+    _break("customcode", source)
+    client = ollama.Client(host=server.url)
+    files = {p.name: client.create_blob(p) for p in sorted(source.iterdir()) if p.is_file()}
+    with pytest.raises(ollama.ResponseError) as refused:
+        client.create(model="evil-create", files=files)
+    assert refused.value.status_code == 400
+    assert "model_file" in refused.value.error and "CVE-2026-5843" in refused.value.error
+    assert str(base) not in refused.value.error and str(tmp_path) not in refused.value.error
+    assert "evil-create:latest" not in [m.model for m in client.list().models]
