@@ -101,6 +101,20 @@ def test_codex_exec_oss(bridge: RunningServer, trap: Trap, tmp_path: Path):
     check_run(done, bridge, since, trap, "POST", "/v1/responses")
 
 
+def test_codex_shows_reasoning_and_answer_from_responses(
+    bridge: RunningServer, trap: Trap, tmp_path: Path
+):
+    """Codex on a scripted thinking model (``parrot-think``, tools capable): the reasoning
+    summary and the answer it prints come from /v1/responses' reasoning and message items."""
+    env = codex_env(tmp_path / "home", trap, bridge.url)
+    since = len(bridge.log())
+    argv = ["codex", "exec", "--oss", "-m", "parrot-think:latest", "--skip-git-repo-check"]
+    done = run_agent([*argv, "--color", "never", PROMPT], env, tmp_path / "work")
+    check_run(done, bridge, since, trap, "POST", "/v1/responses")
+    assert done.stdout.strip() == "Hello there!"
+    assert "The user greets me. I should greet back." in done.stderr
+
+
 def test_claude_code(bridge: RunningServer, trap: Trap, tmp_path: Path):
     env = claude_env(tmp_path / "home", trap, bridge.url)
     since = len(bridge.log())
