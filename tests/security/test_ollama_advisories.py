@@ -6,6 +6,7 @@ test_custom_model_code.py, crafted GGUF headers in tests/test_gguf.py.)
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 
@@ -118,3 +119,25 @@ def test_cve_2025_51471_the_hub_token_never_leaves_the_hub(tiny_model_dir, monke
     assert trap.log == []  # neither the token nor any request reached the other host
     assert any(e["auth"] == f"Bearer {hub.token}" for e in hub.log)
     assert not registry.list_models()
+
+
+# Zip bombs in requests: a compressed request body is decompressed only within the body cap.
+def test_a_zstd_request_bomb_is_cut_at_the_body_cap(client):
+    import zstandard
+
+    bomb = zstandard.ZstdCompressor(level=3).compress(
+        b'{"model": "x", "input": "' + b" " * (96 << 20)  # over the 64 MiB body cap
+    )
+    assert len(bomb) < 64 << 10
+    headers = {"Content-Encoding": "zstd", "Content-Type": "application/json"}
+    reply = client.post("/v1/responses", data=bomb, headers=headers)
+    assert reply.status_code == 413
+    healthy(client)
+
+
+def test_a_gzip_request_body_is_not_inflated(client):
+    bomb = gzip.compress(b'{"model": "x", "prompt": "' + b" " * (64 << 20) + b'"}')
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    reply = client.post("/api/generate", data=bomb, headers=headers)
+    assert reply.status_code == 400  # read as the bytes sent: not JSON
+    healthy(client)
