@@ -289,3 +289,20 @@ def test_the_response_echoes_the_request():
     assert response["metadata"] == {"k": "v"} and response["top_p"] == 1.0
     assert response["text"] == {"format": {"type": "json_object"}}
     assert response["id"].startswith("resp_") and response["status"] == "in_progress"
+
+
+def test_a_namespace_members_call_comes_back_in_openais_form_and_goes_in_qualified():
+    namespace = {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "g"}]}
+    wire = encoder(tools=[namespace])
+    call = ToolCall(0, "ns.g", {}, "call_1")
+    list(wire.frames(iter([ToolCalls((call,)), Finished("stop", 5, 1, 3, 1)])))
+    (item,) = wire.output
+    assert (item["namespace"], item["name"]) == ("ns", "g")
+    assert wire.assistant_message()["tool_calls"][0]["function"]["name"] == "ns.g"
+    back = [
+        {**item, "id": "fc_1"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "done"},
+    ]
+    assistant, result = input_messages(back)
+    assert assistant["tool_calls"][0]["function"]["name"] == "ns.g"
+    assert result["tool_name"] == "ns.g"

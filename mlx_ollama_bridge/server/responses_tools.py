@@ -21,6 +21,29 @@ def native_tools(tools: Any, choice: Any) -> list[dict[str, Any]]:
     return _apply_tool_choice(_tools(tools), choice)
 
 
+def namespaced(tools: Any) -> dict[str, tuple[str, str]]:
+    """``namespace.member`` -> (namespace, member) for every function a namespace declares,
+    so that a call the model writes by the qualified name is answered as OpenAI answers it:
+    ``name`` the member and ``namespace`` its namespace (Ollama leaves the qualified name)."""
+    found: dict[str, tuple[str, str]] = {}
+
+    def walk(tool: dict[str, Any], prefix: str) -> None:
+        if tool.get("type") == "namespace":
+            name = tool.get("name") if isinstance(tool.get("name"), str) else ""
+            inner = f"{prefix}{name}." if name else prefix
+            for member in tool.get("tools") if isinstance(tool.get("tools"), list) else []:
+                if isinstance(member, dict):
+                    walk(member, inner)
+        elif prefix and isinstance(tool.get("name"), str) and tool["name"]:
+            member = tool["name"].removeprefix(prefix)
+            found[prefix + member] = (prefix[:-1], member)
+
+    for tool in tools if isinstance(tools, list) else []:
+        if isinstance(tool, dict):
+            walk(tool, "")
+    return found
+
+
 # -- tools --------------------------------------------------------------------------------
 
 

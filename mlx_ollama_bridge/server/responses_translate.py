@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .openai_translate import InvalidField
-from .responses_tools import native_tools
+from .responses_tools import namespaced, native_tools
 from .schemas import MAX_MESSAGES
 
 # reasoning.effort -> Ollama's ``think`` (openai.thinkFromReasoningEffort)
@@ -45,6 +45,7 @@ class ResponsesRequest:
     stream: bool
     store: bool
     echo: dict[str, Any] = field(default_factory=dict)  # request fields the response repeats
+    namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)  # see responses_tools
 
     def with_history(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         """The native body with ``instructions`` first, then earlier turns, then this one.
@@ -80,6 +81,7 @@ def parse_request(body: dict[str, Any]) -> ResponsesRequest:
         stream=bool(_optional(body, "stream", bool)),
         store=_optional(body, "store", bool) is not False,  # OpenAI stores by default
         echo=_echo(body),
+        namespaced=namespaced(body.get("tools")),
     )
 
 
@@ -220,6 +222,9 @@ def _add_function_call(
     name, arguments = item.get("name"), item.get("arguments") or "{}"
     if not isinstance(name, str) or not name:
         raise InvalidField(f"input[{index}]: a function_call needs a name", "input")
+    namespace = item.get("namespace")
+    if isinstance(namespace, str) and namespace and not name.startswith(namespace + "."):
+        name = f"{namespace}.{name}"  # the name the model saw (namespace tools are expanded)
     try:
         parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
     except ValueError as exc:

@@ -105,6 +105,8 @@ class ResponsesEncoder(Encoder):
             arguments = json.dumps(call.arguments, ensure_ascii=False)
             item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress"}
             item.update(arguments="", call_id=call.id, name=call.name)
+            if call.name in self.request.namespaced:  # OpenAI's form for a namespace's tool
+                item["namespace"], item["name"] = self.request.namespaced[call.name]
             index = len(self.output)
             where = {"item_id": item["id"], "output_index": index}
             done = {**item, "status": "completed", "arguments": arguments}
