@@ -23,9 +23,8 @@ import click
 import pytest
 import requests
 from click.testing import CliRunner, Result
-from conftest import free_port
 from fake_ollama import PULLABLE, FakeOllama
-from test_layering import PACKAGE, uses
+from helpers import PACKAGE, free_port, uses
 
 from mlx_ollama_bridge.cli import main
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from conftest import RunningServer, start_server, stop_server
+from helpers import RunningServer, start_server, stop_server
 
 from mlx_ollama_bridge import cpu_blas
 from mlx_ollama_bridge.config import Settings

@@ -12,15 +12,13 @@ import queue
 import re
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import requests
-from conftest import RunningServer, stop_server
-from own_server import own_server
+from helpers import RunningServer, own_server, stop_server, wait_until
 from test_security import StubEngine, make_app
 
 from mlx_ollama_bridge.config import Settings
@@ -197,10 +195,7 @@ def test_scheduler_queue_depth_counts_requests_not_yet_admitted():
 
     thread = threading.Thread(target=submit, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while scheduler.queue_depth() != 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert scheduler.queue_depth() == 1
+    assert wait_until(lambda: scheduler.queue_depth() == 1)
     gone.set()  # the client leaves; only the scheduler thread takes it off the queue
     thread.join(10)
     assert isinstance(errors.get_nowait(), RequestCanceled)
@@ -339,17 +334,15 @@ def test_real_server_diagnostics_after_a_few_requests(keyed):
     assert missing.status_code == 404
 
     # A request is counted when its response closes, a moment after the client has it.
-    deadline = time.monotonic() + 10
-    while True:
-        body = _diagnostics(url)
-        models = body["models"]
-        done = (
-            models.get(DIAG, {}).get("requests", {}).get("2xx") == 2
-            and "no-such-model:latest" in models
+    def counted() -> bool:
+        models = _diagnostics(url)["models"]
+        return models.get(DIAG, {}).get("requests", {}).get("2xx") == 2 and (
+            "no-such-model:latest" in models
         )
-        if done or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+
+    wait_until(counted)
+    body = _diagnostics(url)
+    models = body["models"]
     diag = models[DIAG]
     assert diag["requests"] == {"total": 2, "2xx": 2, "3xx": 0, "4xx": 0, "5xx": 0}, models
     assert diag["generations"] == 2

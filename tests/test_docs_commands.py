@@ -26,7 +26,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +34,17 @@ import fake_ollama
 import pytest
 import requests
 from click.testing import CliRunner, Result
-from conftest import RunningServer, _clean_environ, _isolated_env, free_port, start_server
-from conftest import stop_server as stop_running_server
 from fake_hub import FakeHub
 from fake_ollama import FakeOllama
+from helpers import (
+    RunningServer,
+    clean_environ,
+    free_port,
+    isolated_env,
+    start_server,
+    wait_until,
+)
+from helpers import stop_server as stop_running_server
 
 from mlx_ollama_bridge.cli import main as cli_main
 
@@ -207,7 +213,7 @@ def hub_server(tiny_model_dir, tmp_path_factory) -> Iterator[RunningServer]:
     for repo in HUB_REPOS:
         hub.add_repo(repo, tiny_model_dir)
     root = tmp_path_factory.mktemp("docs-pull")
-    env = {k: v for k, v in _isolated_env(root).items() if k != "HF_HUB_OFFLINE"}
+    env = {k: v for k, v in isolated_env(root).items() if k != "HF_HUB_OFFLINE"}
     running = start_server({**env, "HF_ENDPOINT": hub.url}, root / "server.log")
     yield running
     stop_running_server(running)
@@ -303,12 +309,12 @@ def test_serve_commands_start_a_server(tmp_path):
         env = {k: v.replace("…", "docs-test-key") for k, v in env.items()}
         port = free_port()
         args = ["--port", str(port)] if "OLLAMA_HOST" in env else ["--host", f"127.0.0.1:{port}"]
-        home = _isolated_env(tmp_path / str(index))
+        home = isolated_env(tmp_path / str(index))
         log_path = tmp_path / f"serve-{index}.log"
         log = log_path.open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "mlx_ollama_bridge", *words[1:], *args],
-            env={**_clean_environ(), **home, **env},
+            env={**clean_environ(), **home, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -328,14 +334,16 @@ def test_serve_commands_start_a_server(tmp_path):
 
 def wait_until_up(process: subprocess.Popen, url: str, timeout_s: float = 90) -> bool:
     """Poll ``GET /`` until it answers 200 (False if the process dies or time runs out)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and process.poll() is None:
+
+    def up() -> bool:
         try:
-            if requests.get(url, timeout=5).status_code == 200:
-                return True
+            return requests.get(url, timeout=5).status_code == 200
         except requests.RequestException:
-            time.sleep(0.2)
-    return False
+            return False
+
+    return bool(wait_until(lambda: process.poll() is not None or up(), timeout_s, poll=0.2)) and (
+        process.poll() is None
+    )
 
 
 def test_python_examples_run(server):

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import RunningServer, stop_server
+from helpers import RunningServer, own_server, stop_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from own_server import own_server
 
 FUZZ = settings(
     max_examples=100,

@@ -1,42 +1,16 @@
-"""Guard the layering of DESIGN.md: who may import what."""
+"""Guard the layering of DESIGN.md: who may import what, and no import cycles."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "mlx_ollama_bridge"
+from helpers import PACKAGE, package_files, uses
+
+files = package_files
 
 
-def imports_of(path: Path) -> set[str]:
-    """Absolute module names a file imports (relative imports resolved)."""
-    module_parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    if module_parts[-1] == "__init__":
-        module_parts.pop()
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = module_parts[: len(module_parts) - node.level + (path.name == "__init__.py")]
-                prefix = ".".join(base + ([node.module] if node.module else []))
-            else:
-                prefix = node.module or ""
-            found.add(prefix)
-            found.update(f"{prefix}.{alias.name}" for alias in node.names)
-    return found
-
-
-def files(sub: str = "") -> list[Path]:
-    return sorted((PACKAGE / sub).rglob("*.py"))
-
-
-def uses(path: Path, *roots: str) -> bool:
-    return any(name == r or name.startswith(r + ".") for name in imports_of(path) for r in roots)
-
-
-def test_only_the_backend_and_converter_import_mlx():
+def test_only_the_listed_engine_modules_and_the_converter_import_mlx():
     # The backend (engine/backend.py) imports no MLX itself; its jobs do: loading models,
     # generating, sampling. engine/embeddings.py is the BERT encoder behind its embed().
     allowed = {

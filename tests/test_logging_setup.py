@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import requests
-from conftest import start_server, stop_server
+from helpers import start_server, stop_server, wait_until
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.server.logging_setup import configure_logging
@@ -44,9 +43,7 @@ def test_real_server_writes_its_log_and_access_lines_to_the_file(tmp_path, isola
     server = start_server(env, tmp_path / "stdout.log")
     try:
         requests.get(server.url + "/api/tags", timeout=10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "/api/tags" not in _read(log_file):
-            time.sleep(0.1)
+        wait_until(lambda: "/api/tags" in _read(log_file))
     finally:
         stop_server(server)
     text = _read(log_file)

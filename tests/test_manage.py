@@ -12,7 +12,7 @@ from pathlib import Path
 import ollama
 import pytest
 import requests
-from conftest import _isolated_env, start_server, stop_server
+from helpers import isolated_env, start_server, stop_server
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.errors import BadRequest, InvalidModelName, ModelNotFound
@@ -123,7 +123,7 @@ def test_modelfile_text_is_parsed_like_ollamas():
 def manage_server(tmp_path_factory, tiny_model_dir):
     """A server over its own store (these tests add and remove models)."""
     root = tmp_path_factory.mktemp("manage")
-    env = _isolated_env(root)
+    env = isolated_env(root)
     registry = Registry(Settings.from_env(env))
     import_model_dir(registry, tiny_model_dir, "tiny", source="test")
     running = start_server(env, root / "server.log")
@@ -269,7 +269,7 @@ def test_deleted_models_weights_go_but_shared_ones_stay(manage_server, tiny_mode
     own = tmp_path / "own"
     shutil.copytree(tiny_model_dir, own)
     (own / "marker.txt").write_text(str(time.time()))  # different files: its own weights dir
-    registry = Registry(Settings.from_env(_isolated_env(Path(manage_server.log_path).parent)))
+    registry = Registry(Settings.from_env(isolated_env(Path(manage_server.log_path).parent)))
     model = import_model_dir(registry, own, "solo", source="test")
     call(manage_server, "POST", "/api/copy", {"source": "solo", "destination": "solo2"})
     call(manage_server, "DELETE", "/api/delete", {"model": "solo"})

@@ -11,8 +11,8 @@ import time
 import psutil
 import pytest
 import requests
-from conftest import _isolated_env, start_server, stop_server
 from fake_models import write_safetensors
+from helpers import isolated_env, start_server, stop_server
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine.preflight import MemoryBudget, check_model_files
@@ -83,7 +83,7 @@ def test_a_safetensors_file_shorter_than_its_header_says_is_truncated(copy_of_ti
 @pytest.fixture(scope="module")
 def budget_server(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("budget")
-    env = _isolated_env(root)
+    env = isolated_env(root)
     env["MLX_BRIDGE_MEMORY_FRACTION"] = f"{BUDGET / psutil.virtual_memory().total:.15f}"
     env["MLX_BRIDGE_CPU_DENSE_MAX_PARAMS"] = "0"  # quantized as on disk: ~68 KB, not 428 KB
     registry = Registry(Settings.from_env(env))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -218,12 +217,9 @@ def test_metrics_need_the_api_key_like_everything_else(monkeypatch):
 
 
 def test_real_server_returns_request_ids_and_health(isolated_home: Path):
-    from conftest import _isolated_env, start_server, stop_server
-    from test_security import _wired_into_create_app
+    from helpers import isolated_env, start_server, stop_server, wait_until
 
-    if not _wired_into_create_app():
-        pytest.skip("security/observability not wired into create_app yet")
-    server = start_server(_isolated_env(isolated_home), isolated_home / "server.log")
+    server = start_server(isolated_env(isolated_home), isolated_home / "server.log")
     try:
         response = requests.get(f"{server.url}/health", headers={"X-Request-ID": "probe-1"})
         assert response.status_code == 200
@@ -232,18 +228,13 @@ def test_real_server_returns_request_ids_and_health(isolated_home: Path):
         assert body["engine"] == "running"
         # readiness: a no-op went through the real scheduler thread and back
         assert body["ready"] is True
-        assert 0 < body["engine_latency_ms"] < 2000
+        assert body["engine_latency_ms"] > 0
         # A request is counted when its response closes, a moment after the client has it.
-        deadline = time.monotonic() + 10
-        while True:
-            metrics = requests.get(f"{server.url}/metrics")
-            assert metrics.status_code == 200
-            counted = 'route="/health",status="200"' in metrics.text
-            if counted or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        counted = 'route="/health",status="200"'
+        assert wait_until(lambda: counted in requests.get(f"{server.url}/metrics").text)
+        metrics = requests.get(f"{server.url}/metrics")
+        assert metrics.status_code == 200
         assert "mlx_bridge_engine_up 1.0" in metrics.text
-        assert counted, metrics.text
     finally:
         stop_server(server)
     assert "request_id=probe-1" in server.log()

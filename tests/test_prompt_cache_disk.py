@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import stop_server
 from engine_helpers import import_copy
-from own_server import own_server
+from helpers import own_server, stop_server
 from test_engine_prompt_cache import chat
 
 from mlx_ollama_bridge.config import Settings

@@ -9,9 +9,9 @@ from pathlib import Path
 import ollama
 import pytest
 import requests
-from conftest import _isolated_env, free_port, start_server, stop_server
 from fake_hub import FakeHub
 from fake_models import write_safetensors
+from helpers import free_port, isolated_env, start_server, stop_server
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.manifest import file_sha256
@@ -166,7 +166,7 @@ def module_hub(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def pull_server(tmp_path_factory, module_hub):
     root = tmp_path_factory.mktemp("pull")
-    env = {k: v for k, v in _isolated_env(root).items() if k != "HF_HUB_OFFLINE"}
+    env = {k: v for k, v in isolated_env(root).items() if k != "HF_HUB_OFFLINE"}
     env["HF_ENDPOINT"] = module_hub.url
     running = start_server(env, root / "server.log")
     yield running
@@ -223,6 +223,6 @@ def test_offline_server_says_how_to_pull(server):
 
 
 def test_pulled_model_lives_in_the_hf_cache(pull_server):
-    registry = Registry(Settings.from_env(_isolated_env(Path(pull_server.log_path).parent)))
+    registry = Registry(Settings.from_env(isolated_env(Path(pull_server.log_path).parent)))
     model = registry.resolve(NAME)
     assert "models--test-org--tiny-mlx" in str(model.path)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import stop_server
-from own_server import own_server
+from helpers import own_server, stop_server
 
 from mlx_ollama_bridge.config import parse_rate_limit
 from mlx_ollama_bridge.server.ratelimit import FixedWindow

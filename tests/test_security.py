@@ -376,22 +376,10 @@ def test_registering_twice_installs_once(monkeypatch):
 # -- a real server ---------------------------------------------------------------------------
 
 
-def _wired_into_create_app() -> bool:
-    """True once create_app installs security, observability and the ops blueprint."""
-    app = create_app(Settings.from_env(), engine=StubEngine())
-    return (
-        bool(app.extensions.get(security._REGISTERED))
-        and "mlx_ollama_bridge.observability" in app.extensions
-        and "ops" in app.blueprints
-    )
-
-
 def test_real_server_refuses_dns_rebinding_and_allows_local_preflight(isolated_home: Path):
-    from conftest import _isolated_env, start_server, stop_server
+    from helpers import isolated_env, start_server, stop_server
 
-    if not _wired_into_create_app():
-        pytest.skip("security/observability not wired into create_app yet")
-    server = start_server(_isolated_env(isolated_home), isolated_home / "server.log")
+    server = start_server(isolated_env(isolated_home), isolated_home / "server.log")
     try:
         rebinding = requests.get(f"{server.url}/api/tags", headers={"Host": "evil.example"})
         assert rebinding.status_code == 403

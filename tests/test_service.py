@@ -789,7 +789,8 @@ def test_every_command_has_help():
 
 
 def test_service_package_stays_free_of_the_engine_and_mlx():
-    from test_layering import files, uses
+    from helpers import package_files as files
+    from helpers import uses
 
     for path in files("service"):
         assert not uses(path, "mlx", "mlx_lm", "flask", "mlx_ollama_bridge.engine"), path

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 import requests
-from conftest import RunningServer
+from helpers import RunningServer
 
 CLIENTS = 8
 WARMUP, MEASURED = 400, 1600

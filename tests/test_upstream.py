@@ -15,8 +15,8 @@ from pathlib import Path
 import ollama
 import pytest
 import requests
-from conftest import RunningServer, free_port, start_server, stop_server
 from fake_ollama import GATED, FakeOllama
+from helpers import RunningServer, free_port, start_server, stop_server
 
 from mlx_ollama_bridge.client import Client, ClientError
 from mlx_ollama_bridge.config import HostAddress, Settings

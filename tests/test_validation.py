@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import RunningServer, stop_server
-from own_server import own_server
+from helpers import RunningServer, own_server, stop_server
 
 from mlx_ollama_bridge.errors import BadRequest
 from mlx_ollama_bridge.server import schemas

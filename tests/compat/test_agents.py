@@ -26,7 +26,7 @@ from agents_env import (
     continue_env,
     run_agent,
 )
-from conftest import RunningServer, Store, start_server, stop_server
+from helpers import RunningServer, Store, start_server, stop_server
 
 pytestmark = pytest.mark.skipif(
     shutil.which("npm") is None,

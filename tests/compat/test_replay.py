@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 
 import requests
-from test_api_http import METRICS
+from helpers import METRICS
 
 GO_HEADERS = {
     "Content-Type": "application/json",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import RunningServer, _isolated_env, free_port, start_server, stop_server
 from fake_models import manifest_for
+from helpers import RunningServer, free_port, isolated_env, start_server, stop_server
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.errors import BridgeError, public_text
@@ -49,7 +49,7 @@ def _break(name: str, target: Path) -> None:
 @pytest.fixture(scope="module")
 def leaky(tmp_path_factory, tiny_model_dir) -> Iterator[tuple[RunningServer, Path]]:
     base = tmp_path_factory.mktemp("leaks")
-    env = _isolated_env(base)
+    env = isolated_env(base)
     env.pop("HF_HUB_OFFLINE")
     env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"  # nobody listens: pulls fail
     models = Path(env["MLX_BRIDGE_MODELS"])

@@ -1,0 +1,217 @@
+"""Helpers the test modules share (test modules never import each other or conftest).
+
+Real servers (a ``mlx-ollama-bridge serve`` process on a free port, over a store of its
+own), the isolated environment every test runs in, waiting on a condition instead of a fixed
+sleep, and reading the package's imports for the layering tests.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "mlx_ollama_bridge"
+# The timing and count fields Ollama puts on a finished generation.
+METRICS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
+
+# -- the environment -------------------------------------------------------------------------
+
+
+def isolated_env(base: Path) -> dict[str, str]:
+    """Store, config and Hugging Face cache under ``base``; the hub offline."""
+    return {
+        "MLX_BRIDGE_MODELS": str(base / "models"),
+        "MLX_BRIDGE_CONFIG_DIR": str(base / "config"),
+        "HF_HOME": str(base / "hf"),
+        "HF_HUB_CACHE": str(base / "hf" / "hub"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without the bridge's, Ollama's and Hugging Face's variables."""
+    prefixes = ("OLLAMA_", "MLX_BRIDGE_", "HF_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, poll: float = 0.05):
+    """Poll ``condition`` until it returns something true (returned) or ``timeout`` seconds
+    pass (then its last, false, value is returned): a wait on a condition, not a sleep."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(poll)
+    return value
+
+
+# -- stores and servers ----------------------------------------------------------------------
+
+# Run in a subprocess (as a user would, and so that no MLX state lives in the test process).
+_WRITE_STORE = """
+import json, sys, time
+from pathlib import Path
+from mlx_ollama_bridge.config import Settings
+from mlx_ollama_bridge.registry import Registry
+from mlx_ollama_bridge.manifest import Manifest, hash_model_dir
+from mlx_ollama_bridge.store.manifests import write_manifest
+from mlx_ollama_bridge.store import embedded
+registry = Registry(Settings.from_env())
+for kind, name, path in json.loads(sys.argv[1]):  # in order: listings are newest first
+    if kind == "smollm2":
+        embedded.import_smollm2(registry, Path(path))
+    elif kind == "minilm":
+        embedded.import_minilm(registry, Path(path))
+    else:
+        write_manifest(registry, name, Manifest(model_dir=path, format="mlx", source="test",
+            files=hash_model_dir(Path(path)), created_at=time.time()))
+"""
+
+
+def make_store(
+    root: Path,
+    models: dict[str, Path],
+    *,
+    smollm2: Path | None = None,
+    minilm: Path | None = None,
+    then: dict[str, Path] | None = None,
+) -> dict[str, str]:
+    """A fresh store under ``root`` naming ``models`` (name -> model dir), then the real
+    smollm2 (converted from its GGUF) and all-minilm if given, then ``then``; returns its
+    environment."""
+    env = isolated_env(root)
+    plan = [("manifest", name, str(path)) for name, path in models.items()]
+    plan += [("smollm2", "", str(smollm2))] if smollm2 else []
+    plan += [("minilm", "", str(minilm))] if minilm else []
+    plan += [("manifest", name, str(path)) for name, path in (then or {}).items()]
+    subprocess.run(
+        [sys.executable, "-c", _WRITE_STORE, json.dumps(plan)],
+        env={**clean_environ(), **env},
+        check=True,
+    )
+    return env
+
+
+@dataclass
+class Store:
+    """A model store populated once per session (tiny model, real smollm2 and all-minilm)."""
+
+    root: Path
+    env: dict[str, str]
+
+
+@dataclass
+class RunningServer:
+    """A real ``mlx-ollama-bridge serve`` process (gunicorn) on a free loopback port."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(env: dict[str, str], log_path: Path, *extra_args: str) -> RunningServer:
+    """Start the bridge under gunicorn and wait until it answers ``GET /``."""
+    port = free_port()
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlx_ollama_bridge", "serve", "--host", f"127.0.0.1:{port}"]
+        + list(extra_args),
+        env={**clean_environ(), **env},
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            return requests.get(url, timeout=5).status_code == 200
+        except requests.RequestException:  # not listening yet, or the worker still booting
+            return False
+
+    if wait_until(answers, timeout=60, poll=0.2):
+        return RunningServer(url, process, log_path)
+    process.kill()
+    raise RuntimeError(f"server did not come up:\n{log_path.read_text()}")
+
+
+def stop_server(server: RunningServer) -> None:
+    """SIGTERM, then SIGKILL if it does not stop in time."""
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def own_server(root: Path, models: dict[str, Path], **settings: str) -> RunningServer:
+    """A real server over a fresh store; ``settings`` are extra environment variables.
+
+    The session ``server`` fixture is shared; tests that delete models, send signals or
+    change settings (body cap, rate limit) start their own.
+    """
+    env = {**make_store(root, models), **settings}
+    return start_server(env, root / "server.log")
+
+
+# -- the package's imports (layering tests) --------------------------------------------------
+
+
+def package_files(sub: str = "") -> list[Path]:
+    """The package's Python files (under ``sub``)."""
+    return sorted((PACKAGE / sub).rglob("*.py"))
+
+
+def imports_of(path: Path) -> set[str]:
+    """Absolute module names a file imports (relative imports resolved)."""
+    module_parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if module_parts[-1] == "__init__":
+        module_parts.pop()
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module_parts[: len(module_parts) - node.level + (path.name == "__init__.py")]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            found.add(prefix)
+            found.update(f"{prefix}.{alias.name}" for alias in node.names)
+    return found
+
+
+def uses(path: Path, *roots: str) -> bool:
+    """Whether ``path`` imports any of the modules ``roots`` or their submodules."""
+    return any(name == r or name.startswith(r + ".") for name in imports_of(path) for r in roots)
