@@ -16,7 +16,7 @@ from pathlib import Path
 import anthropic
 import pytest
 import requests
-from conftest import RunningServer, start_server, stop_server
+from helpers import RunningServer, start_server, stop_server
 
 from mlx_ollama_bridge.engine import Failed, TextChunk
 from mlx_ollama_bridge.errors import BridgeError
