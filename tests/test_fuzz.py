@@ -61,6 +61,38 @@ messages = st.lists(
     | json_values,
     max_size=4,
 )
+blocks = st.lists(
+    st.fixed_dictionaries({"type": st.just("text"), "text": texts})
+    | st.fixed_dictionaries({"type": st.just("image"), "source": json_values})
+    | st.fixed_dictionaries(
+        {"type": st.just("tool_use")}, optional={"id": texts, "name": texts, "input": json_values}
+    )
+    | st.fixed_dictionaries(
+        {"type": st.just("tool_result")}, optional={"tool_use_id": texts, "content": texts}
+    )
+    | st.fixed_dictionaries({"type": st.just("thinking"), "thinking": texts})
+    | json_values,
+    max_size=3,
+)
+anthropic_messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "system", "x"]) | texts},
+        optional={"content": texts | blocks},
+    )
+    | json_values,
+    max_size=3,
+)
+anthropic = {
+    "model": names,
+    "messages": anthropic_messages | json_values,
+    "system": texts | blocks,
+    "tools": st.lists(
+        st.fixed_dictionaries({"name": texts}, optional={"input_schema": json_values}), max_size=2
+    )
+    | json_values,
+    "thinking": st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled", "x"])})
+    | json_values,
+}
 common = {
     "model": names,
     "stream": st.booleans() | json_values,
@@ -100,6 +132,15 @@ SHAPES: dict[str, dict[str, st.SearchStrategy]] = {
         "response_format": json_values,
         "stream_options": json_values,
     },
+    "/v1/messages": {
+        **anthropic,
+        "max_tokens": st.integers(-5, 4) | json_values,
+        "stream": st.booleans() | json_values,
+        "temperature": st.floats(-1, 3) | json_values,
+        "top_k": st.integers(-5, 100) | json_values,
+        "stop_sequences": json_values,
+    },
+    "/v1/messages/count_tokens": anthropic,
     "/v1/completions": {
         "model": names,
         "prompt": texts,
@@ -162,10 +203,11 @@ def check(running: RunningServer, path: str, body: Any) -> None:
         if "ndjson" in kind:
             for line in raw.splitlines():
                 _well_formed(json.loads(line), body)
-        elif "event-stream" in kind:
-            for line in raw.decode().split("\n\n"):
-                if line and line != "data: [DONE]":
-                    _well_formed(json.loads(line.removeprefix("data: ")), body)
+        elif "event-stream" in kind:  # OpenAI's data-only events, or Anthropic's named ones
+            for frame in raw.decode().split("\n\n"):
+                data = [line for line in frame.splitlines() if line.startswith("data: ")]
+                if data and data[0] != "data: [DONE]":
+                    _well_formed(json.loads(data[0].removeprefix("data: ")), body)
         elif raw:
             _well_formed(json.loads(raw), body)
 

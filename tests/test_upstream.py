@@ -255,6 +255,16 @@ def test_v1_responses_for_an_upstream_only_model_are_forwarded(fake_front, fake)
     assert (method, path, json.loads(sent)) == ("POST", "/v1/responses", body)
 
 
+def test_anthropic_messages_for_an_upstream_only_model_are_forwarded(fake_front, fake):
+    body = {"model": "gated", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    reply = post(fake_front.url, "/v1/messages?beta=true", body)
+    assert reply.status_code == 200
+    assert reply.json() == {"object": "fake", "path": "/v1/messages?beta=true", "model": "gated"}
+    missing = post(fake_front.url, "/v1/messages", {**body, "model": "tiny", "max_tokens": 0})
+    assert missing.status_code == 400  # a local model: the bridge's own Anthropic error
+    assert missing.json()["error"]["type"] == "invalid_request_error"
+
+
 def test_v1_chat_streams_through_from_a_real_upstream(front):
     body = {"model": "upstream-only", "messages": [{"role": "user", "content": "hi"}]}
     reply = post(front.url, "/v1/chat/completions", {**body, "max_tokens": 3, "stream": True})
