@@ -292,6 +292,29 @@ def test_retrieve_and_delete(client):
         client.responses.delete(made.id)
 
 
+def test_input_items_list_the_stored_input(client):
+    made = client.responses.create(
+        model="parrot-think",
+        input=[
+            {"role": "developer", "content": "Be kind."},
+            {"type": "message", "id": "msg_mine", "role": "user", "content": "Hi"},
+        ],
+    )
+    oldest_first = client.responses.input_items.list(made.id, order="asc")
+    first, second = oldest_first.data
+    assert first.role == "developer" and first.content[0].text == "Be kind."
+    assert first.content[0].type == "input_text" and first.id.startswith("msg_")
+    assert second.id == "msg_mine"
+    page = client.responses.input_items.list(made.id, limit=1)  # newest first by default
+    assert [item.id for item in page.data] == ["msg_mine"] and page.has_more is True
+    rest = client.responses.input_items.list(made.id, limit=1, after="msg_mine")
+    assert [item.id for item in rest.data] == [first.id] and rest.has_more is False
+    with pytest.raises(openai.BadRequestError):
+        client.responses.input_items.list(made.id, limit=0)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list("resp_nope")
+
+
 def test_store_false_keeps_nothing(client):
     made = client.responses.create(model="parrot-think", input="Hi", store=False)
     assert made.store is False

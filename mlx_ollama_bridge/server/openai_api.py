@@ -14,6 +14,7 @@ embed path (``openai_embed``).
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
+from flask import request as flask_request
 
 from . import openai_translate as oai
 from . import schemas
@@ -27,6 +28,7 @@ from .generation import (
     start_generation,
 )
 from .openai_embed import embeddings_reply
+from .openai_translate import InvalidField
 from .openai_wire import ChatEncoder, CompletionEncoder, envelope, usage
 from .parsing import json_body, model_name
 from .responses_store import response_store
@@ -94,7 +96,7 @@ def responses() -> Response:
     prepared = prepare_chat(request.with_history(history))
     generation = prepared.request
     assert generation is not None  # with_history insists on messages
-    keep = store.keeper(previous, request.turn) if request.store else None
+    keep = store.keeper(previous, request.turn, request.items) if request.store else None
     encoder = ResponsesEncoder(prepared.name, request, on_complete=keep)
     if generation.render_only:
         info = {"rendered_template": render_prompt(generation), "image_count": 0}
@@ -107,6 +109,21 @@ def responses() -> Response:
 def response_get(response_id: str) -> Response:
     """A stored response (404 when it is not kept)."""
     return jsonify(response_store().get(response_id).response)
+
+
+@bp.route("/responses/<response_id>/input_items", methods=["GET"])
+def response_input_items(response_id: str) -> Response:
+    """The input items of a stored response, paged as OpenAI's lists (``limit``, ``order``,
+    ``after``)."""
+    limit = flask_request.args.get("limit", "20")
+    order = flask_request.args.get("order", "desc")
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise InvalidField("'limit' must be an integer between 1 and 100", "limit")
+    if order not in ("asc", "desc"):
+        raise InvalidField("'order' must be 'asc' or 'desc'", "order")
+    after = flask_request.args.get("after")
+    page = response_store().input_items(response_id, limit=int(limit), order=order, after=after)
+    return jsonify(page)
 
 
 @bp.route("/responses/<response_id>", methods=["DELETE"])

@@ -46,6 +46,7 @@ class StoredResponse:
     previous_id: str | None
     turn: tuple[dict[str, Any], ...]  # native messages: this turn's input, then its output
     size: int  # bytes counted against the bound (its JSON)
+    input_items: tuple[dict[str, Any], ...] = ()  # the request's input, as items with ids
 
 
 class ResponseStore:
@@ -63,12 +64,14 @@ class ResponseStore:
         response: dict[str, Any],
         previous_id: str | None,
         turn: list[dict[str, Any]],
+        input_items: list[dict[str, Any]] | None = None,
     ) -> bool:
         """Keep a response; False when it alone is over the bound (then nothing is kept)."""
-        size = len(json.dumps([response, turn], ensure_ascii=False).encode("utf-8"))
+        items = tuple(input_items or ())
+        size = len(json.dumps([response, turn, items], ensure_ascii=False).encode("utf-8"))
         if self.max_entries <= 0 or size > self.max_bytes:
             return False
-        entry = StoredResponse(response, previous_id, tuple(turn), size)
+        entry = StoredResponse(response, previous_id, tuple(turn), size, items)
         with self._lock:
             self._remove(response["id"])
             self._entries[response["id"]] = entry
@@ -78,13 +81,16 @@ class ResponseStore:
         return True
 
     def keeper(
-        self, previous_id: str | None, turn: list[dict[str, Any]]
+        self,
+        previous_id: str | None,
+        turn: list[dict[str, Any]],
+        input_items: list[dict[str, Any]],
     ) -> Callable[[dict[str, Any], dict[str, Any]], None]:
         """What a completed response calls (the encoder's ``on_complete``) to be kept with
         its turn: this request's input messages, then its answer."""
 
         def keep(response: dict[str, Any], answer: dict[str, Any]) -> None:
-            self.put(response, previous_id, [*turn, answer])
+            self.put(response, previous_id, [*turn, answer], input_items)
 
         return keep
 
@@ -123,6 +129,25 @@ class ResponseStore:
             for used in chain:  # oldest first, so the newest ends most recently used
                 self._entries.move_to_end(used)
             return [message for used in chain for message in self._entries[used].turn]
+
+    def input_items(
+        self, response_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
+    ) -> dict[str, Any]:
+        """``GET /v1/responses/{id}/input_items``: a page of the input, OpenAI's list shape."""
+        items = list(self.get(response_id).input_items)
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            items = items[ids.index(after) + 1 :] if after in ids else []
+        page = items[:limit]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0].get("id") if page else None,
+            "last_id": page[-1].get("id") if page else None,
+            "has_more": len(items) > limit,
+        }
 
     def stats(self) -> dict[str, int]:
         """Entries and bytes held, and the bounds."""

@@ -13,6 +13,7 @@ Tools and ``tool_choice`` are translated by ``responses_tools``.
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ class ResponsesRequest:
     store: bool
     echo: dict[str, Any] = field(default_factory=dict)  # request fields the response repeats
     namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)  # see responses_tools
+    items: list[dict[str, Any]] = field(default_factory=list)  # ``input`` as items with ids
 
     def with_history(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         """The native body with ``instructions`` first, then earlier turns, then this one.
@@ -82,6 +84,7 @@ def parse_request(body: dict[str, Any]) -> ResponsesRequest:
         store=_optional(body, "store", bool) is not False,  # OpenAI stores by default
         echo=_echo(body),
         namespaced=namespaced(body.get("tools")),
+        items=input_items(body.get("input")),
     )
 
 
@@ -119,6 +122,29 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
     if thinking:
         messages.append({"role": "assistant", "content": "", "thinking": thinking})
     return messages
+
+
+def input_items(value: Any) -> list[dict[str, Any]]:
+    """``input`` as the items ``GET /v1/responses/{id}/input_items`` lists: a string is one
+    user message; every item gets an ``id`` (``msg_…``, ``item_…``) when it has none."""
+    if isinstance(value, str):
+        value = [{"type": "message", "role": "user", "content": value}] if value else []
+    items = []
+    for item in value if isinstance(value, list) else []:
+        item = {**item}
+        if item.get("type") is None and item.get("role"):
+            item["type"] = "message"
+        if item["type"] == "message" and isinstance(item.get("content"), str):
+            kind = "output_text" if item.get("role") == "assistant" else "input_text"
+            item["content"] = [{"type": kind, "text": item["content"]}]
+        if not item.get("id"):
+            item["id"] = _item_id("msg" if item["type"] == "message" else "item")
+        items.append(item)
+    return items
+
+
+def _item_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
 
 
 def _item_type(index: int, item: Any) -> str:
