@@ -77,6 +77,15 @@ def settle(engine: Engine) -> None:
         assert engine.ping(10) is not None
 
 
+def expires_after(engine: Engine, clock: FakeClock, seconds: float) -> None:
+    """The (one) loaded model stays until ``seconds`` from now on the clock, then goes."""
+    clock.advance(seconds - 1)
+    settle(engine)
+    assert len(engine.running()) == 1
+    clock.advance(2)
+    until(engine, lambda: not engine.running())
+
+
 def loaded(engine: Engine) -> set[str]:
     return {m.name for m in engine.running()}
 
@@ -125,11 +134,7 @@ def test_an_idle_model_is_unloaded_when_its_keep_alive_passes(
     engine = make_engine()
     model = fake_model(tmp_path, "a")
     assert isinstance(run(engine, model), Finished)
-    clock.advance(KEEP_ALIVE_S - 1)
-    settle(engine)
-    assert loaded(engine) == {"a:latest"}
-    clock.advance(2)
-    until(engine, lambda: not loaded(engine))
+    expires_after(engine, clock, KEEP_ALIVE_S)
     assert backend.unloads == ["a"]
 
 
@@ -146,11 +151,7 @@ def test_the_keep_alive_timer_starts_when_the_last_request_ends(
     release.set()
     assert isinstance(last_event(job), Finished)
     until(engine, lambda: engine.running()[0].active_requests == 0)
-    clock.advance(KEEP_ALIVE_S - 1)
-    settle(engine)
-    assert loaded(engine) == {"a:latest"}
-    clock.advance(2)
-    until(engine, lambda: not loaded(engine))
+    expires_after(engine, clock, KEEP_ALIVE_S)
 
 
 def test_keep_alive_sticks_to_the_model_for_later_requests(tmp_path, make_engine, clock):
@@ -158,11 +159,7 @@ def test_keep_alive_sticks_to_the_model_for_later_requests(tmp_path, make_engine
     model = fake_model(tmp_path, "a")
     run(engine, model, keep_alive_s=60)
     run(engine, model)  # no keep_alive: the model keeps its 60 s
-    clock.advance(59)
-    settle(engine)
-    assert loaded(engine) == {"a:latest"}
-    clock.advance(2)
-    until(engine, lambda: not loaded(engine))
+    expires_after(engine, clock, 60)
 
 
 def test_keep_alive_zero_unloads_after_the_request(tmp_path, make_engine, backend):
