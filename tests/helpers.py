@@ -10,13 +10,15 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -215,3 +217,98 @@ def imports_of(path: Path) -> set[str]:
 def uses(path: Path, *roots: str) -> bool:
     """Whether ``path`` imports any of the modules ``roots`` or their submodules."""
     return any(name == r or name.startswith(r + ".") for name in imports_of(path) for r in roots)
+
+
+# -- in process: an engine, an app over a stub engine ----------------------------------------
+# (imports inside the functions: the server tests never load MLX into the test process)
+
+GREEDY = {"temperature": 0, "num_predict": 12, "repeat_penalty": 1.0}
+
+
+def import_copy(home: Path, model_dir: Path, name: str) -> Any:
+    """A copy of ``model_dir`` imported as ``name`` into the store the environment names."""
+    from mlx_ollama_bridge.config import Settings
+    from mlx_ollama_bridge.registry import Registry
+    from mlx_ollama_bridge.store.importer import import_model_dir
+
+    source = home / f"src-{name}"
+    shutil.copytree(model_dir, source)
+    return import_model_dir(Registry(Settings.from_env()), source, name, source="test")
+
+
+def running_engine(**overrides: Any) -> Iterator[Any]:
+    """A started engine with these settings overridden; stopped afterwards."""
+    from mlx_ollama_bridge.config import Settings
+    from mlx_ollama_bridge.engine import Engine
+
+    engine = Engine(Settings.from_env().with_overrides(**overrides))
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+def chat_turn(
+    engine: Any,
+    model: Any,
+    messages: list[dict[str, Any]],
+    options: dict[str, Any],
+    timeout: float = 120,
+) -> tuple[str, Any]:
+    """Run one chat turn to the end: (text, Finished); a failure is raised."""
+    from mlx_ollama_bridge.engine import GenerationRequest, merge_options
+    from mlx_ollama_bridge.engine.requests import Failed, Finished, TextChunk
+
+    opts = merge_options(model.parameters, options, default_num_ctx=4096)
+    job, _ready = engine.submit(GenerationRequest(model=model, options=opts, messages=messages))
+    text = []
+    while True:
+        event = job.replies.get(timeout=timeout)
+        if isinstance(event, TextChunk):
+            text.append(event.text)
+        elif isinstance(event, Failed):
+            raise event.error
+        elif isinstance(event, Finished):
+            return "".join(text), event
+
+
+def chat(engine: Any, model: Any, messages: list[dict[str, Any]], **options: Any):
+    """One greedy chat turn (``GREEDY`` with ``options`` over it) to the end: (text, Finished)."""
+    return chat_turn(engine, model, messages, {**GREEDY, **options}, timeout=60)
+
+
+class StubEngine:
+    """The engine's read-only side (``engine.Engine``) for middleware tests: nothing here
+    generates."""
+
+    def __init__(self, alive: bool = True, running: list | None = None) -> None:
+        self.alive = alive
+        self.models = running or []
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+    def running(self) -> list:
+        return list(self.models)
+
+    def start(self) -> None:
+        self.alive = True
+
+    def queue_depth(self) -> int:
+        return 0
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    def ping(self, timeout: float) -> float | None:
+        return 0.001 if self.alive else None
+
+
+def make_app(monkeypatch: Any, engine: StubEngine | None = None, **env: str) -> Any:
+    """The real app (security, observability, ops routes: all of ``create_app``) over a stub
+    engine, with ``env`` set as environment variables first."""
+    from mlx_ollama_bridge.config import Settings
+    from mlx_ollama_bridge.server import create_app
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return create_app(Settings.from_env(), engine=engine or StubEngine())

@@ -18,8 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from helpers import RunningServer, own_server, stop_server, wait_until
-from test_security import StubEngine, make_app
+from helpers import RunningServer, StubEngine, make_app, own_server, stop_server, wait_until
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.errors import RequestCanceled

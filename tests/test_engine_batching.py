@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from engine_helpers import chat_turn, import_copy, running_engine
+from helpers import chat_turn, import_copy, running_engine
 
 from mlx_ollama_bridge.engine import Engine, GenerationRequest, merge_options
 from mlx_ollama_bridge.engine.requests import Finished

@@ -6,12 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from engine_helpers import chat_turn, import_copy, running_engine
+from helpers import chat, import_copy, running_engine
 
 from mlx_ollama_bridge.engine import Engine
 from mlx_ollama_bridge.registry import LocalModel
-
-GREEDY = {"temperature": 0, "num_predict": 12, "repeat_penalty": 1.0}
 
 
 @pytest.fixture
@@ -27,11 +25,6 @@ def cached() -> Iterator[Engine]:
 @pytest.fixture
 def uncached() -> Iterator[Engine]:
     yield from running_engine(prompt_cache_entries=0)
-
-
-def chat(engine: Engine, model: LocalModel, messages: list[dict[str, Any]], **options):
-    """Run one chat turn to the end: (text, Finished)."""
-    return chat_turn(engine, model, messages, {**GREEDY, **options}, timeout=60)
 
 
 def conversation(engine: Engine, model: LocalModel, turns: int) -> list[str]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from engine_helpers import chat_turn, import_copy
+from helpers import chat_turn, import_copy
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import Engine

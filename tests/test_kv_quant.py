@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import tiny_model
-from engine_helpers import import_copy, running_engine
+from helpers import chat, import_copy, running_engine
 from mlx_lm.models.cache import KVCache, QuantizedKVCache
-from test_engine_prompt_cache import chat
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import Engine, merge_options

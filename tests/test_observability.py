@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 from flask import Response, request
-from test_security import StubEngine, make_app
+from helpers import StubEngine, make_app
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.server.access_log import (

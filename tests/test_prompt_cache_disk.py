@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 import requests
-from engine_helpers import import_copy
-from helpers import own_server, stop_server
-from test_engine_prompt_cache import chat
+from helpers import chat, import_copy, own_server, stop_server
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import Engine

@@ -12,12 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from flask import Flask
+from helpers import make_app
 
 from mlx_ollama_bridge.config import Settings
-from mlx_ollama_bridge.server import create_app, security
-from mlx_ollama_bridge.server.observability import register_observability
-from mlx_ollama_bridge.server.ops_api import bp as ops_bp
+from mlx_ollama_bridge.server import security
 from mlx_ollama_bridge.server.security import (
     ALLOW_HEADERS,
     OriginPolicy,
@@ -35,51 +33,6 @@ EXPECTED_ALLOW_HEADERS = (
     "X-Stainless-Poll-Helper,X-Stainless-Retry-Count,X-Stainless-Runtime,"
     "X-Stainless-Runtime-Version,X-Stainless-Timeout"
 )
-
-
-class StubEngine:
-    """The engine's read-only side (``engine.Engine``) for middleware tests: nothing here
-    generates."""
-
-    def __init__(self, alive: bool = True, running: list | None = None) -> None:
-        self.alive = alive
-        self.models = running or []
-
-    def is_alive(self) -> bool:
-        return self.alive
-
-    def running(self) -> list:
-        return list(self.models)
-
-    def start(self) -> None:
-        self.alive = True
-
-    def queue_depth(self) -> int:
-        return 0
-
-    def stats(self) -> dict[str, int]:
-        return {}
-
-    def ping(self, timeout: float) -> float | None:
-        return 0.001 if self.alive else None
-
-
-def make_app(
-    monkeypatch: pytest.MonkeyPatch, engine: StubEngine | None = None, **env: str
-) -> Flask:
-    """The real app over a stub engine, with security and observability installed.
-
-    The register calls are no-ops once ``create_app`` does them itself.
-    """
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings.from_env()
-    app = create_app(settings, engine=engine or StubEngine())
-    register_observability(app, settings)
-    register_security(app, settings)
-    if "ops" not in app.blueprints:
-        app.register_blueprint(ops_bp)
-    return app
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_engine_prompt_cache import chat
+from helpers import chat
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import Engine, GenerationRequest, merge_options
