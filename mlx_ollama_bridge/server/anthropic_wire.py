@@ -27,6 +27,7 @@ from ..engine import Finished, TextChunk
 from ..engine.requests import ThinkingChunk, ToolCalls
 from ..errors import BadRequest
 from .errors import ANTHROPIC
+from .messages import tool_result
 from .wire import Encoder, Frame, Outcome
 
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
@@ -178,24 +179,7 @@ def _tool_result(block: dict[str, Any], history: list[dict[str, Any]]) -> dict[s
         content = ""
     elif not isinstance(content, str):
         raise BadRequest("tool_result content must be a string or an array of blocks")
-    call_id = block.get("tool_use_id")
-    result: dict[str, Any] = {"role": "tool", "content": content}
-    if isinstance(call_id, str) and call_id:
-        result["tool_call_id"] = call_id
-        name = _tool_name_for(call_id, history)
-        if name:
-            result["tool_name"] = name  # Hugging Face templates read the function's name
-    if images:
-        result["images"] = images
-    return result
-
-
-def _tool_name_for(call_id: str, history: list[dict[str, Any]]) -> str | None:
-    for message in reversed(history):
-        for call in message.get("tool_calls") or []:
-            if call.get("id") == call_id:
-                return call["function"]["name"]
-    return None
+    return tool_result(content, block.get("tool_use_id"), history, images)
 
 
 def _tools(tools: Any) -> list[dict[str, Any]] | None:

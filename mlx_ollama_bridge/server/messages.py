@@ -39,6 +39,31 @@ def parse_tools(value: Any) -> list[dict[str, Any]] | None:
     return value
 
 
+def tool_result(
+    content: str, call_id: Any, history: list[dict[str, Any]], images: list[str] | None = None
+) -> dict[str, Any]:
+    """A native ``tool`` message answering ``call_id``, named after the function an earlier
+    native message in ``history`` called with that id (Hugging Face templates read the name).
+    For the translators of APIs whose results carry only the call's id."""
+    message: dict[str, Any] = {"role": "tool", "content": content}
+    if isinstance(call_id, str) and call_id:
+        message["tool_call_id"] = call_id
+        name = next(
+            (
+                call["function"]["name"]
+                for earlier in reversed(history)
+                for call in earlier.get("tool_calls") or []
+                if call.get("id") == call_id
+            ),
+            None,
+        )
+        if name:
+            message["tool_name"] = name
+    if images:
+        message["images"] = images
+    return message
+
+
 def _message(index: int, message: Any) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise BadRequest(f"messages[{index}] must be an object")

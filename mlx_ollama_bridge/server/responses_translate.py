@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from .messages import tool_result
 from .openai_translate import InvalidField
 from .responses_tools import namespaced, native_tools
 from .schemas import MAX_MESSAGES
@@ -279,24 +280,7 @@ def _function_output(
     Hugging Face templates read)."""
     output = item.get("output")
     text, images = _content(f"input[{index}]: output", output)
-    call_id = item.get("call_id")
-    message: dict[str, Any] = {"role": "tool", "content": text}
-    if isinstance(call_id, str) and call_id:
-        message["tool_call_id"] = call_id
-        name = _function_name(call_id, messages)
-        if name:
-            message["tool_name"] = name
-    if images:
-        message["images"] = images
-    return message
-
-
-def _function_name(call_id: str, messages: list[dict[str, Any]]) -> str | None:
-    for message in reversed(messages):
-        for call in message.get("tool_calls", []):
-            if call.get("id") == call_id:
-                return call["function"]["name"]
-    return None
+    return tool_result(text, item.get("call_id"), messages, images)
 
 
 # -- sampling, format, reasoning ----------------------------------------------------------
