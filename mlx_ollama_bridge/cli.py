@@ -121,8 +121,8 @@ def import_model(
         if path is None or not name:
             raise click.UsageError("give PATH and --name, or --from-ollama")
         model = _import_path(registry, path, name)
-    except BridgeError as exc:
-        raise click.ClickException(exc.message) from exc
+    except BridgeError as exc:  # the user's own machine: the full text, paths included
+        raise click.ClickException(exc.detail) from exc
     click.echo(f"imported {model.name.display} ({model.details.get('quantization_level')})")
 
 
@@ -161,7 +161,7 @@ def import_defaults(wheels: Path) -> None:
         for line in import_embedded_defaults(Registry(Settings.from_env()), wheels):
             click.echo(line)
     except BridgeError as exc:
-        raise click.ClickException(exc.message) from exc
+        raise click.ClickException(exc.detail) from exc
 
 
 def _check_port_free(host: str, port: int) -> None:

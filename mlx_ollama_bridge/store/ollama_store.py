@@ -82,7 +82,7 @@ def import_ollama_store(
                 registry, model.gguf, model.name, parameters=model.parameters, system=model.system
             )
         except BridgeError as exc:
-            yield f"{model.name}: skipped ({exc.message})"
+            yield f"{model.name}: skipped ({exc.detail})"  # the CLI's: the full text
             continue
         quant = imported.details.get("quantization_level")
         yield f"{model.name}: imported ({quant})"

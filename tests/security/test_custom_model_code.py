@@ -164,3 +164,16 @@ class _NoEngine:
 
     def start(self) -> None:
         pass
+
+
+def test_cli_import_of_a_local_dir_is_refused(isolated_home, tiny_model_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from mlx_ollama_bridge.cli import main
+
+    source, marker = hostile_dir(tmp_path, tiny_model_dir, *HOSTILE[0])
+    result = CliRunner().invoke(main, ["import", str(source), "--name", "evil"])
+    assert result.exit_code == 1
+    assert "model_file" in result.output and "CVE-2026-5843" in result.output
+    assert store_is_empty(Registry(Settings.from_env()))
+    assert not marker.exists()

@@ -207,3 +207,34 @@ def test_only_the_hubs_own_hosts_are_allowed():
     assert hub_http.allowed_origin("http://127.0.0.1:8080/api/models/x", mirror)
     assert not hub_http.allowed_origin("http://127.0.0.1:8081/x", mirror)
     assert not hub_http.allowed_origin("https://huggingface.co/x", mirror)
+
+
+def test_a_real_server_refuses_a_traversal_pull_and_stays_healthy(tiny_model_dir, tmp_path):
+    """The same over real HTTP: gunicorn, the ollama client, a hostile fake Hub."""
+    import ollama
+    from conftest import _isolated_env, start_server, stop_server
+
+    hub = FakeHub().start()
+    hub.add_repo(GOOD, tiny_model_dir)
+
+    def patch(info: dict) -> None:
+        for sibling in info["siblings"]:
+            if "lfs" in sibling:
+                sibling["lfs"]["sha256"] = "../../../../escaped"
+
+    hub.add_repo(REPO, tiny_model_dir, patch_info=patch)
+    env = _isolated_env(tmp_path)
+    env.pop("HF_HUB_OFFLINE")
+    env["HF_ENDPOINT"] = hub.url
+    server = start_server(env, tmp_path / "server.log")
+    try:
+        client = ollama.Client(host=server.url)
+        with pytest.raises(ollama.ResponseError) as refused:
+            client.pull(f"hf.co/{REPO}")
+        assert "LFS sha256" in refused.value.error and str(tmp_path) not in refused.value.error
+        assert client.pull(f"hf.co/{GOOD}").status == "success"
+        assert [m.model for m in client.list().models] == [f"hf.co/{GOOD}:latest"]
+    finally:
+        stop_server(server)
+        hub.stop()
+    assert not list(tmp_path.rglob("escaped*"))
