@@ -212,7 +212,7 @@ def test_only_the_hubs_own_hosts_are_allowed():
 def test_a_real_server_refuses_a_traversal_pull_and_stays_healthy(tiny_model_dir, tmp_path):
     """The same over real HTTP: gunicorn, the ollama client, a hostile fake Hub."""
     import ollama
-    from conftest import _isolated_env, start_server, stop_server
+    from helpers import isolated_env, start_server, stop_server
 
     hub = FakeHub().start()
     hub.add_repo(GOOD, tiny_model_dir)
@@ -223,7 +223,7 @@ def test_a_real_server_refuses_a_traversal_pull_and_stays_healthy(tiny_model_dir
                 sibling["lfs"]["sha256"] = "../../../../escaped"
 
     hub.add_repo(REPO, tiny_model_dir, patch_info=patch)
-    env = _isolated_env(tmp_path)
+    env = isolated_env(tmp_path)
     env.pop("HF_HUB_OFFLINE")
     env["HF_ENDPOINT"] = hub.url
     server = start_server(env, tmp_path / "server.log")
