@@ -8,7 +8,13 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from mlx_ollama_bridge.engine.context_fit import NO_SHIFT, TOO_LONG, fit_to_context, shifted_limit
+from mlx_ollama_bridge.engine.context_fit import (
+    NO_SHIFT,
+    TOO_LONG,
+    added_bos,
+    fit_to_context,
+    shifted_limit,
+)
 from mlx_ollama_bridge.errors import BadRequest
 
 CTX = 256
@@ -63,9 +69,23 @@ def test_truncate_false_and_shift_false_refuse():
     assert str(raised.value) == NO_SHIFT
 
 
-def chat(server, messages, **extra):
+class Tokenizer:
+    def __init__(self, bos, adds):
+        self.bos_token_id, self._adds = bos, adds
+
+    def encode(self, text):
+        return ([self.bos_token_id] if self._adds else []) + [ord(c) for c in text]
+
+
+def test_only_a_bos_the_tokenizer_adds_counts():
+    assert added_bos(Tokenizer(1, adds=True)) == 1
+    assert added_bos(Tokenizer(1, adds=False)) is None  # ChatML: <|im_start|> is BOS, not added
+    assert added_bos(Tokenizer(None, adds=False)) is None
+
+
+def chat(server, messages, model="tiny", **extra):
     body = {
-        "model": "tiny",
+        "model": model,
         "messages": messages,
         "stream": False,
         "options": {"num_ctx": CTX, "num_predict": 8, "temperature": 0},
@@ -93,3 +113,15 @@ def test_shift_false_refuses_a_prompt_over_num_ctx(server):
     response = chat(server, messages, shift=False)
     assert response.status_code == 400
     assert response.json()["error"] == NO_SHIFT
+
+
+def test_smollm2_prompt_is_cut_to_ollamas_length(server):
+    """smollm2's GGUF says add_bos_token=false: Ollama keeps num_keep=4 tokens, so a prompt
+    over num_ctx=256 becomes exactly 256 - (256 - 4) // 2 = 130 tokens."""
+    messages = [
+        {"role": "system", "content": "rule " * 600},
+        {"role": "user", "content": "hello"},
+    ]
+    response = chat(server, messages, model="smollm2:135m")
+    assert response.status_code == 200, response.text
+    assert response.json()["prompt_eval_count"] == shifted_limit(CTX, 4) == 130

@@ -6,8 +6,8 @@ always keeping the system messages and the last message (``jobs.build_prompt`` d
 What still does not fit — a system prompt or a single message larger than the context, which
 is what coding agents send to small models — is cut by the runner
 (``llm/llama_server.go`` ``completionPromptForRequest``): when the prompt has more than
-``num_ctx - 1`` tokens, the first ``num_keep`` tokens (one more when the prompt starts with the
-tokenizer's BOS) are kept, and enough of the tokens after them are dropped that the prompt
+``num_ctx - 1`` tokens, the first ``num_keep`` tokens (one more for the BOS when the
+tokenizer adds one) are kept, and enough of the tokens after them are dropped that the prompt
 ends up at ``num_ctx - max((num_ctx - num_keep) // 2, 1)`` tokens: the beginning and the
 end survive, and about half the context is left free for the answer, as the old runners'
 first context shift did. ``truncate: false`` turns the cut into an error, and so does
@@ -15,6 +15,8 @@ first context shift did. ``truncate: false`` turns the cut into an error, and so
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from ..errors import BadRequest
 from .requests import GenerationRequest
@@ -35,8 +37,9 @@ def fit_to_context(
     bos_token_id: int | None = None,
 ) -> list[int]:
     """``tokens`` cut to fit ``context_length`` as Ollama's runner cuts a prompt (see the
-    module docstring); unchanged when they fit. Raises BadRequest when the request forbids
-    the cut (``truncate: false`` or ``shift: false``)."""
+    module docstring); unchanged when they fit. ``bos_token_id`` is the BOS the tokenizer
+    adds (:func:`added_bos`), None when it adds none. Raises BadRequest when the request
+    forbids the cut (``truncate: false`` or ``shift: false``)."""
     full_limit = context_length - 1  # a prompt may fill the context but for one token
     if context_length <= 1 or len(tokens) <= full_limit:
         return tokens
@@ -62,3 +65,16 @@ def shifted_limit(context_length: int, keep: int) -> int:
         return 0
     keep = max(0, min(keep, context_length - 1))
     return context_length - max((context_length - keep) // 2, 1)
+
+
+def added_bos(tokenizer: Any) -> int | None:
+    """The BOS token id when ``tokenizer`` puts one before what it encodes, else None.
+
+    Ollama keeps one more token when the tokenizer adds a BOS (``tokenizerAddsBOS``: the
+    GGUF's ``tokenizer.ggml.add_bos_token``), not whenever the prompt happens to start with
+    the BOS token: ChatML templates open with ``<|im_start|>``, smollm2's BOS, and add none.
+    """
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    return bos if tokenizer.encode("a")[:1] == [bos] else None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadRequest
 from .batching import BatchLane, Slot
 from .constrained import format_processors
-from .context_fit import fit_to_context
+from .context_fit import added_bos, fit_to_context
 from .generation import Generation
 from .gotemplate import render_legacy_template
 from .mlx_models import LoadedModel
@@ -70,7 +70,7 @@ class GenerationJob:
         request = self.request
         self.prompt_text, tokens = build_prompt(backend, loaded, request, context_length)
         if not request.render_only:  # a render (or a token count) shows the whole prompt
-            bos = getattr(loaded.tokenizer, "bos_token_id", None)
+            bos = added_bos(loaded.tokenizer)
             tokens = fit_to_context(tokens, request, context_length, bos_token_id=bos)
         self.prompt_tokens = tokens
         self._parser = make_output_parser(
