@@ -100,6 +100,43 @@ common = {
     "options": options | json_values,
 }
 
+content_parts = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["input_text", "output_text", "input_image", "input_file"])},
+        optional={"text": texts, "image_url": texts},
+    )
+    | json_values,
+    max_size=3,
+)
+response_items = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(
+                ["message", "function_call", "function_call_output", "reasoning", "x"]
+            )
+            | json_values,
+            "role": st.sampled_from(["user", "assistant", "developer", "system"]) | texts,
+            "content": content_parts | texts,
+            "name": texts,
+            "namespace": texts,
+            "arguments": st.sampled_from(["{}", '{"a": 1}', "{", "[]"]) | texts,
+            "call_id": st.sampled_from(["c1", "c2"]) | texts,
+            "output": content_parts | texts,
+            "summary": json_values,
+            "encrypted_content": texts,
+        },
+    ),
+    max_size=4,
+)
+response_tools = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["function", "namespace", "custom", "web_search", "x"])},
+        optional={"name": texts, "parameters": json_values, "tools": json_values},
+    ),
+    max_size=3,
+)
+
 SHAPES: dict[str, dict[str, st.SearchStrategy]] = {
     "/api/generate": {
         **common,
@@ -141,6 +178,20 @@ SHAPES: dict[str, dict[str, st.SearchStrategy]] = {
         "stop_sequences": json_values,
     },
     "/v1/messages/count_tokens": anthropic,
+    "/v1/responses": {
+        "model": names,
+        "input": response_items | texts,
+        "instructions": texts,
+        "tools": response_tools | json_values,
+        "tool_choice": st.sampled_from(["auto", "none", "required"]) | json_values,
+        "reasoning": st.fixed_dictionaries({}, optional={"effort": texts}) | json_values,
+        "text": st.fixed_dictionaries({}, optional={"format": json_values}) | json_values,
+        "previous_response_id": texts,
+        "store": st.booleans() | json_values,
+        "stream": st.booleans() | json_values,
+        "max_output_tokens": st.integers(-5, 4) | json_values,
+        "temperature": st.floats(-1, 3) | json_values,
+    },
     "/v1/completions": {
         "model": names,
         "prompt": texts,
@@ -182,6 +233,9 @@ def _cheap(body: Any) -> Any:
             body["options"] = {**(opts or {}), "num_predict": 3}
         if body.get("max_tokens") is None or isinstance(body.get("max_tokens"), bool):
             body["max_tokens"] = 3
+        limit = body.get("max_output_tokens")  # /v1/responses
+        if limit is None or isinstance(limit, bool):
+            body["max_output_tokens"] = 3
     return body
 
 

@@ -230,7 +230,7 @@ def _merged_with_call(
     if following.get("type") != "function_call_output" or not messages:
         return False
     last = messages[-1]
-    call_ids = {call.get("id") for call in last.get("tool_calls", [])}
+    call_ids = [call.get("id") for call in last.get("tool_calls", [])]
     if last["role"] != "assistant" or following.get("call_id") not in call_ids:
         return False
     last["content"] = "\n".join(t for t in (last["content"], message["content"]) if t)
@@ -328,7 +328,7 @@ def _think(reasoning: Any) -> bool | str | None:
     effort = reasoning.get("effort")
     if effort is None or effort == "":
         return None
-    if effort not in _EFFORTS:
+    if not isinstance(effort, str) or effort not in _EFFORTS:
         raise InvalidField(
             f'invalid reasoning value: "{effort}" (must be "minimal", "low", "medium", '
             '"high", "xhigh", "ultra", "max", or "none")',
