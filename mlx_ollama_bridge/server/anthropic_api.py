@@ -23,7 +23,7 @@ from .anthropic_wire import (
 from .context import get_registry
 from .errors import ANTHROPIC
 from .generation import Prepared, count_prompt_tokens, prepare_chat, start_generation
-from .parsing import json_body
+from .parsing import json_body, model_name
 from .upstream_proxy import forward_if_remote
 from .wire import respond
 
@@ -35,7 +35,7 @@ bp.error_envelope = ANTHROPIC  # type: ignore[attr-defined]  # read by errors.cu
 def messages() -> Response:
     """A message (JSON, or Anthropic's SSE events with ``stream: true``)."""
     body = json_body()
-    forwarded = forward_if_remote(body.get("model") if isinstance(body.get("model"), str) else "")
+    forwarded = forward_if_remote(model_name(body))
     if forwarded is not None:
         return forwarded
     prepared = _prepare(messages_to_native(body))
@@ -49,7 +49,7 @@ def messages() -> Response:
 def count_tokens() -> Response:
     """``{"input_tokens": n}``: the prompt as the model would see it, counted by its tokenizer."""
     body = json_body()
-    forwarded = forward_if_remote(body.get("model") if isinstance(body.get("model"), str) else "")
+    forwarded = forward_if_remote(model_name(body))
     if forwarded is not None:
         return forwarded
     prepared = _prepare(messages_to_native(body, counting=True), counting=True)
