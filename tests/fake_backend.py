@@ -86,6 +86,8 @@ class FakeBackend:
         job.prompt_tokens = [1, 2, 3]
 
     def step(self, handle: Any, jobs: list[Job]) -> StepResult:
+        if any(job.request.prompt == "crash" for job in jobs):
+            raise RuntimeError("a backend bug")  # breaks the protocol: step never raises
         result = StepResult()
         for job in jobs:
             prompt = job.request.prompt

@@ -321,6 +321,16 @@ def test_a_step_that_fails_ends_only_its_own_request(tmp_path, make_engine, back
     assert isinstance(last_event(survivor), Finished)
 
 
+def test_a_backend_that_raises_ends_that_models_jobs_and_the_scheduler_goes_on(
+    tmp_path, make_engine
+):
+    engine = make_engine()
+    model = fake_model(tmp_path, "a")
+    failed = run(engine, model, "crash")
+    assert isinstance(failed, Failed) and "generation failed: a backend bug" in failed.error.message
+    assert engine.is_alive() and isinstance(run(engine, model), Finished)
+
+
 def test_the_mlx_backend_and_the_fake_both_are_backends():
     assert isinstance(MLXBackend(), Backend)
     assert isinstance(FakeBackend(), Backend)

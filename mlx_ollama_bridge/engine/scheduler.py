@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BridgeError, RequestCanceled, ServerBusy
 from .embed_job import EmbeddingJob, EmbeddingRequest, EmbeddingResult
-from .interface import Backend, Job, Stepped
+from .interface import Backend, Job, Stepped, StepResult
 from .jobs import GenerationJob
 from .preflight import MemoryBudget
 from .requests import Failed, Finished, GenerationRequest, Ready, RunningModel
@@ -341,7 +341,10 @@ class Scheduler:
                     self._retire(key, resident, job)
             if not resident.jobs:
                 continue
-            result = self._backend.step(resident.handle, list(resident.jobs))
+            try:
+                result = self._backend.step(resident.handle, list(resident.jobs))
+            except Exception as exc:  # a backend bug must not stop the thread: end its jobs
+                result = StepResult([Stepped(job, error=exc) for job in resident.jobs])
             if result.batched:
                 self._count("batched_tokens", result.batched)
                 with self._lock:
@@ -354,17 +357,13 @@ class Scheduler:
         job, error = stepped.job, stepped.error
         if job not in resident.jobs:  # retired meanwhile (its model was unloaded)
             return
-        if error is not None:
-            if not isinstance(error, BridgeError):
-                log.error("generation failed model=%s", resident.name, exc_info=error)
-                error = BridgeError(f"generation failed: {error}")
-            job.replies.put(Failed(error))
-            self._retire(key, resident, job)
-            return
-        events = stepped.events
+        if error is not None and not isinstance(error, BridgeError):
+            log.error("generation failed model=%s", resident.name, exc_info=error)
+            error = BridgeError(f"generation failed: {error}")
+        events = [Failed(error)] if error is not None else stepped.events
         for event in events:
             job.replies.put(event)
-        if events and isinstance(events[-1], (Finished, EmbeddingResult)):
+        if events and isinstance(events[-1], (Failed, Finished, EmbeddingResult)):
             self._retire(key, resident, job)
 
     def _retire(self, key: str, resident: Resident, job: Job) -> None:
