@@ -15,11 +15,21 @@ from mlx_ollama_bridge.config import Settings
 
 DEBIAN_LIB = "usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
 OPENBLAS = cpu_blas.find_openblas()
-needs_openblas = pytest.mark.skipif(
-    OPENBLAS is None or not cpu_blas.mlx_runs_on_cpu(),
-    reason=f"no OpenBLAS on this machine (apt-get install {cpu_blas.DEBIAN_PACKAGE}) "
-    "or MLX does not run on a CPU BLAS here",
-)
+# Where MLX runs on a GPU (Metal) there is no CPU mode to test; on a CPU, OpenBLAS is part
+# of the setup (`make test` installs it), so its absence fails these tests instead.
+on_cpu = pytest.mark.skipif(not cpu_blas.mlx_runs_on_cpu(), reason="MLX does not run on a CPU")
+
+
+@pytest.fixture
+def require_openblas() -> None:
+    """Fail (not skip) when OpenBLAS is missing on a CPU machine."""
+    if OPENBLAS is None:
+        pytest.fail(f"no OpenBLAS: run `make cpu-blas` ({cpu_blas.DEBIAN_PACKAGE})")
+
+
+def needs_openblas(test):
+    """A CPU-mode test: skipped where MLX runs on a GPU, failing without OpenBLAS."""
+    return on_cpu(pytest.mark.usefixtures("require_openblas")(test))
 
 
 def _touch(root: Path, relative: str) -> Path:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import langchain_ollama
 import pytest
-
-langchain_ollama = pytest.importorskip("langchain_ollama")
 
 GREEDY = {"temperature": 0, "num_predict": 6}
 

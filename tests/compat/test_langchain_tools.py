@@ -6,9 +6,7 @@ The ``parrot-*`` models are real checkpoints scripted to emit a Qwen-style tool 
 
 from __future__ import annotations
 
-import pytest
-
-langchain_ollama = pytest.importorskip("langchain_ollama")
+import langchain_ollama
 
 
 def get_weather(city: str) -> str:

@@ -31,7 +31,7 @@ PYTHON = Path(
 def litellm_run(server) -> dict[str, Any]:
     """Every scenario of ``litellm_client.py``, run once in LiteLLM's interpreter."""
     if not PYTHON.exists():
-        pytest.skip(f"{PYTHON} missing: run `make litellm-venv`")
+        pytest.fail(f"{PYTHON} missing: run `make litellm-venv`")
     done = subprocess.run(
         [str(PYTHON), str(HERE / "litellm_client.py"), server.url],
         capture_output=True,
