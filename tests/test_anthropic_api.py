@@ -113,6 +113,10 @@ def test_stream_follows_anthropic_event_order(server):
     assert set(kinds[3:-3]) == {"content_block_delta"}
     start = events[0][1]["message"]
     assert start["content"] == [] and start["stop_reason"] is None
+    assert start["usage"] == {
+        "input_tokens": events[-2][1]["usage"]["input_tokens"],
+        "output_tokens": 0,
+    }
     assert events[2][1] == {
         "type": "content_block_start",
         "index": 0,

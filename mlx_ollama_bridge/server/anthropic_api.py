@@ -16,13 +16,12 @@ from flask import Blueprint, Response, jsonify
 
 from .anthropic_wire import (
     MessagesEncoder,
-    estimate_input_tokens,
     messages_to_native,
     new_message_id,
 )
 from .context import get_registry
 from .errors import ANTHROPIC
-from .generation import Prepared, count_prompt_tokens, prepare_chat, start_generation
+from .generation import Prepared, count_prompt_tokens, prepare_chat, start_counted
 from .parsing import json_body, model_name
 from .upstream_proxy import forward_if_remote
 from .wire import respond
@@ -40,8 +39,8 @@ def messages() -> Response:
         return forwarded
     prepared = _prepare(messages_to_native(body))
     assert prepared.request is not None  # the translator insists on messages
-    events, _load_ns = start_generation(prepared.request)
-    encoder = MessagesEncoder(new_message_id(), prepared.name, estimate_input_tokens(body))
+    events, _load_ns, prompt_tokens = start_counted(prepared.request)
+    encoder = MessagesEncoder(new_message_id(), prepared.name, prompt_tokens)
     return respond(encoder, events, prepared.stream)
 
 

@@ -250,14 +250,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def estimate_input_tokens(body: dict[str, Any]) -> int:
-    """Ollama's estimate for ``message_start`` (a quarter of the characters sent), before
-    the prompt is counted; ``message_delta`` and ``stream: false`` carry the real count."""
-    size = len(json.dumps(body.get("system") or "")) + len(json.dumps(body.get("messages")))
-    size += len(json.dumps(body.get("tools") or []))
-    return max(size // 4, 1)
-
-
 # -- responses ----------------------------------------------------------------------------
 
 
@@ -284,9 +276,9 @@ class MessagesEncoder(Encoder):
     envelope = ANTHROPIC
     error_event = "error"
 
-    def __init__(self, message_id: str, model: str, estimated_input_tokens: int = 0) -> None:
+    def __init__(self, message_id: str, model: str, input_tokens: int = 0) -> None:
         self.message_id, self.model = message_id, model
-        self.estimated_input_tokens = estimated_input_tokens
+        self.input_tokens = input_tokens  # the prompt's length, for message_start
         self.index = 0
         self.open: str | None = None  # the kind of the content block being streamed
         self.called = False
@@ -303,7 +295,7 @@ class MessagesEncoder(Encoder):
         }
 
     def opening(self) -> Iterable[Frame]:
-        usage = {"input_tokens": self.estimated_input_tokens, "output_tokens": 0}
+        usage = {"input_tokens": self.input_tokens, "output_tokens": 0}
         start = {"type": "message_start", "message": {**self._message([], None), "usage": usage}}
         return [("message_start", start), ("ping", {"type": "ping"})]
 
@@ -373,7 +365,6 @@ class MessagesEncoder(Encoder):
 
 __all__ = [
     "MessagesEncoder",
-    "estimate_input_tokens",
     "messages_to_native",
     "new_message_id",
     "stop_reason",

@@ -115,12 +115,21 @@ def start_generation(request: GenerationRequest) -> tuple[Iterator[Event], int]:
     Errors before the first token (not found, busy, bad prompt) raise here; later ones
     arrive as a ``Failed`` event.
     """
+    events, load_ns, _prompt_tokens = start_counted(request)
+    return events, load_ns
+
+
+def start_counted(request: GenerationRequest) -> tuple[Iterator[Event], int, int]:
+    """:func:`start_generation`, plus the prompt's length in tokens (known once the engine
+    admitted it; the ``prompt_eval_count`` the generation will report), for wire formats
+    that announce it before the first token (Anthropic's ``message_start``)."""
     engine = get_engine()
     probe = generation_probe(request.model.name.display)  # taken now: streams outlive the view
     client_gone = client_gone_probe()
     job, ready = engine.submit(request, client_gone)
     events = job_events(job, engine.is_alive, client_gone)
-    return (_observed(events, probe) if probe else events), ready.load_duration_ns
+    observed = _observed(events, probe) if probe else events
+    return observed, ready.load_duration_ns, len(job.prompt_tokens)
 
 
 def _observed(events: Iterator[Event], probe: GenerationProbe) -> Iterator[Event]:
