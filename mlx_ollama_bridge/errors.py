@@ -27,12 +27,13 @@ _ROUTES = ("/api/", "/v1/")  # the bridge's own routes are not the machine's lay
 def public_text(text: str) -> str:
     """``text`` without absolute paths (each becomes ``…/<last part>``), tracebacks and
     credentials in URLs (``http://user:secret@host`` becomes ``http://host``)."""
+    text = text[: _MAX_MESSAGE * 4]  # an echoed request body must not cost a long scan
     head, found, _ = text.partition(_TRACEBACK)
     text = (head.rstrip() or "internal error") if found else text
     text = _FRAME_LINE.sub("", text)
     home = str(Path.home())
-    if len(home) > 1:
-        text = text.replace(home, "~")
+    if len(home) > 1:  # /Users/me -> ~, but not /Users/meg
+        text = re.sub(re.escape(home) + r"(?![\w.-])", "~", text)
     text = _USERINFO.sub(r"\1", text)
     text = _PATH.sub(_shorten, text)
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
