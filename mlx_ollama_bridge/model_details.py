@@ -9,7 +9,9 @@ Ollama reads these facts from GGUF metadata. An MLX model directory has none, so
   length + JSON; no tensor data is read);
 * ``capabilities`` follow Ollama's rules: ``embedding`` when ``<arch>.pooling_type`` is
   present, else ``completion``; ``tools`` and ``thinking`` from the chat template, with
-  the same text tests Ollama applies to a GGUF's Jinja template.
+  the same text tests Ollama applies to a GGUF's Jinja template; ``tools`` also for families
+  the bridge has a tools prompt for, and ``insert`` when the vocabulary has
+  fill-in-the-middle tokens (``ollama_templates``, ``fim``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .fim import find_fim_format, marker_tokens
+from .ollama_templates import TemplateForm, template_form
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,7 @@ class ModelDescription:
     capabilities: tuple[str, ...]
     chat_template: str | None
     context_length: int  # trained context in tokens; 0 = unknown
+    form: TemplateForm | None = None  # Go-template form, tools prompt, FIM format
 
 
 def describe_model(
@@ -103,24 +109,31 @@ def describe_model(
     }
     chat_template = template or read_chat_template(path)
     context = info.get(f"{arch}.context_length")
+    form = template_form(chat_template, find_fim_format(marker_tokens(path)))
     return ModelDescription(
         details=details,
         model_info=dict(sorted(info.items())),
-        capabilities=capabilities(info, chat_template),
+        capabilities=capabilities(info, chat_template, form),
         chat_template=chat_template,
         context_length=context if isinstance(context, int) else 0,
+        form=form,
     )
 
 
-def capabilities(model_info: dict[str, Any], chat_template: str | None) -> tuple[str, ...]:
-    """Ollama's capability list, in its derivation order."""
+def capabilities(
+    model_info: dict[str, Any], chat_template: str | None, form: TemplateForm | None = None
+) -> tuple[str, ...]:
+    """Ollama's capability list, in its derivation order (completion, tools, insert,
+    thinking)."""
     arch = model_info.get("general.architecture", "")
     if f"{arch}.pooling_type" in model_info:
         return ("embedding",)
     found = ["completion"]
     template = chat_template or ""
-    if "tools" in template or "tool_call" in template:
+    if "tools" in template or "tool_call" in template or (form is not None and form.tools):
         found.append("tools")
+    if form is not None and form.fim is not None:
+        found.append("insert")
     if _has_thinking(template) or arch == "gptoss":
         found.append("thinking")
     return tuple(found)

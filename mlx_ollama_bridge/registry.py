@@ -42,6 +42,7 @@ from .errors import InvalidModelName, ModelNotFound
 from .manifest import Manifest, quick_files_map, read_manifest_file
 from .model_details import ModelDescription, describe_model
 from .names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName
+from .ollama_templates import TemplateForm
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class LocalModel:
     parameters: dict[str, Any]  # default options (Ollama PARAMETER names)
     messages: list[dict[str, Any]]
     draft: LocalModel | None = None  # the alias's draft model, when it is present locally
+    form: TemplateForm | None = None  # Ollama Go-template form, tools prompt, FIM format
 
 
 class Registry:
@@ -269,6 +271,7 @@ class Registry:
             system=manifest.system,
             parameters=dict(manifest.parameters),
             messages=list(manifest.messages),
+            form=description.form,
         )
 
     def _describe(self, manifest: Manifest, path: Path) -> ModelDescription:

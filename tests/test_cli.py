@@ -26,6 +26,7 @@ from click.testing import CliRunner, Result
 from fake_ollama import PULLABLE, FakeOllama
 from helpers import PACKAGE, free_port, uses
 
+from mlx_ollama_bridge import OLLAMA_COMPAT_VERSION
 from mlx_ollama_bridge.cli import main
 
 FEW = ["-o", "num_predict=4", "-o", "temperature=0"]
@@ -302,7 +303,7 @@ def test_doctor_reports_checks_with_marks(server):
     assert re.search(r"^✓ MLX [\d.]+, mlx-lm [\d.]+, device (cpu|gpu) ", out, re.M)
     assert re.search(r"^✓ memory: .+ total", out, re.M)
     assert re.search(r"^✓ model store .+ \((writable|will be created)\)$", out, re.M)
-    assert f"✓ server answering at {server.url} (Ollama API 0.13.5)" in out
+    assert f"✓ server answering at {server.url} (Ollama API {OLLAMA_COMPAT_VERSION})" in out
     assert "- upstream Ollama: off" in out
 
 

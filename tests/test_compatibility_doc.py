@@ -54,7 +54,6 @@ OLLAMA_FIELDS = {
 # One request per field worth sending: the matrix status must match the answer.
 TINY_PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 PROBES = {
-    ("/api/generate", "suffix"): {"model": "tiny", "prompt": "a", "suffix": "b"},
     ("/api/generate", "format"): {"model": "tiny", "prompt": "a", "format": "json"},
     ("/api/generate", "images"): {"model": "tiny", "prompt": "a", "images": [TINY_PNG]},
     ("/api/generate", "think"): {"model": "tiny-think", "prompt": "a", "think": False},
@@ -313,7 +312,7 @@ V1_BASE = {
 # The stated limits of ``partial`` and ``not supported`` rows: each answers 400.
 V1_REFUSED = [
     ("/v1/chat/completions", {"n": 2}),
-    ("/v1/chat/completions", {"reasoning_effort": "minimal"}),
+    ("/v1/chat/completions", {"reasoning_effort": "huge"}),
     ("/v1/completions", {"n": 2}),
     ("/v1/completions", {"suffix": "b"}),
     ("/v1/completions", {"prompt": ["a", "b"]}),

@@ -88,10 +88,11 @@ def test_error_envelope_keeps_the_native_status(server):
 
 
 def test_native_checks_apply_through_v1(server):
-    tools = post(
-        server, "/v1/chat/completions", {"model": "smollm2:135m", "messages": ASK, "tools": TOOLS}
+    think = post(
+        server, "/v1/chat/completions", {"model": "tiny", "messages": ASK, "reasoning_effort": "low"}
     )
-    assert tools.status_code == 400 and "does not support tools" in tools.json()["error"]["message"]
+    assert think.status_code == 400
+    assert "does not support thinking" in think.json()["error"]["message"]
     body = {"model": "tiny", "messages": ASK, "response_format": {"type": "json_schema"}}
     fmt = post(server, "/v1/chat/completions", body)
     assert fmt.status_code == 400

@@ -74,19 +74,32 @@ One, two, three, four, five, six, seven, eight, nine, ten. 1 2 3 4 5 6 7 8 9 10 
 
 
 def build_tiny_model(
-    out_dir: Path, *, seed: int = 0, with_tools_template: bool = True, thinking: bool = False
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    with_tools_template: bool = True,
+    thinking: bool = False,
+    special_tokens: tuple[str, ...] = (),
+    template: str | None = "",
 ) -> Path:
     """Write a tiny random llama checkpoint to ``out_dir`` and return ``out_dir``.
 
     ``seed`` fixes the weights (the tokenizer is deterministic anyway).
     ``with_tools_template`` renders ``tools`` and ``tool`` messages the Qwen2.5 way;
     ``thinking`` adds ``<think>``/``</think>`` tokens and a Qwen3-style ``enable_thinking`` switch.
+    ``special_tokens`` are added to the vocabulary as special tokens (fill-in-the-middle
+    markers, say); ``template`` replaces the chat template (None: the model has none).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tokenizer(tools=with_tools_template, thinking=thinking)
+    if special_tokens:
+        tokenizer.add_special_tokens(
+            [AddedToken(t, special=True, normalized=False) for t in special_tokens]
+        )
     tokenizer.save(str(out_dir / "tokenizer.json"))
-    template = chat_template(with_tools=with_tools_template, thinking=thinking)
+    if template == "":
+        template = chat_template(with_tools=with_tools_template, thinking=thinking)
     _write_json(out_dir / "tokenizer_config.json", _tokenizer_config(template))
 
     ids = {token: tokenizer.token_to_id(token) for token in (BOS_TOKEN, EOS_TOKEN)}
@@ -133,9 +146,9 @@ def _muted_ids(tokenizer: Tokenizer) -> list[int]:
     ]
 
 
-def _tokenizer_config(template: str) -> dict[str, Any]:
+def _tokenizer_config(template: str | None) -> dict[str, Any]:
     """``tokenizer_config.json``: a class transformers 4.x and 5.x both load from tokenizer.json."""
-    return {
+    config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": BOS_TOKEN,
         "eos_token": EOS_TOKEN,
@@ -145,6 +158,9 @@ def _tokenizer_config(template: str) -> dict[str, Any]:
         "clean_up_tokenization_spaces": False,
         "chat_template": template,
     }
+    if template is None:
+        del config["chat_template"]
+    return config
 
 
 def _model_config(vocab_size: int, bos_id: int, eos_id: int) -> dict[str, Any]:

@@ -155,6 +155,7 @@ class MLXBackend:
         tools: list[dict[str, Any]] | None = None,
         chat_template: str | None = None,
         enable_thinking: bool | None = None,
+        reasoning_effort: str | None = None,
     ) -> str:
         """Render messages with the model's (or an override) chat template, ready to answer."""
         return prompts.render_chat(
@@ -163,6 +164,7 @@ class MLXBackend:
             tools=tools,
             chat_template=chat_template,
             enable_thinking=enable_thinking,
+            reasoning_effort=reasoning_effort,
         )
 
     def output_markup(self, loaded: LoadedModel) -> TokenizerMarkup:

@@ -23,6 +23,7 @@ from .generation import Generation
 from .gotemplate import render_legacy_template
 from .mlx_models import LoadedModel
 from .parsers import OutputParser, make_output_parser
+from .prompts import chat_template_for, fim_prompt
 from .requests import Event, Finished, GenerationRequest
 from .sampling import make_processors, make_sampler
 from .stops import StopMatcher
@@ -74,7 +75,7 @@ class GenerationJob:
             tokens = fit_to_context(tokens, request, context_length, bos_token_id=bos)
         self.prompt_tokens = tokens
         self._parser = make_output_parser(
-            template=request.model.chat_template,
+            template=chat_template_for(request.model, request.tools) or request.model.chat_template,
             markup=backend.output_markup(loaded),
             thinking_capable="thinking" in request.model.capabilities,
             think=request.think,
@@ -222,8 +223,9 @@ def build_prompt(
                 loaded,
                 messages,
                 tools=request.tools,
-                chat_template=model.manifest.template,
+                chat_template=chat_template_for(model, request.tools),
                 enable_thinking=request.think,
+                reasoning_effort=request.think_level,
             )
             tokens = backend.encode(loaded, text, add_special_tokens=False)
             droppable = _oldest_droppable(messages)
@@ -240,13 +242,20 @@ def build_prompt(
         return prompt, context + backend.encode_raw(loaded, prompt)
     system = request.system if request.system is not None else model.system
     if request.template:
-        values = {"System": system or "", "Prompt": prompt}
+        values = {"System": system or "", "Prompt": prompt, "Suffix": request.suffix or ""}
         text = render_legacy_template(request.template, values)
+        return text, context + backend.encode_raw(loaded, text)
+    if request.suffix:  # as Ollama: the FIM branch sees only the prompt and the suffix
+        text = fim_prompt(model, prompt, request.suffix)
         return text, context + backend.encode_raw(loaded, text)
     history = [] if context else list(model.messages)
     messages = _with_system(history + [{"role": "user", "content": prompt}], system)
     text = backend.render_chat(
-        loaded, messages, chat_template=model.manifest.template, enable_thinking=request.think
+        loaded,
+        messages,
+        chat_template=model.manifest.template,
+        enable_thinking=request.think,
+        reasoning_effort=request.think_level,
     )
     return text, context + backend.encode(loaded, text, add_special_tokens=False)
 

@@ -35,6 +35,7 @@ from .tool_formats import (
 _LOOKING, _EAT_OPEN, _THINKING, _EAT_CLOSE, _DONE = range(5)
 # ToolCallExtractor states
 _CONTENT, _TAGGED, _JSON = range(3)
+_LIST_PUNCTUATION = " \t\r\n,[]"
 
 
 class ThinkingSplitter:
@@ -102,6 +103,7 @@ class ToolCallExtractor:
         self._buffer = ""
         self._at_start = syntax.leading_json  # only whitespace (or a partial marker) so far
         self._after_call = False  # whitespace right after a call is dropped, not sent
+        self._streamed = False  # calls of the open marker block already sent (incremental)
         self._index = 0
 
     def feed(self, text: str) -> list[Event]:
@@ -115,6 +117,9 @@ class ToolCallExtractor:
     def finish(self) -> list[Event]:
         """End of output: parse an unterminated call, release held text."""
         rest, self._buffer = self._buffer, ""
+        if self._state == _TAGGED and self._streamed:  # an unclosed list: drop its tail
+            calls = self._parse(rest.strip(_LIST_PUNCTUATION), known_only=False)
+            return [self._event(calls)] if calls else []
         if self._state == _TAGGED:
             return self._close_call(rest, raw=self.syntax.start + rest)
         if not rest.strip() and (self._state == _JSON or self._after_call):
@@ -161,13 +166,40 @@ class ToolCallExtractor:
 
     def _advance_tagged(self, events: list[Event]) -> bool:
         end = self.syntax.end
+        if self.syntax.incremental:
+            self._stream_listed_calls(events)
         found = self._buffer.find(end) if end else -1
         if found < 0:  # still inside the call (or it runs to the end of the output)
             return False
         inner, self._buffer = self._buffer[:found], self._buffer[found + len(end) :]
         self._state = _CONTENT
+        if self.syntax.incremental and not inner.strip(_LIST_PUNCTUATION):
+            self._streamed = False  # every call already went out (or "[]": none was made)
+            return True
+        if self._streamed:  # calls went out; what follows them is dropped, as Ollama does
+            self._streamed = False
+            calls = self._parse(inner.strip(_LIST_PUNCTUATION), known_only=False)
+            events.extend([self._event(calls)] if calls else [])
+            return True
         events.extend(self._close_call(inner, raw=self.syntax.start + inner + end))
         return True
+
+    def _stream_listed_calls(self, events: list[Event]) -> None:
+        """Send each complete call object at the front of a ``[…]`` list right away."""
+        while True:
+            body = self._buffer.lstrip(_LIST_PUNCTUATION)
+            if not body.startswith("{"):
+                return
+            stop = json_value_end(body)
+            if stop is None:  # still being written
+                return
+            calls = self._parse(body[:stop], known_only=False)
+            if calls is None:  # not a call: leave the block whole for the end marker
+                return
+            events.append(self._event(calls))
+            self._after_call = False  # still inside the markers
+            self._streamed = True
+            self._buffer = body[stop:]
 
     def _advance_json(self, events: list[Event]) -> bool:
         stripped = self._buffer.lstrip()

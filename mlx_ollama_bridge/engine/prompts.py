@@ -11,6 +11,7 @@ from ..errors import BadRequest
 from .tool_formats import TokenizerMarkup
 
 if TYPE_CHECKING:
+    from ..registry import LocalModel
     from .mlx_models import LoadedModel
 
 
@@ -21,6 +22,7 @@ def render_chat(
     tools: list[dict[str, Any]] | None = None,
     chat_template: str | None = None,
     enable_thinking: bool | None = None,
+    reasoning_effort: str | None = None,
 ) -> str:
     """Render messages with the model's (or an override) chat template, ready to answer.
 
@@ -33,6 +35,8 @@ def render_chat(
         kwargs["tools"] = tools
     if enable_thinking is not None:
         kwargs["enable_thinking"] = enable_thinking
+    if reasoning_effort:  # a `think` level; Jinja templates know low/medium/high
+        kwargs["reasoning_effort"] = "high" if reasoning_effort == "max" else reasoning_effort
     if chat_template:
         kwargs["chat_template"] = chat_template
     elif not tokenizer.has_chat_template:
@@ -41,6 +45,27 @@ def render_chat(
         return tokenizer.apply_chat_template(messages, **kwargs)
     except Exception as exc:  # jinja2 raises many types; all mean "bad template/input"
         raise BadRequest(f"template error: {exc}") from exc
+
+
+def chat_template_for(model: LocalModel, tools: list[dict[str, Any]] | None) -> str | None:
+    """The chat template a request renders with: the manifest's override, else the tools
+    prompt the bridge supplies for the model's family when the request passes ``tools``
+    (``tool_prompts``), else None: the model's own."""
+    if model.manifest.template:
+        return model.manifest.template
+    form = model.form
+    if tools and form is not None and form.tool_prompt:
+        return form.tool_prompt
+    return None
+
+
+def fim_prompt(model: LocalModel, prompt: str, suffix: str) -> str:
+    """A fill-in-the-middle prompt in the model's format (``fim``); BadRequest if it has
+    none (the server checks the ``insert`` capability first)."""
+    fim = model.form.fim if model.form is not None else None
+    if fim is None:
+        raise BadRequest(f"{model.name.fully_qualified} does not support insert")
+    return fim.render(prompt, suffix)
 
 
 def plain_prompt(messages: list[dict[str, Any]]) -> str:

@@ -30,10 +30,12 @@ class GenerationRequest:
     prompt: str | None = None
     system: str | None = None
     template: str | None = None  # legacy Go template override (generate only)
+    suffix: str | None = None  # fill-in-the-middle: text after the completion (generate only)
     raw: bool = False
     context: list[int] | None = None
     tools: list[dict[str, Any]] | None = None
     think: bool | None = None  # None: the model cannot think; else Ollama's resolved `think`
+    think_level: str | None = None  # "low", "medium", "high" or "max" when `think` was a level
     render_only: bool = False  # `_debug_render_only`: render the prompt, generate nothing
     keep_alive_s: float | None = None
     truncate: bool = True

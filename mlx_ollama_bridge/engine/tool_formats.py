@@ -41,6 +41,9 @@ class ToolSyntax:
     parse: ParseFn
     leading_json: bool = False  # a bare JSON call at the start of the answer counts too
     id_length: int = 0  # 0: Ollama's ``call_`` + 8 chars; else this many letters/digits
+    # Between the markers is a JSON list whose calls go out one by one as each completes,
+    # as Ollama's template-driven tools parser streams them (SmolLM2).
+    incremental: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,12 +160,16 @@ MISTRAL = ToolSyntax(
     "mistral", "[TOOL_CALLS]", "", parse_mistral_calls, leading_json=True, id_length=9
 )
 GENERIC = ToolSyntax("json", "", "", parse_json_calls, leading_json=True)
+# SmolLM2 with Ollama's library tools prompt: <tool_call>[{"name": …, "arguments": …}, …]
+SMOLLM2 = ToolSyntax("smollm2", "<tool_call>", "</tool_call>", parse_json_calls, incremental=True)
 
 
 def tool_syntax(template: str | None, markup: TokenizerMarkup) -> ToolSyntax:
     """The tool-call syntax of a model, from mlx-lm's inference and the chat template."""
     template = template or ""
     family = markup.tool_family
+    if family is None and "<tool_call>[" in template:
+        return SMOLLM2
     if family == "json_tools" or (family is None and "<tool_call>" in template):
         return QWEN
     if family == "mistral" or (family is None and "[TOOL_CALLS]" in template):
@@ -248,6 +255,7 @@ __all__ = [
     "LLAMA3",
     "MISTRAL",
     "QWEN",
+    "SMOLLM2",
     "ParseFn",
     "ParsedCall",
     "TokenizerMarkup",

@@ -29,6 +29,7 @@ from .ollama_wire import OllamaEncoder
 from .parsing import model_name, optional, optional_str
 from .probes import GenerationProbe, generation_probe
 from .streaming import client_gone_probe, job_events
+from .think import check_think, resolved_think, think_level
 from .wire import respond
 
 
@@ -73,7 +74,7 @@ def prepare_generate(body: dict[str, Any]) -> Prepared:
     if raw and (template or system or context):
         raise BadRequest("raw mode does not support template, system, or context")
     _check_capabilities(model, name, body, chat=False)
-    if suffix:
+    if suffix and "insert" not in model.capabilities:
         raise BadRequest(f"{model.name.fully_qualified} does not support insert")
     prepared = _prepared(model, name, body, keep_alive, chat=False)
     if prompt or context:
@@ -81,6 +82,7 @@ def prepare_generate(body: dict[str, Any]) -> Prepared:
             prompt=prompt,
             system=system or None,
             template=template,
+            suffix=None if raw else suffix,
             raw=raw,
             context=context,
             **_common(prepared, body),
@@ -194,27 +196,12 @@ def _check_top_logprobs(body: dict[str, Any]) -> None:
 def _check_capabilities(model: LocalModel, name: str, body: dict[str, Any], *, chat: bool) -> None:
     if "completion" not in model.capabilities:
         raise BadRequest(f'"{name}" does not support {"chat" if chat else "generate"}')
-    think = body.get("think")
-    if think is not None and not isinstance(think, bool):
-        if think not in ("high", "medium", "low"):
-            raise BadRequest(
-                f'invalid think value: "{think}" (must be "high", "medium", "low", true, or false)'
-            )
-        # Levels are gpt-oss (harmony) only in Ollama; no model here speaks harmony.
-        raise BadRequest(f'think value "{think}" is not supported for this model')
-    if think is True and "thinking" not in model.capabilities:
+    think = check_think(body.get("think"))
+    if think not in (None, False) and "thinking" not in model.capabilities:
         raise BadRequest(f'"{name}" does not support thinking')
     if request_images(body, chat=chat) and "vision" not in model.capabilities:
         raise BadRequest(f"{model.name.fully_qualified} does not support vision")
     grammar_for_format(body.get("format"))  # 400 for a format the constraint cannot enforce
-
-
-def _resolved_think(model: LocalModel, body: dict[str, Any]) -> bool | None:
-    """Ollama's rule: on a thinking model an unset ``think`` means true; else not used."""
-    if "thinking" not in model.capabilities:
-        return None
-    think = body.get("think")
-    return True if think is None else bool(think)
 
 
 def _parse_context(value: Any) -> list[int] | None:
@@ -244,7 +231,8 @@ def _common(prepared: Prepared, body: dict[str, Any]) -> dict[str, Any]:
     return {
         "model": prepared.model,
         "options": prepared.options,
-        "think": _resolved_think(prepared.model, body),
+        "think": resolved_think(prepared.model.capabilities, body.get("think")),
+        "think_level": think_level(prepared.model.capabilities, body.get("think")),
         "render_only": optional(body, "_debug_render_only", bool, False),
         "keep_alive_s": prepared.keep_alive_s,
         "truncate": optional(body, "truncate", bool, True),

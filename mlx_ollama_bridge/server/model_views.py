@@ -51,7 +51,7 @@ def show_response(model: LocalModel, *, verbose: bool = False) -> dict[str, Any]
     reply: dict[str, Any] = {
         "modelfile": modelfile(model),
         "parameters": format_parameters(model.parameters),
-        "template": model.chat_template or "",
+        "template": shown_template(model),
         "system": model.system or "",
         "details": dict(model.details),
         "messages": list(model.messages),
@@ -61,6 +61,15 @@ def show_response(model: LocalModel, *, verbose: bool = False) -> dict[str, Any]
     }
     keep_always = {"model_info", "capabilities", "details", "modified_at"}
     return {k: v for k, v in reply.items() if v or k in keep_always}
+
+
+def shown_template(model: LocalModel) -> str:
+    """The template as ``/api/show`` gives it: Ollama's Go-template form for a recognised
+    family (``ollama_templates``), else the model's own Jinja chat template."""
+    form = model.form
+    if form is not None and form.go_template:
+        return form.go_template
+    return model.chat_template or ""
 
 
 def format_parameters(parameters: dict[str, Any]) -> str:
@@ -81,8 +90,8 @@ def modelfile(model: LocalModel) -> str:
         "",
         f"FROM {model.path}",
     ]
-    if model.chat_template:
-        lines.append(f'TEMPLATE """{model.chat_template}"""')
+    if shown_template(model):
+        lines.append(f'TEMPLATE """{shown_template(model)}"""')
     if model.system:
         lines.append(f'SYSTEM """{model.system}"""')
     for key, value in model.parameters.items():

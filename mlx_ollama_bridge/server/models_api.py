@@ -23,6 +23,7 @@ from ..store.manage import CreateSpec, copy_model, create_model, delete_model
 from ..store.modelfile import Modelfile, parse_modelfile
 from ..store.pull import check_pull_name, pull_events
 from .context import get_registry
+from .model_views import shown_template
 from .parsing import model_name, optional, optional_str
 from .streaming import ndjson_response
 
@@ -62,6 +63,8 @@ def handle_create(body: dict[str, Any]) -> Response:
             "send files (ollama create does), or `mlx-ollama-bridge import FILE --name NAME`"
         )
     template = _first(optional(body, "template", str), parsed.template)
+    if template is not None and base and _is_shown_form(template, base):
+        template = None  # `ollama show --modelfile` output fed back: keep the base's own
     if template is not None:
         check_template(template)
     parameters = typed_parameters(parsed.parameters)
@@ -121,6 +124,15 @@ def typed_parameters(raw: dict[str, list[str]]) -> dict[str, Any]:
         except ValueError:
             raise BadRequest(f"invalid value for parameter '{key}': {values[-1]!r}") from None
     return validate_options(typed, where="parameters")
+
+
+def _is_shown_form(template: str, base: str) -> bool:
+    """True if ``template`` is the Go-template form ``/api/show`` gives for ``base``."""
+    try:
+        model = get_registry().resolve(base)
+    except BridgeError:
+        return False  # the create itself reports the missing base
+    return template.strip() == shown_template(model).strip() != model.chat_template
 
 
 def check_template(template: str) -> None:

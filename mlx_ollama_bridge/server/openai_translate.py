@@ -17,7 +17,18 @@ from ..errors import BadRequest
 from ..registry import LocalModel
 
 _IMAGE_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "jpg", "png", "webp"))
-_EFFORTS = {"none": False, "low": "low", "medium": "medium", "high": "high"}
+# Ollama's thinkFromReasoningEffort: OpenAI's scale (and clients' extra tiers) clamped to
+# Ollama's think values.
+_EFFORTS = {
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "max": "max",
+    "xhigh": "max",
+    "ultra": "max",
+}
 
 
 class InvalidField(BadRequest):
@@ -128,14 +139,16 @@ def _format(response_format: Any) -> Any:
 def _think(body: dict[str, Any]) -> bool | str | None:
     """``reasoning_effort`` / ``reasoning.effort``: none -> think false, a level -> a level."""
     reasoning = body.get("reasoning")
-    effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
-    if effort is None:
+    if isinstance(reasoning, dict):  # as Ollama: `reasoning` wins over `reasoning_effort`
+        effort = reasoning.get("effort")
+    else:
         effort = body.get("reasoning_effort")
-    if effort is None:
+    if effort is None or effort == "":
         return None
     if effort not in _EFFORTS:
         raise InvalidField(
-            f'invalid reasoning value: \'{effort}\' (must be "high", "medium", "low", or "none")',
+            f'invalid reasoning value: {json.dumps(effort)} (must be "minimal", "low", '
+            '"medium", "high", "xhigh", "ultra", "max", or "none")',
             "reasoning_effort",
         )
     return _EFFORTS[effort]
