@@ -23,7 +23,7 @@ from mlx_ollama_bridge.server.responses_translate import parse_request
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "compatibility.md"
 STATUSES = {"supported", "partial", "ignored", "not supported", "bridge-only"}
 
-# Ollama v0.13.5's routes (reference/ollama-api.md §0), HEAD left out as Flask adds it to GET.
+# Ollama v0.32.15's routes (server/routes.go), HEAD left out as Flask adds it to GET.
 OLLAMA_ROUTES = {
     ("GET", "/"), ("GET", "/api/version"), ("GET", "/api/tags"), ("POST", "/api/show"),
     ("GET", "/api/ps"), ("POST", "/api/generate"), ("POST", "/api/chat"), ("POST", "/api/embed"),
@@ -32,10 +32,13 @@ OLLAMA_ROUTES = {
     ("HEAD", "/api/blobs/:digest"), ("POST", "/api/blobs/:digest"), ("POST", "/api/me"),
     ("POST", "/api/signout"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
     ("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/v1/models/:model"),
-    ("POST", "/v1/responses"),
+    ("POST", "/v1/responses"), ("POST", "/v1/messages"), ("GET", "/api/status"),
+    ("DELETE", "/api/user/keys/:encodedKey"), ("POST", "/api/experimental/web_search"),
+    ("POST", "/api/experimental/web_fetch"), ("GET", "/api/experimental/model-recommendations"),
+    ("POST", "/v1/audio/transcriptions"),
 }  # fmt: skip
 
-# Every request field of Ollama's native API (api/types.go v0.13.5), per endpoint.
+# Every request field of Ollama's native API (api/types.go), per endpoint.
 OLLAMA_FIELDS = {
     "/api/generate": "model prompt suffix system template context stream raw format images "
     "options keep_alive think truncate shift logprobs top_logprobs _debug_render_only",

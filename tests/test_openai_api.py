@@ -88,9 +88,8 @@ def test_error_envelope_keeps_the_native_status(server):
 
 
 def test_native_checks_apply_through_v1(server):
-    think = post(
-        server, "/v1/chat/completions", {"model": "tiny", "messages": ASK, "reasoning_effort": "low"}
-    )
+    body = {"model": "tiny", "messages": ASK, "reasoning_effort": "low"}
+    think = post(server, "/v1/chat/completions", body)
     assert think.status_code == 400
     assert "does not support thinking" in think.json()["error"]["message"]
     body = {"model": "tiny", "messages": ASK, "response_format": {"type": "json_schema"}}

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from conftest import RunningServer, stop_server
-from own_server import own_server
+from helpers import RunningServer, own_server, stop_server
 from tiny_model import build_tiny_model
 
 QWEN_FIM = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
