@@ -434,3 +434,24 @@ def test_every_anthropic_sdk_field_has_a_row():
     count = set(message_count_tokens_params.MessageCountTokensParams.__annotations__)
     assert create <= table["/v1/messages"], create - table["/v1/messages"]
     assert count <= table["/v1/messages/count_tokens"], count - table["/v1/messages/count_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (503, "overloaded_error"),
+    ],
+)
+def test_anthropic_error_types_follow_the_status(status, kind):
+    from mlx_ollama_bridge.server.errors import ANTHROPIC
+
+    body = ANTHROPIC.body("m", status, None)
+    assert body == {"type": "error", "error": {"type": kind, "message": "m"}}
