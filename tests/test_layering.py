@@ -30,6 +30,8 @@ def test_only_the_listed_engine_modules_and_the_converter_import_mlx():
         PACKAGE / "engine" / "kv_quant.py",
         # draft models: mlx-lm's speculative_generate_step
         PACKAGE / "engine" / "speculative.py",
+        # prompt-lookup decoding: the model checks n-gram drafts, KV caches trimmed back
+        PACKAGE / "engine" / "prompt_lookup.py",
         # Linux CPU mode: small quantized models dequantized to float32 at load, behind load()
         PACKAGE / "engine" / "cpu_dense.py",
         PACKAGE / "store" / "gguf.py",

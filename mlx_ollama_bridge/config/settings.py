@@ -201,6 +201,13 @@ class Settings:
         "(speculative decoding); 0 = never use draft models.",
         parse_uint,
     )
+    prompt_lookup_tokens: int = _setting(
+        "MLX_BRIDGE_PROMPT_LOOKUP",
+        8,
+        "Prompt-lookup decoding: most tokens drafted from the prompt's own n-grams per step, "
+        "for greedy requests of 64+ prompt tokens decoding alone; 0 = off.",
+        parse_uint,
+    )
     api_key: str = _setting(
         "MLX_BRIDGE_API_KEY",
         "",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest
-from . import embeddings, generation, mlx_models, prompt_cache, prompts
+from . import embeddings, generation, mlx_models, prompt_cache, prompt_lookup, prompts
 from .batching import BatchLane
 from .generation import PREFILL_STEP, Generation
 from .interface import Job, Stepped, StepResult
@@ -25,6 +25,7 @@ from .jobs import GenerationJob
 from .mlx_models import LoadedModel, ModelSetup
 from .options import Options
 from .prompt_disk import DIR_NAME
+from .prompt_lookup import LookupTally
 from .sampling import LogitsProcessor
 from .speculative import DraftTally
 from .tool_formats import TokenizerMarkup
@@ -46,6 +47,7 @@ class MLXBackend:
         *,
         kv_cache_type: str = "f16",
         num_draft_tokens: int = 3,
+        prompt_lookup_tokens: int = 0,
         prompt_cache_dir: Path | None = None,
         prompt_cache_disk_bytes: int = 0,
         prompt_cache_disk_min_tokens: int = 256,
@@ -61,7 +63,10 @@ class MLXBackend:
             dense_max_params=cpu_dense_max_params,
         )
         self._lock = threading.Lock()
-        self._counts = {"draft_tokens": 0, "draft_accepted": 0}  # not yet taken
+        self._lookup = prompt_lookup_tokens
+        # not yet taken: draft models' proposals, and prompt lookup's (``prompt_lookup``)
+        self._counts = {"draft_tokens": 0, "draft_accepted": 0, "lookup_tokens": 0}
+        self._counts |= {"lookup_accepted": 0}
         self._lanes: dict[int, BatchLane] = {}  # id(loaded model) -> its batch lane
 
     @classmethod
@@ -71,6 +76,7 @@ class MLXBackend:
             settings.prompt_cache_entries,
             kv_cache_type=settings.kv_cache_type,
             num_draft_tokens=settings.num_draft_tokens,
+            prompt_lookup_tokens=settings.prompt_lookup_tokens,
             prompt_cache_dir=Path(settings.models_dir) / DIR_NAME,
             prompt_cache_disk_bytes=settings.prompt_cache_disk_bytes,
             prompt_cache_disk_min_tokens=settings.prompt_cache_disk_min_tokens,
@@ -198,6 +204,7 @@ class MLXBackend:
         max_kv_size: int | None,
         cancel: threading.Event | None = None,
         extra_processors: list[LogitsProcessor] | None = None,
+        prompt_lookup: bool = False,
     ) -> Generation:
         """Start generating after ``prompt_tokens``; the tokens never end (the caller stops).
         See ``generation.start_generation``."""
@@ -210,6 +217,8 @@ class MLXBackend:
             extra_processors=extra_processors,
             num_draft_tokens=self._setup.num_draft_tokens,
             on_draft_done=self._draft_done(loaded.path.name),
+            prompt_lookup=self._lookup if prompt_lookup else 0,
+            on_lookup_done=self._lookup_done(loaded.path.name),
         )
 
     def batchable(self, loaded: LoadedModel) -> bool:
@@ -227,6 +236,24 @@ class MLXBackend:
             return 0
         return prompt_cache.kv_bytes_per_token(loaded)
 
+    def uses_prompt_lookup(
+        self,
+        loaded: LoadedModel,
+        options: Options,
+        prompt_len: int,
+        *,
+        constrained: bool,
+        alone: bool,
+    ) -> bool:
+        """True if this request should decode with prompt lookup (``prompt_lookup.worth_it``)."""
+        return self._lookup > 0 and prompt_lookup.worth_it(
+            greedy=options.temperature <= 0,
+            constrained=constrained,
+            has_draft=loaded.draft is not None,
+            prompt_len=prompt_len,
+            alone=alone,
+        )
+
     def take_counts(self) -> dict[str, int]:
         """Speculative-decoding counters of generations finished since the last call:
         ``draft_tokens`` proposed by draft models, ``draft_accepted`` of them kept."""
@@ -235,6 +262,22 @@ class MLXBackend:
             for name in self._counts:
                 self._counts[name] = 0
         return counts
+
+    def _lookup_done(self, name: str) -> Any:
+        def done(tally: LookupTally) -> None:
+            with self._lock:
+                self._counts["lookup_tokens"] += tally.drafted
+                self._counts["lookup_accepted"] += tally.accepted
+            log.info(
+                "prompt lookup model=%s generated=%d rounds=%d drafted=%d accepted=%d",
+                name,
+                tally.generated,
+                tally.rounds,
+                tally.drafted,
+                tally.accepted,
+            )
+
+        return done
 
     def _draft_done(self, name: str) -> Any:
         def done(tally: DraftTally) -> None:

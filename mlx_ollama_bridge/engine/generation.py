@@ -13,10 +13,13 @@ from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import generate_step
+from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
 from ..errors import RequestCanceled
 from .mlx_models import LoadedModel
 from .options import Options
+from .prompt_cache import cache_offset
+from .prompt_lookup import LookupTally, lookup_tokens
 from .sampling import LogitsProcessor, Sampler, make_processors, make_sampler
 from .speculative import DraftTally, align_caches, speculative_tokens
 
@@ -49,13 +52,17 @@ def start_generation(
     extra_processors: list[LogitsProcessor] | None = None,
     num_draft_tokens: int = 3,
     on_draft_done: Callable[[DraftTally], None] = lambda _tally: None,
+    prompt_lookup: int = 0,
+    on_lookup_done: Callable[[LookupTally], None] = lambda _tally: None,
 ) -> Generation:
     """Start generating after ``prompt_tokens``; the tokens never end (the caller stops).
 
     Without a rotating window (``max_kv_size``) the longest cached prefix is reused and
     only the rest of the prompt is evaluated. ``cancel`` aborts a long prompt between
     prefill chunks (RequestCanceled). A model with a draft speculates (``num_draft_tokens``
-    per step) and reports its tally to ``on_draft_done`` when it ends.
+    per step) and reports its tally to ``on_draft_done`` when it ends. ``prompt_lookup`` > 0
+    drafts up to that many tokens from the prompt's n-grams instead (``prompt_lookup``; the
+    caller checked that the request is greedy and unconstrained).
     """
     pool = loaded.prompt_cache
     window = max_kv_size is not None
@@ -86,6 +93,24 @@ def start_generation(
             generation.fed,
             num_draft_tokens,
             on_draft_done,
+        )
+        return generation
+    if prompt_lookup and not layers and cache is not None and not extra:
+        generation = Generation(
+            iter(()), list(prompt_tokens), cache, len(prompt_tokens) - len(rest)
+        )
+        check = _cancel_check(cancel)
+        generation.tokens = lookup_tokens(
+            rest,
+            prompt_tokens,
+            loaded.model,
+            cache,
+            max_draft=prompt_lookup,
+            processors=make_processors(options, len(rest)),
+            prefill_step=PREFILL_STEP,
+            check=(lambda: check(0, 0)) if check is not None else (lambda: None),
+            fed=generation.fed,
+            done=on_lookup_done,
         )
         return generation
     if layers and cache is not None:
@@ -161,6 +186,13 @@ def keep_cache(loaded: LoadedModel, generation: Generation) -> bool:
         if aligned is None:
             return False
         tokens = aligned
+    else:
+        # the cache holds a prefix of the tokens, or (prompt lookup: drafts accepted past what
+        # the job took) the tokens and a few more, always in order
+        offset = cache_offset(cache)
+        if offset > len(tokens) and can_trim_prompt_cache(cache):
+            trim_prompt_cache(cache, offset - len(tokens))
+        tokens = tokens[: max(offset, 0)]
     return pool.insert(tokens, cache, prompt_len=len(generation.prompt))
 
 

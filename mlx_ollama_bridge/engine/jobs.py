@@ -104,7 +104,15 @@ class GenerationJob:
             self.prompt_text,
             self._max_tokens,
         )
-        if lane is not None and not window and backend.batchable(loaded):
+        # a greedy request copying its prompt decodes faster alone with prompt lookup
+        lookup = not window and backend.uses_prompt_lookup(
+            loaded,
+            request.options,
+            len(tokens),
+            constrained=bool(constraint),
+            alone=lane is None or not len(lane),
+        )
+        if lane is not None and not window and not lookup and backend.batchable(loaded):
             options = request.options
             self._slot = lane.add(
                 tokens,
@@ -121,6 +129,7 @@ class GenerationJob:
             max_kv_size=ctx if window else None,
             cancel=self.request.cancel,
             extra_processors=constraint,
+            prompt_lookup=lookup,
         )
         self._tokens = self._generation.tokens
 

@@ -40,6 +40,7 @@ _IDLE_WAKEUP_S = 1.0
 _GONE_POLL_S = 0.25  # how often a queued request checks that its client is still there
 _COUNTERS = ("prompt_tokens", "prompt_tokens_reused", "canceled", "batched_tokens", "batch_peak")
 _COUNTERS += ("draft_tokens", "draft_accepted")  # speculative decoding's, from the backend
+_COUNTERS += ("lookup_tokens", "lookup_accepted")  # prompt lookup's drafts and accepted ones
 
 
 @dataclass
