@@ -129,6 +129,16 @@ def test_sdk_stream_helper_accumulates_text_reasoning_and_calls(client):
     assert [(i.type, i.name) for i in final.output] == [("function_call", "get_weather")]
 
 
+def test_cached_tokens_count_the_prompt_cache(client):
+    # A bounded answer: without one the engine runs a rotating window and keeps no cache.
+    ask = {"model": "parrot-think", "instructions": "A long prefix. " * 20, "input": "Hi"}
+    ask["max_output_tokens"] = 50
+    client.responses.create(**ask)
+    again = client.responses.create(**ask)
+    cached = again.usage.input_tokens_details.cached_tokens
+    assert 0 < cached < again.usage.input_tokens
+
+
 def test_max_output_tokens_makes_an_incomplete_response(client):
     reply = client.responses.create(model="tiny", input="Hi", max_output_tokens=3, temperature=0)
     assert reply.status == "incomplete"

@@ -203,6 +203,7 @@ class GenerationJob:
                 eval_count=len(self.generated),
                 eval_duration_ns=int((now - first) * 1e9),
                 context=context,
+                cached_count=self.reused_tokens,
             )
         )
         if self._lane is not None and self._slot is not None:

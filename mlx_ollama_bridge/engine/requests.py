@@ -97,6 +97,7 @@ class Finished:
     eval_count: int
     eval_duration_ns: int
     context: list[int] | None = None
+    cached_count: int = 0  # of prompt_eval_count, tokens taken from the prompt cache
 
 
 @dataclass(frozen=True)

@@ -285,11 +285,12 @@ class ResponsesEncoder(Encoder):
 
 
 def usage(finished: Finished) -> dict[str, Any]:
-    """Token counts from the native metrics, in the Responses shape."""
+    """Token counts from the native metrics, in the Responses shape; ``cached_tokens`` are
+    the prompt tokens the prompt cache supplied (Ollama always says 0)."""
     prompt, completion = finished.prompt_eval_count, finished.eval_count
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": finished.cached_count},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt + completion,
