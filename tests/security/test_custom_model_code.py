@@ -26,25 +26,25 @@ from mlx_ollama_bridge.store.pull import pull_events
 
 EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
 
-# (file, key, value): every way a config can ask for code.
+# (file, patch): every way a config can ask for code.
 HOSTILE = [
-    ("config.json", "model_file", "evil.py"),
-    ("config.json", "auto_map", {"AutoModelForCausalLM": "evil.EvilModel"}),
-    ("config.json", "trust_remote_code", True),
-    ("tokenizer_config.json", "auto_map", {"AutoTokenizer": ["evil.EvilTokenizer", None]}),
-    ("config.json", "text_config", {"auto_map": {"AutoConfig": "evil.EvilConfig"}}),
+    ("config.json", {"model_file": "evil.py"}),
+    ("config.json", {"model_type": "evil_arch", "auto_map": {"AutoModel": "evil.EvilModel"}}),
+    ("config.json", {"trust_remote_code": True}),
+    ("tokenizer_config.json", {"auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}}),
+    ("config.json", {"text_config": {"auto_map": {"AutoConfig": "evil.EvilConfig"}}}),
 ]
 IDS = ["model_file", "auto_map", "trust_remote_code", "tokenizer-auto_map", "nested-auto_map"]
 
 
-def hostile_dir(base: Path, tiny: Path, file: str, key: str, value) -> tuple[Path, Path]:
-    """A copy of the tiny model whose ``file`` sets ``key``; (directory, marker path)."""
+def hostile_dir(base: Path, tiny: Path, file: str, patch: dict) -> tuple[Path, Path]:
+    """A copy of the tiny model whose ``file`` gets ``patch``; (directory, marker path)."""
     target = base / "hostile"
     shutil.copytree(tiny, target)
     marker = base / "evil-ran"
     (target / "evil.py").write_text(EVIL.format(marker=str(marker)))
     config = json.loads((target / file).read_text())
-    config[key] = value
+    config.update(patch)
     (target / file).write_text(json.dumps(config))
     return target, marker
 
@@ -65,15 +65,30 @@ def test_code_references_finds_truthy_keys_only():
     assert code_references({"a": [{"model_file": "x.py"}]}) == ['model_file: "x.py"']
 
 
-@pytest.mark.parametrize(("file", "key", "value"), HOSTILE, ids=IDS)
-def test_import_of_a_local_dir_is_refused(registry, tiny_model_dir, tmp_path, file, key, value):
-    source, marker = hostile_dir(tmp_path, tiny_model_dir, file, key, value)
+@pytest.mark.parametrize(("file", "patch"), HOSTILE, ids=IDS)
+def test_import_of_a_local_dir_is_refused(registry, tiny_model_dir, tmp_path, file, patch):
+    source, marker = hostile_dir(tmp_path, tiny_model_dir, file, patch)
     with pytest.raises(CustomCodeRefused) as refused:
         import_model_dir(registry, source, "evil:latest", source="test")
     assert refused.value.status_code == 400
-    assert key in refused.value.message or "auto_map" in refused.value.message
+    assert any(key in refused.value.message for key in ("model_file", "auto_map", "trust"))
     assert "CVE-2026-5843" in refused.value.message
     assert store_is_empty(registry)
+    assert not marker.exists()
+
+
+def test_an_auto_map_repeating_an_architecture_mlx_lm_implements_is_accepted(
+    registry, tiny_model_dir, tmp_path
+):
+    """MLX conversions of Phi-3 or DeepSeek-V3 keep the original repo's auto_map; mlx-lm
+    builds them from its own code and never reads it, so they import and load."""
+    from mlx_ollama_bridge.engine.backend import MLXBackend
+
+    patch = {"auto_map": {"AutoModelForCausalLM": "evil.EvilModel"}}  # model_type: llama
+    source, marker = hostile_dir(tmp_path, tiny_model_dir, "config.json", patch)
+    model = import_model_dir(registry, source, "native:latest", source="test")
+    loaded = MLXBackend.from_settings(Settings.from_env()).load(model.path)
+    assert loaded.size_bytes > 0
     assert not marker.exists()
 
 
