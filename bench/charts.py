@@ -1,8 +1,9 @@
 """The benchmark chart: a PNG drawn from ``bench/run.py``'s JSON report, nothing else.
 
 Left, concurrency: aggregate decode tok/s at 1, 2, 4, 8 streams against perfect scaling of
-one stream. Right, multi-turn chat: time to first token per turn with and without the
-prompt cache. An optional second report (``baseline``, e.g. a run with
+one stream. Middle, multi-turn chat: time to first token per turn with and without the
+prompt cache. Right (when the report has peers): each peer's speed per scenario as a
+fraction of the bridge's. An optional second report (``baseline``, e.g. a run with
 ``MLX_BRIDGE_CPU_BLAS=off``) is drawn beside it in grey. Re-draw from saved reports:
 ``python bench/charts.py docs/benchmarks.json docs/benchmarks.png [BASELINE.json LABEL]``
 (needs ``.[bench]``).
@@ -29,7 +30,10 @@ def write_chart(
     matplotlib.use("Agg")  # no display: CI, servers
     import matplotlib.pyplot as plt
 
-    fig, (conc, turns) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    peers = (report.get("peers") or {}).get("ratios") or {}
+    columns = 3 if peers else 2
+    fig, axes = plt.subplots(1, columns, figsize=(5.5 * columns, 4.2), dpi=110)
+    conc, turns = axes[0], axes[1]
     rows = report["concurrency"]
     streams = [row["streams"] for row in rows]
     tps = [row["aggregate_tps"] for row in rows]
@@ -72,6 +76,9 @@ def write_chart(
     turns.set_title("Multi-turn chat")
     turns.legend(fontsize=8, loc="upper left")
 
+    if peers:
+        draw_peers(axes[2], peers)
+
     load = report.get("load_average")
     load_text = f", load avg {load[0]:.1f}" if load else ""
     fig.suptitle(
@@ -84,6 +91,31 @@ def write_chart(
     fig.savefig(out, format="png", metadata={"Software": None})  # no version stamp: stable
     plt.close(fig)
     return out
+
+
+PEER_COLOURS = {"mlx_lm_server": "#f58518", "llama_cpp_server": "#72b7b2"}
+PEER_LABELS = {"mlx_lm_server": "mlx_lm.server", "llama_cpp_server": "llama.cpp server"}
+
+
+def draw_peers(axis: Any, ratios: dict[str, dict[str, float]]) -> None:
+    """Each peer's speed as a fraction of the bridge's, per scenario (the bridge = 1)."""
+    names = list(ratios)
+    metrics = list(next(iter(ratios.values())))
+    height = 0.8 / len(names)
+    for i, name in enumerate(names):
+        ys = [m + (i - (len(names) - 1) / 2) * height for m in range(len(metrics))]
+        values = [ratios[name][k] for k in metrics]
+        axis.barh(ys, values, height, color=PEER_COLOURS.get(name, "#999999"),
+                  label=PEER_LABELS.get(name, name))  # fmt: skip
+        for y, value in zip(ys, values, strict=True):
+            axis.annotate(f"{value:.2f}", (value, y), va="center", fontsize=7,
+                          xytext=(2, 0), textcoords="offset points")  # fmt: skip
+    axis.axvline(1.0, color="k", lw=1, ls="--", label="bridge")
+    axis.set_yticks(range(len(metrics)), [m.replace("_", " ") for m in metrics], fontsize=7)
+    axis.invert_yaxis()
+    axis.set_xlabel("speed relative to the bridge (tokens/s, or 1/TTFT)")
+    axis.set_title("Peers, same model and prompts")
+    axis.legend(fontsize=7, loc="lower right")
 
 
 def main() -> None:

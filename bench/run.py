@@ -27,6 +27,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import run_peers  # noqa: E402
 from scenarios import concurrency, multi_turn  # noqa: E402
 from server import start_bridge, stream_chat  # noqa: E402
 
@@ -104,9 +105,8 @@ def paired(raw: Run, bridge: Run, runs: int) -> tuple[dict[str, float], dict[str
 def single_server(args: argparse.Namespace, streams: list[int], raw: Run) -> dict[str, Any]:
     """RSS, cold load, decode (alternating with raw mlx-lm) and concurrency on one server
     without a prompt cache."""
-    bridge = start_bridge(
-        OLLAMA_NUM_PARALLEL=str(max(streams)), MLX_BRIDGE_PROMPT_CACHE="0", OLLAMA_KEEP_ALIVE="-1"
-    )
+    # OLLAMA_NUM_PARALLEL left unset: the default (chosen from memory) is what is measured
+    bridge = start_bridge(MLX_BRIDGE_PROMPT_CACHE="0", OLLAMA_KEEP_ALIVE="-1")
     try:
         time.sleep(1.0)
         rss_idle = bridge.rss_bytes()
@@ -169,6 +169,47 @@ def print_tables(report: dict[str, Any]) -> None:
         f"\ncold load: {report['cold_load_s']:.2f} s; RSS idle {rss['idle']:.0f} MB, "
         f"one model loaded {rss['one_model_loaded']:.0f} MB"
     )
+    if report.get("peers"):
+        print_peers(report["peers"])
+
+
+def print_peers(peers: dict[str, Any]) -> None:
+    """The peer comparison as tables: figures, then each peer as a ratio to the bridge."""
+    names = [n for n in ("bridge", "mlx_lm_server", "llama_cpp_server") if peers.get(n)]
+    print(f"\n{'':32}" + "".join(f"{n:>18}" for n in names))
+    rows = {
+        "single decode tok/s": lambda r: r["single"]["decode_tps"],
+        "single TTFT s": lambda r: r["single"]["ttft_s"],
+        **{
+            f"{c['streams']} streams tok/s": (lambda r, i=i: r["concurrency"][i]["aggregate_tps"])
+            for i, c in enumerate(peers["bridge"]["concurrency"])
+        },
+        "chat turn 6 TTFT s": lambda r: r["multi_turn_ttft_s"][-1],
+        "agent turn 1 TTFT s": lambda r: r["agent"]["ttft_s"][0],
+        "agent turn 10 TTFT s": lambda r: r["agent"]["ttft_s"][-1],
+        "agent 2nd session TTFT s": lambda r: r["agent"]["second_session_ttft_s"],
+        "edit decode tok/s": lambda r: r["edit"]["decode_tps"],
+        "RSS MB": lambda r: r["rss_mb"],
+    }
+    for label, get in rows.items():
+        print(f"{label:32}" + "".join(f"{get(peers[n]):18.3f}" for n in names))
+    bridge = peers["bridge"]
+    agent = bridge["agent"]
+    print(
+        f"agent system prompt {peers['agent_system_tokens']} tokens; bridge uncached turn 1 "
+        f"{agent['uncached_turn1_ttft_s']:.2f} s, last turn "
+        f"{agent['uncached_last_turn_ttft_s']:.2f} s; edit without lookup "
+        f"{bridge['edit_without_lookup']['decode_tps']:.2f} tok/s, same text: "
+        f"{bridge['edit']['same_text_as_without_lookup']}"
+    )
+    memory = bridge["restart_and_memory"]
+    print(
+        f"after restart, 2nd session TTFT {memory['second_session_after_restart_ttft_s']:.2f} s; "
+        f"RSS over sessions: {[round(r['rss_mb']) for r in memory['rss_over_sessions']]} MB "
+        f"(budget {memory['memory_budget_mb']:.0f} MB)"
+    )
+    for name, row in peers["ratios"].items():
+        print(f"{name} / bridge: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
 
 
 def main() -> None:
@@ -180,6 +221,14 @@ def main() -> None:
     parser.add_argument("--concurrency-tokens", type=int, default=32)
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--turn-tokens", type=int, default=16)
+    parser.add_argument("--agent-turns", type=int, default=10)
+    parser.add_argument("--agent-tokens", type=int, default=32)
+    parser.add_argument("--agent-prompt-tokens", type=int, default=6000)
+    parser.add_argument("--edit-tokens", type=int, default=256)
+    parser.add_argument("--sessions", type=int, default=100, help="agent sessions for memory")
+    parser.add_argument("--no-peers", action="store_true", help="skip bench/compare.py")
+    parser.add_argument("--cache-dir", default=".cache/bench", help="dense copy, GGUF, logs")
+    parser.add_argument("--wheels", default=".cache/wheels")
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
     parser.add_argument("--chart", type=Path, help="also draw the PNG chart here (matplotlib)")
     parser.add_argument(
@@ -188,6 +237,7 @@ def main() -> None:
     parser.add_argument("--baseline-label", default="baseline")
     args = parser.parse_args()
     streams = [int(n) for n in args.streams.split(",")]
+    args.stream_list = streams
 
     from mlx_ollama_bridge import cpu_blas
     from mlx_ollama_bridge.config import Settings
@@ -199,6 +249,7 @@ def main() -> None:
     started = time.perf_counter()
     served = single_server(args, streams, raw_mlx(path, args.tokens))
     cached, uncached = chat_turns(args, 4), chat_turns(args, 0)
+    peers = None if args.no_peers else run_peers(args, Path(path))
     raw = served["raw_mlx_lm"]
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -210,6 +261,7 @@ def main() -> None:
         "decode_ratio_bridge_over_raw": served["bridge"]["decode_tps"] / raw["decode_tps"],
         "ttft_difference_s": served["bridge"]["ttft_s"] - raw["ttft_s"],
         "multi_turn": {"cached": cached, "uncached": uncached},
+        "peers": peers,
         "bench_seconds": time.perf_counter() - started,
         "load_average": [round(x, 2) for x in os.getloadavg()],  # the box may be shared
     }
