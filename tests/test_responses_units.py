@@ -306,3 +306,19 @@ def test_a_namespace_members_call_comes_back_in_openais_form_and_goes_in_qualifi
     assistant, result = input_messages(back)
     assert assistant["tool_calls"][0]["function"]["name"] == "ns.g"
     assert result["tool_name"] == "ns.g"
+
+
+def test_a_result_for_a_call_of_an_earlier_turn_is_named_after_its_function():
+    request = parse_request(
+        {"model": "m", "input": [{"type": "function_call_output", "call_id": "c9", "output": "ok"}]}
+    )
+    history = [
+        {"role": "user", "content": "go"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "c9", "function": {"index": 0, "name": "run", "arguments": {}}}],
+        },
+    ]
+    *_, result = request.with_history(history)["messages"]
+    assert result == {"role": "tool", "content": "ok", "tool_call_id": "c9", "tool_name": "run"}

@@ -58,6 +58,11 @@ class ResponsesRequest:
         """
         if not history and not self.turn:
             raise InvalidField("'input' is required", "input")
+        for message in self.turn:  # results of calls made in an earlier turn get their name
+            if message["role"] == "tool" and "tool_name" not in message:
+                named = tool_result("", message.get("tool_call_id"), history)
+                if "tool_name" in named:
+                    message["tool_name"] = named["tool_name"]
         system = [{"role": "system", "content": self.instructions}] if self.instructions else []
         return {**self.native, "messages": system + history + self.turn}
 
