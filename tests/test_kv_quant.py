@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tiny_model
-from helpers import chat, import_copy, running_engine
+from helpers import chat, engine_fixture, import_copy
 from mlx_lm.models.cache import KVCache, QuantizedKVCache
 
 from mlx_ollama_bridge.config import Settings
@@ -99,17 +98,10 @@ def tiny_kv(isolated_home, tiny_kv_dir) -> LocalModel:
     return import_copy(isolated_home, tiny_kv_dir, "tinykv")
 
 
-_engine = running_engine
+q8_cached = engine_fixture(kv_cache_type="q8_0")
 
 
-@pytest.fixture
-def q8_cached() -> Iterator[Engine]:
-    yield from _engine(kv_cache_type="q8_0")
-
-
-@pytest.fixture
-def q8_uncached() -> Iterator[Engine]:
-    yield from _engine(kv_cache_type="q8_0", prompt_cache_entries=0)
+q8_uncached = engine_fixture(kv_cache_type="q8_0", prompt_cache_entries=0)
 
 
 def _conversation(engine: Engine, model: LocalModel) -> list[str]:

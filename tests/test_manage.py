@@ -150,26 +150,17 @@ def test_copy_and_delete_answer_200_with_an_empty_body(manage_server):
     assert "tiny:latest" in tags(manage_server)
 
 
+COPY, CREATE = ("POST", "/api/copy"), ("POST", "/api/create")
+
+
 @pytest.mark.parametrize(
     "method,path,body,status,error",
     [
         ("DELETE", "/api/delete", {"model": "t2"}, 404, "model 't2' not found"),
         ("DELETE", "/api/delete", {"model": "../x"}, 400, 'name "../x" is invalid'),
         ("DELETE", "/api/delete", "", 400, "missing request body"),
-        (
-            "POST",
-            "/api/copy",
-            {"source": "nope", "destination": "x"},
-            404,
-            'model "nope" not found',
-        ),
-        (
-            "POST",
-            "/api/copy",
-            {"source": "tiny", "destination": "a//b"},
-            400,
-            'destination "a//b" is invalid',
-        ),
+        (*COPY, {"source": "nope", "destination": "x"}, 404, 'model "nope" not found'),
+        (*COPY, {"source": "tiny", "destination": "a//b"}, 400, 'destination "a//b" is invalid'),
         ("POST", "/api/copy", {"source": "", "destination": "x"}, 400, 'source "" is invalid'),
         ("POST", "/api/create", {"model": "x"}, 400, "neither 'from' or 'files' was specified"),
         ("POST", "/api/create", {"model": "bad name", "from": "tiny"}, 400, "invalid model name"),

@@ -6,6 +6,9 @@ import ollama
 import pytest
 
 QUESTION = "What is the capital of France? One word."
+SMOL = "smollm2:135m"
+FEW = {"num_predict": 4, "temperature": 0}
+EIGHT = {"temperature": 0, "num_predict": 8}
 
 
 @pytest.fixture()
@@ -23,30 +26,17 @@ def test_list_and_show(client):
 
 
 def test_generate_stream_and_not(client):
-    whole = client.generate(model="tiny", prompt="hi", options={"num_predict": 4, "temperature": 0})
+    whole = client.generate(model="tiny", prompt="hi", options=FEW)
     assert whole.done and whole.eval_count <= 4
-    chunks = list(
-        client.generate(
-            model="tiny", prompt="hi", stream=True, options={"num_predict": 4, "temperature": 0}
-        )
-    )
+    chunks = list(client.generate(model="tiny", prompt="hi", stream=True, options=FEW))
     assert chunks[-1].done
     assert "".join(c.response for c in chunks) == whole.response
 
 
 def test_chat_stream_and_not(client):
     messages = [{"role": "user", "content": "hello"}]
-    whole = client.chat(
-        model="tiny", messages=messages, options={"num_predict": 4, "temperature": 0}
-    )
-    chunks = list(
-        client.chat(
-            model="tiny",
-            messages=messages,
-            stream=True,
-            options={"num_predict": 4, "temperature": 0},
-        )
-    )
+    whole = client.chat(model="tiny", messages=messages, options=FEW)
+    chunks = list(client.chat(model="tiny", messages=messages, stream=True, options=FEW))
     assert "".join(c.message.content for c in chunks) == whole.message.content
     assert chunks[-1].done_reason in ("stop", "length")
 
@@ -62,7 +52,7 @@ def test_real_model_knows_the_capital_of_france(client):
     reply = client.chat(
         model="smollm2:135m",
         messages=[{"role": "user", "content": QUESTION}],
-        options={"temperature": 0, "num_predict": 8},
+        options=EIGHT,
     )
     assert "Paris" in reply.message.content
     assert reply.prompt_eval_count > 5 and 0 < reply.eval_count <= 8
@@ -71,12 +61,7 @@ def test_real_model_knows_the_capital_of_france(client):
 @pytest.mark.real_model
 def test_real_model_streams_generate(client):
     chunks = list(
-        client.generate(
-            model="smollm2:135m",
-            prompt=QUESTION,
-            stream=True,
-            options={"temperature": 0, "num_predict": 8},
-        )
+        client.generate(model="smollm2:135m", prompt=QUESTION, stream=True, options=EIGHT)
     )
     text = "".join(c.response for c in chunks)
     assert "Paris" in text

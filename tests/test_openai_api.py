@@ -7,18 +7,9 @@ import json
 import openai
 import pytest
 import requests
-from helpers import wait_until
+from helpers import WEATHER_TOOL, wait_until
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Current weather in a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }
-]
+TOOLS = [WEATHER_TOOL]
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 REASONING = "The user greets me. I should greet back.\n"
 

@@ -4,11 +4,9 @@ what it would be without reuse, and memory stays bounded over many sessions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from helpers import chat_turn, import_copy, running_engine
+from helpers import chat_turn, engine_fixture
 
 from mlx_ollama_bridge.engine import Engine
 from mlx_ollama_bridge.registry import LocalModel
@@ -21,19 +19,10 @@ SYSTEM = "You are a coding agent. Use the tools to read and edit files. " + " ".
 TASKS = ["Fix the bug in main.py.", "Add a test for parse().", "Rename foo to bar."]
 
 
-@pytest.fixture
-def tiny(isolated_home, tiny_model_dir) -> LocalModel:
-    return import_copy(isolated_home, tiny_model_dir, "tiny")
+cached = engine_fixture(prompt_cache_entries=4, prompt_cache_disk_bytes=0)
 
 
-@pytest.fixture
-def cached() -> Iterator[Engine]:
-    yield from running_engine(prompt_cache_entries=4, prompt_cache_disk_bytes=0)
-
-
-@pytest.fixture
-def uncached() -> Iterator[Engine]:
-    yield from running_engine(prompt_cache_entries=0, prompt_cache_disk_bytes=0)
+uncached = engine_fixture(prompt_cache_entries=0, prompt_cache_disk_bytes=0)
 
 
 def session(

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
-from helpers import chat, import_copy, own_server, stop_server
+from helpers import chat, own_server, stop_server
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import Engine
@@ -51,11 +50,6 @@ def test_a_restarted_server_reuses_a_long_system_prompt_from_disk(tmp_path, tiny
 
 
 # -- the engine, restarted in-process -----------------------------------------------------------
-
-
-@pytest.fixture
-def tiny(isolated_home, tiny_model_dir) -> LocalModel:
-    return import_copy(isolated_home, tiny_model_dir, "tiny")
 
 
 def _run(model: LocalModel, question: str, **settings: Any) -> dict[str, int]:

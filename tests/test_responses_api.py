@@ -421,22 +421,16 @@ def test_non_function_tools_are_skipped_not_refused(client):
 
 @pytest.mark.real_model
 def test_sdk_on_the_real_model(client):
-    reply = client.responses.create(
-        model="smollm2:135m",
-        instructions="You are a helpful assistant.",
-        input="What is the capital of France?",
-        max_output_tokens=8,
-        temperature=0,
-    )
+    ask = {
+        "model": "smollm2:135m",
+        "instructions": "You are a helpful assistant.",
+        "input": "What is the capital of France?",
+        "max_output_tokens": 8,
+        "temperature": 0,
+    }
+    reply = client.responses.create(**ask)
     assert reply.output_text.strip()
     assert 0 < reply.usage.output_tokens <= 8
-    stream = client.responses.create(
-        model="smollm2:135m",
-        instructions="You are a helpful assistant.",
-        input="What is the capital of France?",
-        max_output_tokens=8,
-        temperature=0,
-        stream=True,
-    )
+    stream = client.responses.create(**ask, stream=True)
     events = list(stream)
     assert events[-1].response.output_text == reply.output_text  # greedy: the same answer

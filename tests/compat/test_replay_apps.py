@@ -26,6 +26,7 @@ import re
 from datetime import datetime
 
 import requests
+from helpers import WEATHER_TOOL
 
 CONTINUE_HEADERS = {"Content-Type": "application/json"}
 WEBUI_HEADERS = {
@@ -95,16 +96,7 @@ def test_continue_chat_complete_tools_embed(server):
     complete = {"model": "tiny", "prompt": "def f(", "options": options, "keep_alive": 1800}
     lines = ndjson(post(server, "/api/generate", {**complete, "stream": True}, CONTINUE_HEADERS))
     assert all("response" in line for line in lines) and lines[-1]["done"]
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "Current weather in a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-            },
-        }
-    ]
+    tools = [WEATHER_TOOL]
     reply = post(
         server,
         "/api/chat",

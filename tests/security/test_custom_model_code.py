@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fake_hub import FakeHub
+from helpers import StubEngine
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.errors import ModelNotFound
@@ -94,7 +95,7 @@ def test_an_auto_map_repeating_an_architecture_mlx_lm_implements_is_accepted(
 
 def test_create_from_uploaded_files_is_a_400(registry, tiny_model_dir, tmp_path):
     source, marker = hostile_dir(tmp_path, tiny_model_dir, *HOSTILE[0])
-    client = create_app(Settings.from_env(), engine=_NoEngine()).test_client()
+    client = create_app(Settings.from_env(), engine=StubEngine()).test_client()
     files = {}
     for path in sorted(p for p in source.iterdir() if p.is_file()):
         data = path.read_bytes()
@@ -116,7 +117,7 @@ def test_create_from_a_hand_placed_base_is_a_400(registry, tiny_model_dir, tmp_p
     from fake_models import manifest_for
 
     write_manifest(registry, "old-evil:latest", manifest_for(source))
-    client = create_app(Settings.from_env(), engine=_NoEngine()).test_client()
+    client = create_app(Settings.from_env(), engine=StubEngine()).test_client()
     body = {"model": "derived", "from": "old-evil", "system": "hi", "stream": False}
     reply = client.post("/api/create", json=body)
     assert reply.status_code == 400
@@ -166,19 +167,6 @@ def test_pull_is_refused_before_weights_and_code_are_downloaded(
     assert not any(p.endswith((".safetensors", ".py")) for p in fetched)
     assert not [m for m in registry.list_models()]
     assert not marker.exists()
-
-
-class _NoEngine:
-    """Create and import never reach the engine."""
-
-    def is_alive(self) -> bool:
-        return True
-
-    def running(self) -> list:
-        return []
-
-    def start(self) -> None:
-        pass
 
 
 def test_cli_import_of_a_local_dir_is_refused(isolated_home, tiny_model_dir, tmp_path):

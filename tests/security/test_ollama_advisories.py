@@ -12,6 +12,7 @@ import re
 
 import pytest
 from fake_hub import FakeHub
+from helpers import StubEngine
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.registry import Registry
@@ -20,20 +21,9 @@ from mlx_ollama_bridge.store.ollama_store import scan_ollama_store
 from mlx_ollama_bridge.store.pull import pull_events
 
 
-class _NoEngine:
-    def is_alive(self) -> bool:
-        return True
-
-    def running(self) -> list:
-        return []
-
-    def start(self) -> None:
-        pass
-
-
 @pytest.fixture
 def client(isolated_home):
-    return create_app(Settings.from_env(), engine=_NoEngine()).test_client()
+    return create_app(Settings.from_env(), engine=StubEngine()).test_client()
 
 
 def healthy(client) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from fake_ollama import FakeOllama
+from helpers import StubEngine
 
 from mlx_ollama_bridge import upstream as upstream_module
 from mlx_ollama_bridge.config import Settings
@@ -70,7 +71,7 @@ def test_the_bridge_relays_a_bomb_only_up_to_the_cap(fakes, monkeypatch):
     fake.hostile["/api/tags"] = f"redirect:{trap.url}/api/tags"
     monkeypatch.setattr(upstream_module, "MAX_RELAY_BYTES", 1 << 20)
     monkeypatch.setenv("MLX_BRIDGE_UPSTREAM", fake.url)
-    client = create_app(Settings.from_env(), engine=_NoEngine()).test_client()
+    client = create_app(Settings.from_env(), engine=StubEngine()).test_client()
     reply = client.post("/api/chat", json={"model": "elsewhere", "messages": []})
     body = reply.get_data()
     assert reply.status_code == 200
@@ -80,16 +81,3 @@ def test_the_bridge_relays_a_bomb_only_up_to_the_cap(fakes, monkeypatch):
     assert tags.status_code == 200 and tags.get_json() == {"models": []}
     assert trap.requests == []
     assert client.get("/api/version").status_code == 200
-
-
-class _NoEngine:
-    """The bridge's own models are never reached here."""
-
-    def is_alive(self) -> bool:
-        return True
-
-    def running(self) -> list:
-        return []
-
-    def start(self) -> None:
-        pass
