@@ -91,6 +91,19 @@ def test_system_blocks_multi_turn_and_sampling_fields(client):
     assert first.usage.output_tokens <= 4
 
 
+def test_a_stop_sequence_is_reported_as_anthropic_does(client):
+    fields = {"model": "tiny", "max_tokens": 12, "messages": HELLO, "extra_body": GREEDY}
+    free = client.messages.create(**fields).content[0].text
+    stop = free[3:5]  # greedy: the same text again, now cut where this stop string starts
+    assert stop.strip(), free
+    message = client.messages.create(**fields, stop_sequences=["never-said", stop])
+    assert message.stop_reason == "stop_sequence" and message.stop_sequence == stop
+    assert free.startswith(message.content[0].text) and stop not in message.content[0].text
+    with client.messages.stream(**fields, stop_sequences=[stop]) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", stop)
+
+
 def test_beta_query_and_anthropic_headers_are_accepted(server):
     body = {"model": "tiny", "max_tokens": 2, "messages": HELLO}
     headers = {"anthropic-version": "2023-06-01", "anthropic-beta": "claude-code-20250219"}

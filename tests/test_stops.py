@@ -41,6 +41,7 @@ def test_held_back_text_is_flushed_at_the_end():
 def test_earliest_of_several_stops_wins():
     matcher = StopMatcher(["world", "lo"])
     assert feed_all(matcher, ["hello world"]) == "hel"
+    assert matcher.matched == "lo"  # which one ended it (Anthropic's stop_sequence)
 
 
 def test_nothing_after_stop():

@@ -204,6 +204,7 @@ class GenerationJob:
                 eval_duration_ns=int((now - first) * 1e9),
                 context=context,
                 cached_count=self.reused_tokens,
+                stop_sequence=self._stops.matched,
             )
         )
         if self._lane is not None and self._slot is not None:

@@ -97,6 +97,7 @@ class Finished:
     eval_count: int
     eval_duration_ns: int
     context: list[int] | None = None
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
     cached_count: int = 0  # of prompt_eval_count, tokens taken from the prompt cache
 
 

@@ -17,6 +17,7 @@ class StopMatcher:
         self._stops = tuple(s for s in stops if s)
         self._pending = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the output
 
     def feed(self, text: str) -> str:
         """Add ``text``; return what can be emitted now. Sets ``stopped`` on a full match."""
@@ -28,6 +29,7 @@ class StopMatcher:
         cut = self._first_match(buffer)
         if cut is not None:
             self.stopped = True
+            self.matched = next(s for s in self._stops if buffer.find(s) == cut)
             self._pending = ""
             return buffer[:cut]
         hold = self._longest_partial_suffix(buffer)

@@ -40,7 +40,8 @@ def messages() -> Response:
     prepared = _prepare(messages_to_native(body))
     assert prepared.request is not None  # the translator insists on messages
     events, _load_ns, prompt_tokens = start_counted(prepared.request)
-    encoder = MessagesEncoder(new_message_id(), prepared.name, prompt_tokens)
+    stops = body.get("stop_sequences") or ()  # checked by the translator: strings
+    encoder = MessagesEncoder(new_message_id(), prepared.name, prompt_tokens, stops)
     return respond(encoder, events, prepared.stream)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..engine import Finished, TextChunk
@@ -253,13 +253,22 @@ def _is_int(value: Any) -> bool:
 # -- responses ----------------------------------------------------------------------------
 
 
-def stop_reason(done_reason: str | None, called_tools: bool) -> str | None:
-    """``tool_use`` after tool calls; ``stop`` -> ``end_turn``, ``length`` -> ``max_tokens``."""
+def stop_reason(
+    finished: Finished | None, called_tools: bool, stops: Sequence[str] = ()
+) -> str | None:
+    """``tool_use`` after tool calls; one of the client's ``stop_sequences`` ->
+    ``stop_sequence``; ``stop`` -> ``end_turn``, ``length`` -> ``max_tokens``."""
     if called_tools:
         return "tool_use"
-    if not done_reason:
+    if finished is None or not finished.done_reason:
         return None
-    return _STOP_REASONS.get(done_reason, "end_turn")
+    if finished.stop_sequence is not None and finished.stop_sequence in stops:
+        return "stop_sequence"
+    return _STOP_REASONS.get(finished.done_reason, "end_turn")
+
+
+def _matched(finished: Finished | None) -> str | None:
+    return finished.stop_sequence if finished is not None else None
 
 
 def _usage(finished: Finished | None) -> dict[str, int]:
@@ -276,14 +285,20 @@ class MessagesEncoder(Encoder):
     envelope = ANTHROPIC
     error_event = "error"
 
-    def __init__(self, message_id: str, model: str, input_tokens: int = 0) -> None:
+    def __init__(
+        self, message_id: str, model: str, input_tokens: int = 0, stops: Sequence[str] = ()
+    ) -> None:
         self.message_id, self.model = message_id, model
+        self.stops = tuple(stops)  # the client's stop_sequences (a model's own stops are not)
         self.input_tokens = input_tokens  # the prompt's length, for message_start
         self.index = 0
         self.open: str | None = None  # the kind of the content block being streamed
         self.called = False
 
-    def _message(self, content: list[dict[str, Any]], reason: str | None) -> dict[str, Any]:
+    def _message(
+        self, content: list[dict[str, Any]], finished: Finished | None, called: bool
+    ) -> dict[str, Any]:
+        reason = stop_reason(finished, called, self.stops)
         return {
             "id": self.message_id,
             "type": "message",
@@ -291,12 +306,15 @@ class MessagesEncoder(Encoder):
             "model": self.model,
             "content": content,
             "stop_reason": reason,
-            "stop_sequence": None,
+            "stop_sequence": _matched(finished) if reason == "stop_sequence" else None,
         }
 
     def opening(self) -> Iterable[Frame]:
         usage = {"input_tokens": self.input_tokens, "output_tokens": 0}
-        start = {"type": "message_start", "message": {**self._message([], None), "usage": usage}}
+        start = {
+            "type": "message_start",
+            "message": {**self._message([], None, False), "usage": usage},
+        }
         return [("message_start", start), ("ping", {"type": "ping"})]
 
     def _close(self) -> list[Frame]:
@@ -341,10 +359,8 @@ class MessagesEncoder(Encoder):
         return frames
 
     def closing(self, finished: Finished) -> Iterable[Frame]:
-        delta = {
-            "stop_reason": stop_reason(finished.done_reason, self.called),
-            "stop_sequence": None,
-        }
+        message = self._message([], finished, self.called)
+        delta = {key: message[key] for key in ("stop_reason", "stop_sequence")}
         end = {"type": "message_delta", "delta": delta, "usage": _usage(finished)}
         return [*self._close(), ("message_delta", end), ("message_stop", {"type": "message_stop"})]
 
@@ -358,9 +374,8 @@ class MessagesEncoder(Encoder):
             content.append(
                 {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
             )
-        done = outcome.finished.done_reason if outcome.finished else None
-        reason = stop_reason(done, bool(outcome.tool_calls))
-        return {**self._message(content, reason), "usage": _usage(outcome.finished)}
+        message = self._message(content, outcome.finished, bool(outcome.tool_calls))
+        return {**message, "usage": _usage(outcome.finished)}
 
 
 __all__ = [
