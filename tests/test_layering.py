@@ -34,6 +34,8 @@ def test_only_the_listed_engine_modules_and_the_converter_import_mlx():
         PACKAGE / "engine" / "prompt_lookup.py",
         # Linux CPU mode: small quantized models dequantized to float32 at load, behind load()
         PACKAGE / "engine" / "cpu_dense.py",
+        # logprobs: a log-softmax over each position's logits
+        PACKAGE / "engine" / "logprobs.py",
         PACKAGE / "store" / "gguf.py",
     }
     offenders = [p for p in files() if p not in allowed and uses(p, "mlx", "mlx_lm")]

@@ -204,6 +204,7 @@ class MLXBackend:
         max_kv_size: int | None,
         cancel: threading.Event | None = None,
         extra_processors: list[LogitsProcessor] | None = None,
+        first_processors: list[LogitsProcessor] | None = None,
         prompt_lookup: bool = False,
     ) -> Generation:
         """Start generating after ``prompt_tokens``; the tokens never end (the caller stops).
@@ -215,6 +216,7 @@ class MLXBackend:
             max_kv_size=max_kv_size,
             cancel=cancel,
             extra_processors=extra_processors,
+            first_processors=first_processors,
             num_draft_tokens=self._setup.num_draft_tokens,
             on_draft_done=self._draft_done(loaded.path.name),
             prompt_lookup=self._lookup if prompt_lookup else 0,

@@ -50,6 +50,7 @@ def start_generation(
     max_kv_size: int | None,
     cancel: threading.Event | None = None,
     extra_processors: list[LogitsProcessor] | None = None,
+    first_processors: list[LogitsProcessor] | None = None,
     num_draft_tokens: int = 3,
     on_draft_done: Callable[[DraftTally], None] = lambda _tally: None,
     prompt_lookup: int = 0,
@@ -74,8 +75,9 @@ def start_generation(
         cache, rest = None, prompt_tokens  # rotating window: f16, mlx-lm cannot quantize it
     sampler = make_sampler(options)
     extra = list(extra_processors or [])
+    first = list(first_processors or [])  # before the penalties: they see the raw logits
     layers = len(loaded.model.layers) if loaded.draft is not None else 0
-    if layers and cache is not None and not extra and len(cache) > layers:
+    if layers and cache is not None and not extra and not first and len(cache) > layers:
         generation = Generation(
             iter(()),
             list(prompt_tokens),
@@ -95,7 +97,7 @@ def start_generation(
             on_draft_done,
         )
         return generation
-    if prompt_lookup and not layers and cache is not None and not extra:
+    if prompt_lookup and not layers and cache is not None and not extra and not first:
         generation = Generation(
             iter(()), list(prompt_tokens), cache, len(prompt_tokens) - len(rest)
         )
@@ -124,7 +126,8 @@ def start_generation(
         max_tokens=-1,
         sampler=sampler,
         # generate_step shows processors only the tokens it was given: the uncached rest
-        logits_processors=make_processors(options, len(rest))
+        logits_processors=first
+        + make_processors(options, len(rest))
         + extra,  # structured output's token mask, last
         max_kv_size=max_kv_size,
         prompt_cache=cache,

@@ -21,10 +21,11 @@ from .constrained import format_processors
 from .context_fit import added_bos, fit_to_context
 from .generation import Generation
 from .gotemplate import render_legacy_template
+from .logprobs import LogprobRecorder
 from .mlx_models import LoadedModel
 from .parsers import OutputParser, make_output_parser
 from .prompts import chat_template_for, fim_prompt
-from .requests import Event, Finished, GenerationRequest
+from .requests import Event, Finished, GenerationRequest, Logprobs
 from .sampling import make_processors, make_sampler
 from .stops import StopMatcher
 
@@ -54,6 +55,7 @@ class GenerationJob:
         self._started_at = 0.0
         self._first_token_at = 0.0
         self._max_tokens = request.options.max_tokens()
+        self._logprobs: LogprobRecorder | None = None
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -104,12 +106,17 @@ class GenerationJob:
             self.prompt_text,
             self._max_tokens,
         )
+        first = []  # processors that must see the model's own logits
+        if request.logprobs:
+            tokenizer = loaded.tokenizer
+            self._logprobs = LogprobRecorder(request.top_logprobs, lambda t: tokenizer.decode([t]))
+            first = [self._logprobs.capture]
         # a greedy request copying its prompt decodes faster alone with prompt lookup
         lookup = not window and backend.uses_prompt_lookup(
             loaded,
             request.options,
             len(tokens),
-            constrained=bool(constraint),
+            constrained=bool(constraint or first),
             alone=lane is None or not len(lane),
         )
         if lane is not None and not window and not lookup and backend.batchable(loaded):
@@ -118,7 +125,7 @@ class GenerationJob:
                 tokens,
                 make_sampler(options),
                 # the lane shows processors the whole prompt; penalties skip it
-                make_processors(options, len(tokens)) + constraint,
+                first + make_processors(options, len(tokens)) + constraint,
             )
             self._lane = lane
             return
@@ -129,6 +136,7 @@ class GenerationJob:
             max_kv_size=ctx if window else None,
             cancel=self.request.cancel,
             extra_processors=constraint,
+            first_processors=first,
             prompt_lookup=lookup,
         )
         self._tokens = self._generation.tokens
@@ -165,6 +173,8 @@ class GenerationJob:
         self.generated.append(token)
         self._detokenizer.add_token(token)
         events = self._parser.feed(self._stops.feed(self._detokenizer.last_segment))
+        if self._logprobs is not None and (entry := self._logprobs.take(token)) is not None:
+            events.insert(0, Logprobs((entry,)))
         if self._stops.stopped:
             return events + self._finish("stop", flush=False)
         if len(self.generated) >= self._max_tokens:

@@ -31,6 +31,8 @@ class GenerationRequest:
     system: str | None = None
     template: str | None = None  # legacy Go template override (generate only)
     suffix: str | None = None  # fill-in-the-middle: text after the completion (generate only)
+    logprobs: bool = False  # report each generated token's log-probability
+    top_logprobs: int = 0  # and this many most likely tokens at each position (0-20)
     raw: bool = False
     context: list[int] | None = None
     tools: list[dict[str, Any]] | None = None
@@ -88,6 +90,30 @@ class ToolCalls:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One token and its log-probability (Ollama's ``api.TokenLogprob``)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Logprob:
+    """A generated token's log-probability and the most likely tokens at its position."""
+
+    token: TokenLogprob
+    top: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class Logprobs:
+    """Log-probabilities of generated tokens, sent before the text they produced."""
+
+    entries: tuple[Logprob, ...]
+
+
+@dataclass(frozen=True)
 class Finished:
     """Last event of a successful generation, with Ollama's metrics."""
 
@@ -121,4 +147,4 @@ class RunningModel:
     active_requests: int
 
 
-Event = Ready | TextChunk | ThinkingChunk | ToolCalls | Finished | Failed
+Event = Ready | TextChunk | ThinkingChunk | ToolCalls | Logprobs | Finished | Failed

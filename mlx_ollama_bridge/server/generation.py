@@ -238,6 +238,11 @@ def _common(prepared: Prepared, body: dict[str, Any]) -> dict[str, Any]:
         "truncate": optional(body, "truncate", bool, True),
         "shift": optional(body, "shift", bool, True),
         "format": body.get("format") or None,
+        "logprobs": optional(body, "logprobs", bool, False),
+        # as Ollama: top_logprobs only applies when logprobs is on
+        "top_logprobs": optional(body, "top_logprobs", int, 0)
+        if optional(body, "logprobs", bool, False)
+        else 0,
     }
 
 

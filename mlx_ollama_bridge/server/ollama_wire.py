@@ -12,9 +12,25 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..engine import Finished, TextChunk
-from ..engine.requests import ThinkingChunk, ToolCall, ToolCalls
+from ..engine.requests import Logprob, ThinkingChunk, TokenLogprob, ToolCall, ToolCalls
 from .streaming import now_rfc3339
 from .wire import Encoder, Frame, Outcome
+
+
+def token_logprob(entry: TokenLogprob) -> dict[str, Any]:
+    """Ollama's ``api.TokenLogprob``."""
+    out: dict[str, Any] = {"token": entry.token, "logprob": entry.logprob}
+    if entry.bytes:
+        out["bytes"] = list(entry.bytes)
+    return out
+
+
+def native_logprob(entry: Logprob) -> dict[str, Any]:
+    """Ollama's ``api.Logprob``: the token, and ``top_logprobs`` when asked for."""
+    out = token_logprob(entry.token)
+    if entry.top:
+        out["top_logprobs"] = [token_logprob(t) for t in entry.top]
+    return out
 
 
 def native_tool_call(call: ToolCall) -> dict[str, Any]:
@@ -29,6 +45,9 @@ class OllamaEncoder(Encoder):
     def __init__(self, name: str, *, chat: bool, started: float, load_ns: int) -> None:
         self.name, self.chat = name, chat
         self.started, self.load_ns = started, load_ns
+
+    def attach_logprobs(self, payload: dict[str, Any], entries: list[Logprob]) -> None:
+        payload["logprobs"] = [native_logprob(e) for e in entries]
 
     def text(self, chunk: TextChunk) -> Iterable[Frame]:
         return [(None, {**self.line(chunk.text), "done": False})]

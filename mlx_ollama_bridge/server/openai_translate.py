@@ -58,6 +58,7 @@ def chat_to_native(body: dict[str, Any]) -> dict[str, Any]:
         "format": _format(body.get("response_format")),
         "think": _think(body),
         "_debug_render_only": body.get("_debug_render_only"),
+        **_chat_logprobs(body),
     }
     return {k: v for k, v in native.items() if v is not None}
 
@@ -74,8 +75,33 @@ def completion_to_native(body: dict[str, Any]) -> dict[str, Any]:
         "stream": _stream(body),
         "options": _options(body),
         "_debug_render_only": body.get("_debug_render_only"),
+        **_completion_logprobs(body),
     }
     return {k: v for k, v in native.items() if v is not None}
+
+
+def _chat_logprobs(body: dict[str, Any]) -> dict[str, Any]:
+    """Chat's ``logprobs`` (a boolean) and ``top_logprobs`` (0-20), as native fields."""
+    wanted = body.get("logprobs")
+    if wanted is not None and not isinstance(wanted, bool):
+        raise InvalidField("'logprobs' must be a boolean", "logprobs")
+    top = body.get("top_logprobs")
+    if top is not None and (
+        not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20
+    ):
+        raise InvalidField("'top_logprobs' must be an integer between 0 and 20", "top_logprobs")
+    return {"logprobs": True, "top_logprobs": top or 0} if wanted else {}
+
+
+def _completion_logprobs(body: dict[str, Any]) -> dict[str, Any]:
+    """Legacy completions' ``logprobs`` (how many alternatives, 0-5): as Ollama, a count
+    above 0 turns log-probabilities on with that many ``top_logprobs``."""
+    count = body.get("logprobs")
+    if count is None:
+        return {}
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 20:
+        raise InvalidField("'logprobs' must be an integer between 0 and 20", "logprobs")
+    return {"logprobs": True, "top_logprobs": count} if count > 0 else {}
 
 
 def include_usage(body: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..engine import Finished, TextChunk
-from ..engine.requests import ThinkingChunk, ToolCall, ToolCalls
+from ..engine.requests import Logprob, ThinkingChunk, ToolCall, ToolCalls
 from .errors import OPENAI
 from .wire import Encoder, Frame, Outcome
 
@@ -46,6 +46,29 @@ def openai_tool_call(call: ToolCall) -> dict[str, Any]:
         "index": call.index,
         "type": "function",
         "function": {"name": call.name, "arguments": arguments},
+    }
+
+
+def chat_logprobs(entries: list[Logprob]) -> dict[str, Any]:
+    """OpenAI's chat ``logprobs``: ``{"content": [{token, logprob, bytes, top_logprobs}]}``."""
+
+    def one(token: Any) -> dict[str, Any]:
+        return {"token": token.token, "logprob": token.logprob, "bytes": list(token.bytes)}
+
+    return {"content": [{**one(e.token), "top_logprobs": [one(t) for t in e.top]} for e in entries]}
+
+
+def completion_logprobs(entries: list[Logprob], offset: int = 0) -> dict[str, Any]:
+    """OpenAI's legacy completions ``logprobs``: parallel lists and ``text_offset``."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.token.token)
+    return {
+        "tokens": [e.token.token for e in entries],
+        "token_logprobs": [e.token.logprob for e in entries],
+        "top_logprobs": [{t.token: t.logprob for t in e.top} for e in entries],
+        "text_offset": offsets,
     }
 
 
@@ -89,6 +112,11 @@ class ChatEncoder(_OpenAIEncoder):
         self.chunk_base = {**base, "object": "chat.completion.chunk"}
         self.called = False
 
+    def attach_logprobs(self, payload: dict[str, Any], entries: list[Logprob]) -> None:
+        choices = payload.get("choices")
+        if choices:
+            choices[0]["logprobs"] = chat_logprobs(entries)
+
     def _delta(self, **delta: Any) -> list[Frame]:
         choice = {"index": 0, "delta": {"role": "assistant", "content": "", **delta}}
         return [(None, {**self.chunk_base, "choices": [{**choice, "finish_reason": None}]})]
@@ -123,6 +151,14 @@ class ChatEncoder(_OpenAIEncoder):
 
 class CompletionEncoder(_OpenAIEncoder):
     """``/v1/completions``: ``text_completion`` objects (a model's reasoning is not text)."""
+
+    offset = 0  # characters of text sent so far (``text_offset``)
+
+    def attach_logprobs(self, payload: dict[str, Any], entries: list[Logprob]) -> None:
+        choices = payload.get("choices")
+        if choices:
+            choices[0]["logprobs"] = completion_logprobs(entries, self.offset)
+            self.offset += sum(len(e.token.token) for e in entries)
 
     def text(self, chunk: TextChunk) -> Iterable[Frame]:
         choice = {"text": chunk.text, "index": 0, "logprobs": None, "finish_reason": None}

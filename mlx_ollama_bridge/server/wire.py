@@ -21,7 +21,7 @@ from typing import Any
 from flask import Response, jsonify
 
 from ..engine import Failed, Finished, TextChunk
-from ..engine.requests import Event, ThinkingChunk, ToolCall, ToolCalls
+from ..engine.requests import Event, Logprob, Logprobs, ThinkingChunk, ToolCall, ToolCalls
 from ..errors import BridgeError
 from .errors import OLLAMA, Envelope
 from .streaming import dumps
@@ -38,6 +38,7 @@ class Outcome:
     tool_calls: list[ToolCall] = field(default_factory=list)
     finished: Finished | None = None
     events: list[Event] = field(default_factory=list)  # every output event, in order
+    logprobs: list[Logprob] = field(default_factory=list)  # when the request asked
 
 
 def collect(events: Iterable[Event]) -> Outcome:
@@ -52,6 +53,9 @@ def collect(events: Iterable[Event]) -> Outcome:
             thinking.append(event.text)
         elif isinstance(event, ToolCalls):
             outcome.tool_calls.extend(event.calls)
+        elif isinstance(event, Logprobs):
+            outcome.logprobs.extend(event.entries)
+            continue
         elif isinstance(event, Failed):
             raise BridgeError(event.error.message, status_code=event.error.status_code)
         elif isinstance(event, Finished):
@@ -77,6 +81,11 @@ class Encoder:
     error_event: str | None = None  # the SSE event name of a mid-stream error
     done_marker: str | None = None
     broken = False  # set once a stream has ended with an error frame
+    pending: list[Logprob]  # log-probabilities waiting for the next frame
+
+    def attach_logprobs(self, payload: dict[str, Any], entries: list[Logprob]) -> None:
+        """Put ``entries`` on a frame's payload (or a whole answer) in this format's shape;
+        formats without log-probabilities leave it alone."""
 
     def opening(self) -> Iterable[Frame]:
         """Frames before the first event (Anthropic's ``message_start``)."""
@@ -111,19 +120,29 @@ class Encoder:
     def frames(self, events: Iterator[Event]) -> Iterator[Frame]:
         """Every frame of a streamed answer, in order; a failure ends it with an error."""
         yield from self.opening()
+        self.pending = []
         for event in events:
-            if isinstance(event, TextChunk):
-                yield from self.text(event)
+            if isinstance(event, Logprobs):  # they ride on the next frame, as Ollama's do
+                self.pending.extend(event.entries)
+            elif isinstance(event, TextChunk):
+                yield from self._with_logprobs(self.text(event))
             elif isinstance(event, ThinkingChunk):
-                yield from self.thinking(event)
+                yield from self._with_logprobs(self.thinking(event))
             elif isinstance(event, ToolCalls):
-                yield from self.tool_calls(event)
+                yield from self._with_logprobs(self.tool_calls(event))
             elif isinstance(event, Failed):
                 self.broken = True
                 yield from self.failed(event.error)
                 return
             elif isinstance(event, Finished):
-                yield from self.closing(event)
+                yield from self._with_logprobs(self.closing(event))
+
+    def _with_logprobs(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        for frame in frames:
+            if self.pending:
+                self.attach_logprobs(frame[1], self.pending)
+                self.pending = []
+            yield frame
 
     def write(self, frame: Frame) -> str:
         """One frame as bytes on the wire."""
@@ -150,7 +169,11 @@ def respond(encoder: Encoder, events: Iterator[Event], stream: bool) -> Response
     """The generation's answer in ``encoder``'s format: streamed, or whole."""
     if stream:
         return Response(encoder.lines(events), mimetype=encoder.media_type)
-    return jsonify(encoder.whole(collect(events)))
+    outcome = collect(events)
+    whole = encoder.whole(outcome)
+    if outcome.logprobs:
+        encoder.attach_logprobs(whole, outcome.logprobs)
+    return jsonify(whole)
 
 
 __all__ = ["Encoder", "Frame", "Outcome", "collect", "respond"]
