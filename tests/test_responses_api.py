@@ -189,6 +189,19 @@ def test_json_schema_format_constrains_the_random_model(client):
     assert reply.text.format.type == "json_schema"
 
 
+def test_sdk_parse_with_a_pydantic_model(client):
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+        rain: bool
+
+    reply = client.responses.parse(
+        model="tiny", input="weather?", text_format=Weather, max_output_tokens=80, temperature=0
+    )
+    assert isinstance(reply.output_parsed, Weather)
+
+
 # -- tools --------------------------------------------------------------------------------
 
 
