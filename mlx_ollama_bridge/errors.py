@@ -78,6 +78,7 @@ class InvalidModelName(BadRequest):
 
     def __init__(self, name: str, message: str | None = None) -> None:
         super().__init__(message or f'invalid model name "{name}"')
+        self.message = self.detail  # the client's own name echoed, as Ollama words it
         self.name = name
 
 
