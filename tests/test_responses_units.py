@@ -322,3 +322,16 @@ def test_a_result_for_a_call_of_an_earlier_turn_is_named_after_its_function():
     ]
     *_, result = request.with_history(history)["messages"]
     assert result == {"role": "tool", "content": "ok", "tool_call_id": "c9", "tool_name": "run"}
+
+
+def test_raw_reasoning_content_is_read_back_when_there_is_no_encrypted_content():
+    reasoning = {
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": "short"}],
+        "content": [{"type": "reasoning_text", "text": "the whole thought"}],
+    }
+    answer = {"type": "message", "role": "assistant", "content": "done"}
+    (assistant,) = input_messages([reasoning, answer])
+    assert assistant["thinking"] == "the whole thought"
+    (summary_only,) = input_messages([{**reasoning, "content": None}, answer])
+    assert summary_only["thinking"] == "short"

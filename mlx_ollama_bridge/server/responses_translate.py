@@ -215,13 +215,21 @@ def _image_data(where: str, url: Any) -> str:
 
 
 def _reasoning_text(item: dict[str, Any]) -> str:
-    """Ollama puts the thinking in ``encrypted_content``; the summary text is the fallback."""
+    """Ollama puts the thinking in ``encrypted_content``; else the raw ``reasoning_text``
+    parts of ``content``, else the summary text."""
     encrypted = item.get("encrypted_content")
     if isinstance(encrypted, str) and encrypted:
         return encrypted
-    summary = item.get("summary")
-    parts = summary if isinstance(summary, list) else []
-    return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
+    for key in ("content", "summary"):
+        parts = item.get(key) if isinstance(item.get(key), list) else []
+        text = "".join(p["text"] for p in parts if isinstance(p, dict) and _is_text(p))
+        if text:
+            return text
+    return ""
+
+
+def _is_text(part: dict[str, Any]) -> bool:
+    return isinstance(part.get("text"), str)
 
 
 def _merged_with_call(
