@@ -7,6 +7,7 @@ decoding, so tool calls and reasoning are exact; ``tiny`` is the random model.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import jsonschema
@@ -277,6 +278,17 @@ def test_zstd_request_bodies_are_accepted_within_the_cap(server):
     refused = requests.post(url, data=bomb, headers=headers, timeout=60)
     assert refused.status_code == 413
     assert refused.json()["error"]["message"] == "request body too large"
+
+
+def test_disconnect_mid_stream_cancels_the_generation(server):
+    canceled_before = server.log().count("request canceled")
+    body = {"model": "tiny", "input": "Hi", "max_output_tokens": 2000, "stream": True}
+    with requests.post(server.url + "/v1/responses", json=body, stream=True, timeout=60) as reply:
+        next(reply.iter_lines())
+    deadline = time.monotonic() + 30
+    while server.log().count("request canceled") <= canceled_before:
+        assert time.monotonic() < deadline, "the abandoned generation was not canceled"
+        time.sleep(0.1)
 
 
 # -- stored responses ---------------------------------------------------------------------
