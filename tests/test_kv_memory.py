@@ -3,12 +3,15 @@ the budget, the prompt-cache pools bounded by what it leaves (engine/kv_memory.p
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
+import psutil
 import pytest
-from helpers import chat_turn, in_parallel
+import requests
+from helpers import chat_turn, in_parallel, own_server, stop_server
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import Engine
@@ -144,3 +147,63 @@ def test_the_prompt_cache_pool_stays_within_what_the_budget_leaves(tiny, tiny_mo
             peak = max(peak, stats["prompt_cache_bytes"])
             assert stats["weights_bytes"] + stats["prompt_cache_bytes"] <= budget
         assert peak > 0  # caches were kept, within the budget
+
+
+# -- over HTTP: a flood of long-context requests against a small budget -------------------------
+
+
+def test_a_flood_over_the_budget_ends_in_answers_and_clean_503s(tmp_path, tiny_model_dir):
+    setup = ModelSetup(dense_max_params=0)  # quantized, as the server below loads it
+    loaded = load_model(tiny_model_dir, setup)
+    prepare_model(loaded, setup)
+    per_sequence = kv_bytes_per_token(loaded) * 2048  # the tiny model's whole context
+    budget = loaded.size_bytes + per_sequence * 5 // 2  # two long requests at a time
+    fraction = budget / psutil.virtual_memory().total
+    server = own_server(
+        tmp_path,
+        {"tiny": tiny_model_dir},
+        MLX_BRIDGE_MEMORY_FRACTION=f"{fraction:.15f}",
+        MLX_BRIDGE_CPU_DENSE_MAX_PARAMS="0",
+        OLLAMA_NUM_PARALLEL="8",
+        OLLAMA_MAX_QUEUE="6",
+    )
+    statuses: list[int] = []
+    samples: list[dict[str, int]] = []
+    done = threading.Event()
+
+    def one(index: int) -> None:
+        body = {
+            "model": "tiny",
+            "prompt": f"request {index} " * 20,
+            "stream": False,
+            "options": {"num_ctx": 2048, "num_predict": 24, "temperature": 0},
+        }
+        reply = requests.post(f"{server.url}/api/generate", json=body, timeout=300)
+        assert reply.status_code == 200 or "server busy" in reply.json()["error"], reply.text
+        statuses.append(reply.status_code)
+
+    def watch() -> None:
+        while not done.is_set():
+            samples.append(requests.get(f"{server.url}/health", timeout=30).json()["engine_stats"])
+
+    try:
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(14)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        done.set()
+        watcher.join(60)
+        # some waited for memory and were answered, the rest found the queue full
+        assert len(statuses) == 14 and set(statuses) <= {200, 503} and 200 in statuses
+        for stats in samples:  # weights, running requests' KV and pools: never over budget
+            used = stats["weights_bytes"] + stats["kv_reserved_bytes"]
+            assert used + stats["prompt_cache_bytes"] <= stats["memory_budget_bytes"]
+            assert stats["kv_reserved_bytes"] <= 2 * per_sequence
+        assert max(s["batch_peak"] for s in samples) <= 2
+        assert requests.get(f"{server.url}/api/version", timeout=30).status_code == 200
+    finally:
+        done.set()
+        stop_server(server)
