@@ -7,7 +7,9 @@ It stands in for "real Ollama on another port" where a test needs control over t
   the first line on in time (``released_in_time`` records whether the release came).
 * ``hang = True``: connections are accepted and never answered (a wedged Ollama).
 * ``/api/pull``: Ollama's progress lines (status, digest/total/completed, success).
-* ``/v1/*`` for the gated model: ``{"object": "fake", "path", "model"}``, so a test sees
+* ``/v1/messages`` streamed for the gated model: ``message_start``, then the rest only once
+  released (an SSE stream that can go silent).
+* ``/v1/*`` otherwise, for the gated model: ``{"object": "fake", "path", "model"}``, so a test sees
   which ``/v1`` request reached it.
 """
 
@@ -158,6 +160,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"models": []})
         elif self.path == "/api/chat" and data.get("model") in (GATED, "gated"):
             self._gated_chat()
+        elif (
+            self.path.startswith("/v1/messages")
+            and data.get("model") == GATED
+            and data.get("stream")
+        ):
+            self._gated_messages()
         elif self.path.startswith("/v1/") and data.get("model") in (GATED, "gated"):
             self._json(200, {"object": "fake", "path": self.path, "model": data["model"]})
         elif self.path == "/api/pull" and data.get("model") in (PULLABLE, "fake-pull"):
@@ -193,6 +201,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._chunk({"model": GATED, "message": {"role": "assistant", "content": "lo"}})
         self._chunk({"model": GATED, "done": True, "done_reason": "stop", "eval_count": 2})
         self._end_stream()
+
+    def _gated_messages(self) -> None:
+        """Anthropic's SSE: ``message_start``, then (once released) the rest."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        start = {"type": "message_start", "message": {"id": "msg_1", "content": []}}
+        self._raw(f"event: message_start\ndata: {json.dumps(start)}\n\n".encode())
+        self.fake.wait_for_release()
+        self._raw(b'event: message_stop\ndata: {"type": "message_stop"}\n\n')
+        self._end_stream()
+
+    def _raw(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
 
     def _stream(self, lines: list[dict], end_with_error: bool = False) -> None:
         self._start_stream()

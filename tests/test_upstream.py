@@ -287,6 +287,20 @@ def test_upstream_silent_mid_stream_ends_with_an_error_line(fake_front, fake):
     fake.release()
 
 
+def test_upstream_silent_mid_sse_stream_ends_with_an_anthropic_error_event(fake_front, fake):
+    fake.reset_gate()
+    body = {"model": GATED, "max_tokens": 5, "stream": True, "messages": [{"role": "user"}]}
+    with requests.post(fake_front.url + "/v1/messages", json=body, stream=True, timeout=30) as r:
+        frames = [f for f in r.text.split("\n\n") if f.strip()]  # ends at the 3 s read timeout
+    fake.release()
+    assert frames[0].startswith("event: message_start\n")
+    event, data = frames[-1].strip().split("\n")
+    assert event == "event: error"
+    error = json.loads(data.removeprefix("data: "))
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    assert "stopped responding" in error["error"]["message"]
+
+
 def test_wedged_then_killed_upstream_fails_fast(fake_front, fake):
     fake.hang = True
     time.sleep(5.5)  # let the front's cached "up" expire

@@ -283,7 +283,6 @@ class MessagesEncoder(Encoder):
 
     media_type = "text/event-stream"
     envelope = ANTHROPIC
-    error_event = "error"
 
     def __init__(
         self, message_id: str, model: str, input_tokens: int = 0, stops: Sequence[str] = ()

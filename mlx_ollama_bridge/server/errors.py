@@ -29,10 +29,13 @@ _PLAIN_TEXT = {404: "404 page not found", 405: "405 method not allowed"}
 
 @dataclass(frozen=True)
 class Envelope:
-    """An API's error shape: ``body(message, status, param)`` is the JSON object."""
+    """An API's error shape: ``body(message, status, param)`` is the JSON object;
+    ``stream_event`` the SSE event name of an error after streaming began (Anthropic's
+    ``error``; None: a bare ``data:`` event, or an NDJSON line)."""
 
     name: str
     body: Callable[[str, int, str | None], dict[str, Any]]
+    stream_event: str | None = None
 
 
 def _ollama(message: str, status: int, param: str | None) -> dict[str, Any]:
@@ -67,7 +70,7 @@ def _anthropic(message: str, status: int, param: str | None) -> dict[str, Any]:
 
 OLLAMA = Envelope("ollama", _ollama)
 OPENAI = Envelope("openai", _openai)
-ANTHROPIC = Envelope("anthropic", _anthropic)
+ANTHROPIC = Envelope("anthropic", _anthropic, stream_event="error")
 
 
 def current_envelope() -> Envelope:

@@ -28,7 +28,8 @@ from ..upstream import (
     rfc3339_seconds,
 )
 from .context import get_registry, get_settings
-from .errors import error_response
+from .errors import OLLAMA as OLLAMA_ENVELOPE
+from .errors import Envelope, current_envelope, error_response
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +105,42 @@ def _forward(name: str) -> Response | None:
         return error_response(message, 502)
     log.info("forwarded to upstream model=%s path=%s status=%s", name, path, reply.status_code)
     kept = {k: reply.headers[k] for k in _RESPONSE_HEADERS if k in reply.headers}
-    ndjson = kept.get("Content-Type", "").startswith("application/x-ndjson")
+    framing = _stream_framing(kept.get("Content-Type", ""))
     return Response(
-        _relay(reply, upstream.public_url, ndjson),
+        _relay(reply, upstream.public_url, framing),
         status=reply.status_code,
         headers=kept,
         direct_passthrough=True,  # hand each chunk to the server as is: no buffering
     )
 
 
-def _relay(reply: Any, base_url: str, ndjson: bool) -> Iterator[bytes]:
-    """Upstream's body as it arrives; a broken NDJSON stream ends with an error line."""
+def _stream_framing(content_type: str) -> tuple[str, Envelope] | None:
+    """How a broken stream of this type ends: NDJSON with Ollama's error line, SSE with an
+    error event in the called API's envelope (read now, while the request is current)."""
+    if content_type.startswith("application/x-ndjson"):
+        return "ndjson", OLLAMA_ENVELOPE
+    if content_type.startswith("text/event-stream"):
+        return "sse", current_envelope()
+    return None
+
+
+def _relay(reply: Any, base_url: str, framing: tuple[str, Envelope] | None) -> Iterator[bytes]:
+    """Upstream's body as it arrives; a broken stream ends with an error line or event, as
+    the bridge's own streams do once they have started."""
     try:
         yield from iter_body(reply)
     except UpstreamUnavailable as err:
         log.warning("upstream stream broke url=%s error=%s", base_url, err)
-        if ndjson:  # Ollama's rule once streaming: a final {"error": ...} line
-            message = f"upstream Ollama at {base_url} stopped responding ({err})"
-            yield (json.dumps({"error": message}) + "\n").encode()
+        if framing is None:
+            return
+        kind, envelope = framing
+        message = f"upstream Ollama at {base_url} stopped responding ({err})"
+        data = json.dumps(envelope.body(message, 502, None))
+        if kind == "ndjson":
+            yield (data + "\n").encode()
+        else:
+            event = f"event: {envelope.stream_event}\n" if envelope.stream_event else ""
+            yield f"\n{event}data: {data}\n\n".encode()
 
 
 # -- merged lists -------------------------------------------------------------------------

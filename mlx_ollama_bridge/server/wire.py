@@ -78,7 +78,6 @@ class Encoder:
 
     media_type = "application/x-ndjson"
     envelope: Envelope = OLLAMA
-    error_event: str | None = None  # the SSE event name of a mid-stream error
     done_marker: str | None = None
     broken = False  # set once a stream has ended with an error frame
     pending: list[Logprob]  # log-probabilities waiting for the next frame
@@ -109,7 +108,8 @@ class Encoder:
 
     def failed(self, error: BridgeError) -> Iterable[Frame]:
         """The error frame that ends a stream which had started."""
-        return [(self.error_event, self.envelope.body(error.message, error.status_code, None))]
+        body = self.envelope.body(error.message, error.status_code, None)
+        return [(self.envelope.stream_event, body)]
 
     def whole(self, outcome: Outcome) -> dict[str, Any]:
         """The ``stream: false`` answer."""
