@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from engine_helpers import chat_turn, import_copy, running_engine
+from helpers import chat_turn, import_copy, running_engine
 from parrot_model import TOOL_SCRIPT
 
 from mlx_ollama_bridge.engine.prompt_lookup import NgramIndex, worth_it
