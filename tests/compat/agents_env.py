@@ -17,6 +17,9 @@ from pathlib import Path
 AGENTS_DIR = Path(__file__).resolve().parent / "agents"
 BIN = AGENTS_DIR / "node_modules" / ".bin"
 MODEL = "smollm2:135m"
+# The answer's bound where an agent lets the user set one (Claude Code, Continue; Codex sends
+# none, so its answer runs to the model's end of turn).
+MAX_OUTPUT_TOKENS = 200
 # A bound on a wedged agent, not a performance assertion: a run takes seconds.
 RUN_TIMEOUT_S = 300
 
@@ -86,6 +89,8 @@ def claude_env(home: Path, trap: Trap, bridge_url: str) -> dict[str, str]:
         "ANTHROPIC_BASE_URL": bridge_url,
         "ANTHROPIC_AUTH_TOKEN": "ollama",
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": MODEL,  # background tasks use the same model
+        # max_tokens 200 instead of 32000: smollm2 may ramble, the test wants an answer
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(MAX_OUTPUT_TOKENS),
         "CLAUDE_CONFIG_DIR": str(home / ".claude"),
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_TELEMETRY": "1",
@@ -132,6 +137,8 @@ models:
     model: {model}
     apiBase: {url}
     roles: [chat, edit, apply]
+    defaultCompletionOptions:
+      maxTokens: {max_tokens}
 """
 
 
@@ -141,7 +148,9 @@ def continue_env(home: Path, trap: Trap, bridge_url: str) -> tuple[dict[str, str
     global_dir = home / ".continue"
     global_dir.mkdir(parents=True, exist_ok=True)
     config = global_dir / "config.yaml"
-    config.write_text(CONTINUE_CONFIG.format(model=MODEL, url=bridge_url))
+    config.write_text(
+        CONTINUE_CONFIG.format(model=MODEL, url=bridge_url, max_tokens=MAX_OUTPUT_TOKENS)
+    )
     env = {
         **base_env(home, trap),
         "CONTINUE_GLOBAL_DIR": str(global_dir),
