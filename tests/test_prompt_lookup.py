@@ -3,15 +3,13 @@ by the model in one pass; greedy output is the same with and without it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import chat_turn, import_copy, running_engine
+from helpers import chat_turn, engine_fixture, import_copy
 from parrot_model import TOOL_SCRIPT
 
 from mlx_ollama_bridge.engine.prompt_lookup import NgramIndex, worth_it
-from mlx_ollama_bridge.engine.scheduler import Scheduler
 from mlx_ollama_bridge.registry import LocalModel
 
 CODE = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(20))
@@ -41,23 +39,14 @@ def test_the_rule_takes_greedy_unconstrained_long_prompts_decoding_alone():
 
 
 @pytest.fixture
-def tiny(isolated_home, tiny_model_dir) -> LocalModel:
-    return import_copy(isolated_home, tiny_model_dir, "tiny")
-
-
-@pytest.fixture
 def parrot(isolated_home, feature_model_dirs) -> LocalModel:
     return import_copy(isolated_home, feature_model_dirs["parrot-tools"], "parrot")
 
 
-@pytest.fixture
-def lookup() -> Iterator[Scheduler]:
-    yield from running_engine(prompt_lookup_tokens=8, prompt_cache_disk_bytes=0)
+lookup = engine_fixture(prompt_lookup_tokens=8, prompt_cache_disk_bytes=0)
 
 
-@pytest.fixture
-def plain() -> Iterator[Scheduler]:
-    yield from running_engine(prompt_lookup_tokens=0, prompt_cache_disk_bytes=0)
+plain = engine_fixture(prompt_lookup_tokens=0, prompt_cache_disk_bytes=0)
 
 
 @pytest.mark.parametrize(
