@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import WEATHER_TOOL
 from tiny_model import build_tiny_model
 from transformers import PreTrainedTokenizerFast
 
@@ -29,14 +30,7 @@ SMOLLM2_JINJA = (
     "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
     "{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-}
+WEATHER = WEATHER_TOOL
 FIM_CASES = {
     # name: (vocabulary markers, expected prompt for prompt "def f(" and suffix "return 1")
     "qwen": (
