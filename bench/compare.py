@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ from peers import (
     stream_ollama,
     stream_openai,
 )
-from server import engine_stats, start_bridge
+from server import engine_stats, run_threads, start_bridge
 
 QUESTION = "Write one sentence about the sea."
 SHORT_SYSTEM = "You are a helpful assistant for a small shipping company. Answer briefly."
@@ -80,13 +79,7 @@ def concurrent(chat: Chat, streams: int, tokens: int) -> dict[str, float]:
         with lock:
             replies.append(reply)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+    wall = run_threads([threading.Thread(target=one, args=(i,)) for i in range(streams)])
     return {
         "streams": streams,
         "aggregate_tps": sum(r.completion_tokens for r in replies) / wall,

@@ -29,6 +29,7 @@ from typing import Any
 
 import psutil
 import requests
+from server import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMACPP_PYTHON = ROOT / ".cache" / "llamacpp-venv" / "bin" / "python"
@@ -45,11 +46,7 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM and wait."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        terminate(self.proc)
 
     def rss_bytes(self) -> int:
         """RSS of the process holding the model (the largest of the tree)."""
@@ -175,6 +172,22 @@ class Reply:
     decode_tps: float  # (tokens - 1) / (last chunk - first chunk)
     wall_s: float
 
+    @classmethod
+    def measured(
+        cls, start: float, first: float, last: float, pieces: list[str], tokens: int
+    ) -> Reply:
+        """The reply of a stream started at ``start`` whose chunks came ``first`` ... ``last``
+        (perf_counter seconds; ``first`` 0 if none came), ended now."""
+        end = time.perf_counter()
+        span = last - first
+        return cls(
+            ttft_s=(first or end) - start,
+            text="".join(pieces),
+            completion_tokens=tokens,
+            decode_tps=(tokens - 1) / span if span > 0 and tokens > 1 else 0.0,
+            wall_s=end - start,
+        )
+
 
 def stream_openai(
     url: str, model: str, messages: list[dict[str, Any]], max_tokens: int, **extra: Any
@@ -207,16 +220,7 @@ def stream_openai(
                     last = now
                     chunks += 1
                     pieces.append(piece)
-    end = time.perf_counter()
-    tokens = int(usage.get("completion_tokens") or chunks)
-    span = last - first
-    return Reply(
-        ttft_s=(first or end) - start,
-        text="".join(pieces),
-        completion_tokens=tokens,
-        decode_tps=(tokens - 1) / span if span > 0 and tokens > 1 else 0.0,
-        wall_s=end - start,
-    )
+    return Reply.measured(start, first, last, pieces, int(usage.get("completion_tokens") or chunks))
 
 
 def _sse(lines: Iterator[bytes]) -> Iterator[dict[str, Any]]:
@@ -260,13 +264,4 @@ def stream_ollama(url: str, model: str, messages: list[dict[str, Any]], max_toke
                 first = first or now
                 last = now
                 pieces.append(piece)
-    end = time.perf_counter()
-    tokens = int(final.get("eval_count", len(pieces)))
-    span = last - first
-    return Reply(
-        ttft_s=(first or end) - start,
-        text="".join(pieces),
-        completion_tokens=tokens,
-        decode_tps=(tokens - 1) / span if span > 0 and tokens > 1 else 0.0,
-        wall_s=end - start,
-    )
+    return Reply.measured(start, first, last, pieces, int(final.get("eval_count", len(pieces))))

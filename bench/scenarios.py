@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
-from server import engine_stats, stream_chat
+from server import engine_stats, run_threads, stream_chat
 
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0}
 SYSTEM = (
@@ -50,13 +49,7 @@ def concurrency(url: str, model: str, streams: int, tokens: int) -> dict[str, fl
         with lock:
             results.append((ttft, final))
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+    wall = run_threads([threading.Thread(target=one, args=(i,)) for i in range(streams)])
     generated = sum(final.get("eval_count", 0) for _ttft, final in results)
     return {
         "streams": streams,

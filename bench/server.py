@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +15,25 @@ from typing import Any
 
 import psutil
 import requests
+
+
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM, wait up to 30 s, then SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def run_threads(threads: list[threading.Thread]) -> float:
+    """Start every thread, wait for all; the wall time in seconds."""
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
 
 
 @dataclass
@@ -25,11 +45,7 @@ class Bridge:
 
     def stop(self) -> None:
         """SIGTERM and wait."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        terminate(self.proc)
 
     def rss_bytes(self) -> int:
         """RSS of the gunicorn worker (the process that holds the model)."""

@@ -45,6 +45,19 @@ WEATHER_TOOL = {
     },
 }
 
+
+def message_events(texts: int) -> list[str]:
+    """The Responses API stream events of one output message with ``texts`` text deltas."""
+    return [
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * texts,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+    ]
+
+
 # -- the environment -------------------------------------------------------------------------
 
 

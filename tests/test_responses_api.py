@@ -14,6 +14,7 @@ import jsonschema
 import openai
 import pytest
 import requests
+from helpers import message_events
 
 TOOL = {
     "type": "function",
@@ -89,12 +90,7 @@ def test_stream_event_sequence_and_final_object_match_the_non_streamed_one(serve
         "response.reasoning_summary_text.done",
         "response.reasoning_summary_part.done",
         "response.output_item.done",
-        "response.output_item.added",
-        "response.content_part.added",
-        *["response.output_text.delta"] * texts,
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
+        *message_events(texts),
         "response.completed",
     ]
     assert events[0]["response"]["status"] == "in_progress"

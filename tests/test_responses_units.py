@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import message_events
 
 from mlx_ollama_bridge.engine import Failed, Finished, TextChunk
 from mlx_ollama_bridge.engine.requests import ToolCall, ToolCalls
@@ -262,14 +263,7 @@ def test_text_after_tool_calls_is_dropped_and_the_turn_becomes_one_message():
 def test_an_empty_answer_is_one_empty_message():
     wire = encoder(store=False)
     kinds = [name for name, _ in wire.frames(iter([Finished("stop", 3, 1, 0, 0)]))]
-    assert kinds[2:] == [
-        "response.output_item.added",
-        "response.content_part.added",
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "response.completed",
-    ]
+    assert kinds[2:] == [*message_events(0), "response.completed"]
     assert wire.response()["output"][0]["content"][0]["text"] == ""
     assert wire.response()["store"] is False
 
