@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,21 +47,21 @@ def test_a_failed_load_is_not_retried_until_the_files_change(tmp_path):
 def test_a_slow_load_times_out_and_is_not_started_twice(tmp_path):
     release = threading.Event()
     calls: list[Path] = []
+    loading: list[threading.Thread] = []
 
     def load(path: Path):
         calls.append(path)
+        loading.append(threading.current_thread())
         release.wait(10)
         return "handle"
 
     loader = Loader(load, timeout_s=0.2)
-    started = time.monotonic()
     with pytest.raises(ModelLoadError, match=r"timed out .* after 0.2s \(OLLAMA_LOAD_TIMEOUT\)"):
-        loader.load(fake_model(tmp_path))
-    assert time.monotonic() - started < 2
+        loader.load(fake_model(tmp_path))  # without the timeout: "handle", 10 s later
     with pytest.raises(ModelLoadError, match="still loading after an earlier timeout"):
         loader.load(fake_model(tmp_path))
     release.set()
-    time.sleep(0.1)
+    loading[0].join(10)  # the stray load ends
     assert loader.load(fake_model(tmp_path)) == "handle"  # a timeout does not mark it bad
     assert len(calls) == 2
 
@@ -94,10 +93,8 @@ def test_a_request_for_a_slow_model_gets_a_clear_error_not_a_hang(isolated_home,
     try:
         options = merge_options({}, {"num_predict": 2}, default_num_ctx=256)
         request = GenerationRequest(model=model, options=options, prompt="hi")
-        started = time.monotonic()
         with pytest.raises(ModelLoadError, match="OLLAMA_LOAD_TIMEOUT"):
-            engine.submit(request)
-        assert time.monotonic() - started < 2
+            engine.submit(request)  # never released: only the timeout ends the wait
     finally:
         backend.release.set()
         backend.done.wait(10)  # never leave MLX work running at interpreter exit
