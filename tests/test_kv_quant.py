@@ -49,7 +49,7 @@ def _greedy(path: Path, kind: str, n: int = 8) -> tuple[str, list[Any]]:
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     prompt = backend.encode(loaded, backend.render_chat(loaded, messages), add_special_tokens=False)
     options = merge_options({}, GREEDY, default_num_ctx=4096)
-    generation = backend.generate(loaded, prompt, options, max_kv_size=None)
+    generation = backend.generate(loaded, prompt, options)
     tokens = [next(generation.tokens) for _ in range(n)]
     cache = list(generation.cache or [])  # the running generation's layers
     generation.tokens.close()

@@ -127,7 +127,6 @@ def test_sdk_stream_helper_accumulates_text_reasoning_and_calls(client):
 
 
 def test_cached_tokens_count_the_prompt_cache(client):
-    # A bounded answer: without one the engine runs a rotating window and keeps no cache.
     ask = {"model": "parrot-think", "instructions": "A long prefix. " * 20, "input": "Hi"}
     ask["max_output_tokens"] = 50
     client.responses.create(**ask)

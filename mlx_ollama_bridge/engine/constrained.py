@@ -139,13 +139,20 @@ class JsonConstraint:
         return self.state == "json" and (self.matcher.is_stopped() or self.matcher.is_error())
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
-        if self._start is None:
-            self._start = len(tokens)
+        if self._start is None:  # the first call (or the first after ``resume``)
+            self._start = len(tokens) - self._seen
         else:
             for token in tokens[self._start + self._seen :].tolist():
                 self._advance(int(token))
         remaining = self.max_tokens - self._seen
         return _apply(logits, self._allowed(remaining))
+
+    def resume(self, generated: list[int]) -> None:
+        """Carry on in a new generation (a context shift re-read the sequence): take the
+        ``generated`` tokens not seen yet; the next call's tokens end with all of them."""
+        for token in generated[self._seen :]:
+            self._advance(int(token))
+        self._start = None
 
     # -- state --------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ class Generation:
 
     tokens: Iterator[int]
     prompt: list[int]
-    cache: list[Any] | None  # None: not reusable (rotating window)
+    cache: list[Any] | None  # None: not offered back (no pool, or cut to the model's layers)
     reused: int = 0  # prompt tokens taken from the prompt cache, not evaluated
     fed: list[int] = field(default_factory=list)
     draft_layers: int = 0  # speculative: the cache's model layers (the draft's follow)
@@ -47,7 +47,6 @@ def start_generation(
     prompt_tokens: list[int],
     options: Options,
     *,
-    max_kv_size: int | None,
     cancel: threading.Event | None = None,
     extra_processors: list[LogitsProcessor] | None = None,
     first_processors: list[LogitsProcessor] | None = None,
@@ -58,21 +57,21 @@ def start_generation(
 ) -> Generation:
     """Start generating after ``prompt_tokens``; the tokens never end (the caller stops).
 
-    Without a rotating window (``max_kv_size``) the longest cached prefix is reused and
-    only the rest of the prompt is evaluated. ``cancel`` aborts a long prompt between
-    prefill chunks (RequestCanceled). A model with a draft speculates (``num_draft_tokens``
-    per step) and reports its tally to ``on_draft_done`` when it ends. ``prompt_lookup`` > 0
-    drafts up to that many tokens from the prompt's n-grams instead (``prompt_lookup``; the
-    caller checked that the request is greedy and unconstrained).
+    The longest cached prefix is reused and only the rest of the prompt is evaluated (the
+    cache never outgrows ``num_ctx``: the job shifts the context first, ``jobs``). ``cancel``
+    aborts a long prompt between prefill chunks (RequestCanceled). A model with a draft
+    speculates (``num_draft_tokens`` per step) and reports its tally to ``on_draft_done`` when
+    it ends. ``prompt_lookup`` > 0 drafts up to that many tokens from the prompt's n-grams
+    instead (``prompt_lookup``; the caller checked that the request is greedy and
+    unconstrained).
     """
     pool = loaded.prompt_cache
-    window = max_kv_size is not None
-    if not window and pool is not None and pool.enabled:
+    if pool is not None and pool.enabled:
         cache, rest = pool.fetch(prompt_tokens)
-    elif not window and pool is not None:
+    elif pool is not None:
         cache, rest = pool.new_cache(), prompt_tokens  # no reuse, but quantized if asked
     else:
-        cache, rest = None, prompt_tokens  # rotating window: f16, mlx-lm cannot quantize it
+        cache, rest = None, prompt_tokens  # generate_step makes its own
     sampler = make_sampler(options)
     extra = list(extra_processors or [])
     first = list(first_processors or [])  # before the penalties: they see the raw logits
@@ -119,7 +118,7 @@ def start_generation(
         # no draft for this one (structured output): the pool holds model+draft caches,
         # so this cache, of the model's layers only, is not offered back
         cache = cache[:layers]
-    kv_kwargs = loaded.kv.generate_kwargs() if loaded.kv is not None and not window else {}
+    kv_kwargs = loaded.kv.generate_kwargs() if loaded.kv is not None else {}
     steps = generate_step(
         mx.array(rest),
         loaded.model,
@@ -129,7 +128,6 @@ def start_generation(
         logits_processors=first
         + make_processors(options, len(rest))
         + extra,  # structured output's token mask, last
-        max_kv_size=max_kv_size,
         prompt_cache=cache,
         prefill_step_size=PREFILL_STEP,
         prompt_progress_callback=_cancel_check(cancel),

@@ -2,8 +2,14 @@
 
 A job is advanced one token at a time by the scheduler thread, so several jobs can share the
 thread and new ones can join between steps. Most jobs decode in their model's batch lane
-(``batching``), which produces a token for every member per step; the rest (a rotating
-context window, a draft model, a quantized KV cache) run their own ``generate_step``.
+(``batching``), which produces a token for every member per step; the rest (a draft model, a
+quantized KV cache, a greedy prompt-copying request) run their own ``generate_step``.
+A request without ``num_predict`` takes the same paths as a bounded one. When a sequence
+reaches ``num_ctx`` the context shifts as in Ollama's runner: the first ``num_keep`` tokens
+(one more for the BOS the tokenizer adds) stay, half of the rest (the oldest) is dropped and
+the job carries on alone from a fresh prefill of what is left, so a generation pays one
+re-read per shift and nothing when it fits; ``shift: false`` stops at the limit ("length").
+There is no rotating KV window: the cache never holds more than ``num_ctx`` tokens.
 Decoded text goes through the stop strings, then the output parser, which splits it into
 content, thinking and tool calls (``parsers``).
 """
@@ -56,6 +62,15 @@ class GenerationJob:
         self._first_token_at = 0.0
         self._max_tokens = request.options.max_tokens()
         self._logprobs: LogprobRecorder | None = None
+        self._context_length = 0
+        self._bos: int | None = None
+        self._constraint: list[Any] = []  # structured output's processors (they keep state)
+        self._first: list[Any] = []  # processors that see the model's raw logits
+        self._lookup = False
+        # the tokens the current KV cache was started from, and len(generated) then
+        self._base: list[int] = []
+        self._base_generated = 0
+        self._shifted_reused: int | None = None  # reused_tokens at the first shift
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -73,9 +88,9 @@ class GenerationJob:
         request = self.request
         self.prompt_text, tokens = build_prompt(backend, loaded, request, context_length)
         if not request.render_only:  # a render (or a token count) shows the whole prompt
-            bos = added_bos(loaded.tokenizer)
-            tokens = fit_to_context(tokens, request, context_length, bos_token_id=bos)
-        self.prompt_tokens = tokens
+            self._bos = added_bos(loaded.tokenizer)
+            tokens = fit_to_context(tokens, request, context_length, bos_token_id=self._bos)
+        self.prompt_tokens = self._base = tokens
         self._parser = make_output_parser(
             template=chat_template_for(request.model, request.tools) or request.model.chat_template,
             markup=backend.output_markup(loaded),
@@ -90,15 +105,13 @@ class GenerationJob:
             self._max_tokens = 0
             self._tokens = iter(())
             return
-        ctx = context_length
-        needs_window = len(tokens) + self._max_tokens > ctx
+        self._context_length = ctx = context_length
         if not self.request.shift:
             # No shifting: stop at the context limit instead, as Ollama does with shift=false.
             self._max_tokens = min(self._max_tokens, max(ctx - len(tokens), 0))
         if self._max_tokens <= 0:  # nothing to generate: finish at the first step
             self._tokens = iter(())
             return
-        window = needs_window and self.request.shift
         constraint = format_processors(
             loaded.tokenizer,
             request,
@@ -111,15 +124,16 @@ class GenerationJob:
             tokenizer = loaded.tokenizer
             self._logprobs = LogprobRecorder(request.top_logprobs, lambda t: tokenizer.decode([t]))
             first = [self._logprobs.capture]
+        self._constraint, self._first = constraint, first
         # a greedy request copying its prompt decodes faster alone with prompt lookup
-        lookup = not window and backend.uses_prompt_lookup(
+        self._lookup = lookup = backend.uses_prompt_lookup(
             loaded,
             request.options,
             len(tokens),
             constrained=bool(constraint or first),
             alone=lane is None or not len(lane),
         )
-        if lane is not None and not window and not lookup and backend.batchable(loaded):
+        if lane is not None and not lookup and backend.batchable(loaded):
             options = request.options
             self._slot = lane.add(
                 tokens,
@@ -129,21 +143,26 @@ class GenerationJob:
             )
             self._lane = lane
             return
-        self._generation = backend.generate(
-            loaded,
+        self._start_solo(tokens)
+
+    def _start_solo(self, tokens: list[int]) -> None:
+        assert self._backend is not None and self._loaded is not None
+        self._generation = self._backend.generate(
+            self._loaded,
             tokens,
             self.request.options,
-            max_kv_size=ctx if window else None,
             cancel=self.request.cancel,
-            extra_processors=constraint,
-            first_processors=first,
-            prompt_lookup=lookup,
+            extra_processors=self._constraint,
+            first_processors=self._first,
+            prompt_lookup=self._lookup,
         )
         self._tokens = self._generation.tokens
 
     @property
     def reused_tokens(self) -> int:
         """Prompt tokens taken from the prompt cache instead of being evaluated."""
+        if self._shifted_reused is not None:  # the count of the request's own prompt
+            return self._shifted_reused
         if self._slot is not None:
             return self._slot.reused
         return self._generation.reused if self._generation is not None else 0
@@ -179,7 +198,35 @@ class GenerationJob:
             return events + self._finish("stop", flush=False)
         if len(self.generated) >= self._max_tokens:
             return events + self._finish("length")
+        held = len(self._base) + len(self.generated) - self._base_generated
+        if self.request.shift and held >= self._context_length:
+            self._shift()
         return events
+
+    def _shift(self) -> None:
+        """Ollama's context shift: keep ``num_keep`` tokens (+ the BOS the tokenizer adds),
+        drop the older half of the rest, and carry on alone from a fresh cache of what is left
+        (a job leaves its batch lane for it; the next token comes from ``step``)."""
+        sequence = self._base + self.generated[self._base_generated :]
+        ctx = self._context_length
+        keep = self.request.options.num_keep
+        if keep < 0:  # -1: keep everything, bounded below
+            keep = len(sequence)
+        if self._bos is not None and sequence[:1] == [self._bos]:
+            keep += 1
+        keep = max(0, min(keep, ctx - 1))
+        discard = max((ctx - keep) // 2, 1)
+        if self._shifted_reused is None:
+            self._shifted_reused = self.reused_tokens
+        self.close()  # the old cache goes: the shifted sequence is not a prefix of it
+        self._slot = None
+        self._base = sequence[:keep] + sequence[keep + discard :]
+        self._base_generated = len(self.generated)
+        for processor in self._constraint:
+            processor.resume(self.generated)
+        if self._logprobs is not None:
+            self._logprobs.drop_pending()
+        self._start_solo(self._base)
 
     def close(self) -> None:
         """Release the token generator or the batch slot (and with it the KV cache)."""
@@ -220,6 +267,8 @@ class GenerationJob:
         if self._lane is not None and self._slot is not None:
             self._lane.finish(self._slot, keep_cache=True)
             self._lane = None
+        elif self._shifted_reused is not None:
+            pass  # a shifted sequence is no later prompt's prefix: its cache is dropped
         elif self._generation is not None and self._backend and self._loaded is not None:
             self._backend.keep_cache(self._loaded, self._generation)
         self.close()

@@ -34,6 +34,11 @@ class LogprobRecorder:
         self._pending.append(logits)
         return logits
 
+    def drop_pending(self) -> None:
+        """Forget logits captured ahead of the tokens taken (a context shift restarts the
+        generation, which computes them again)."""
+        self._pending.clear()
+
     def take(self, token: int) -> Logprob | None:
         """The entry of ``token``, the next generated token; None if nothing was captured
         (a path that bypassed the processors)."""

@@ -6,9 +6,9 @@ has no progress callback here), and counts how many proposals were accepted (its
 ``from_draft`` flag). Every token comes out of the model's own sampling, so greedy output is
 the same with and without a draft, and sampled output follows the same distribution.
 
-Used only when the alias names a draft that is present locally, the KV cache can be trimmed,
-there is no rotating window and no structured-output constraint (its grammar state advances
-token by token and cannot take back rejected proposals).
+Used only when the alias names a draft that is present locally, the KV cache can be trimmed
+and there is no structured-output constraint (its grammar state advances token by token and
+cannot take back rejected proposals).
 """
 
 from __future__ import annotations
