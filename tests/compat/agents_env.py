@@ -2,12 +2,17 @@
 
 Each agent gets its own empty home, its telemetry, update checks and error reporting switched
 off, every base URL on loopback, and all proxy variables pointed at a :class:`Trap`: a loopback
-listener that records whoever connects. An agent that tried to reach anything but the bridge
-would go through the proxy (they all honour ``HTTPS_PROXY``) and show up in the trap.
+listener that records whoever connects and refuses them as a proxy would. An agent that tries
+to reach anything but the bridge goes through the proxy and shows up in the trap: Claude Code
+and Codex honour ``HTTPS_PROXY``, and Node's own ``fetch`` (Continue's CLI) does with
+``NODE_USE_ENV_PROXY=1`` (without it, it resolves and connects directly). Checked with
+``strace -f -e trace=connect``: with this environment every connection the three make is to
+loopback, with no DNS lookup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -50,6 +55,9 @@ class Trap:
                 except OSError:
                     head = b""
                 self.hits.append(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+                # refuse as a proxy would, so that a client fails at once instead of retrying
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
 
     def close(self) -> None:
         """Stop listening."""
@@ -76,6 +84,8 @@ def base_env(home: Path, trap: Trap) -> dict[str, str]:
         "DO_NOT_TRACK": "1",
         **proxy,
         "all_proxy": trap.url,
+        # Node's own fetch ignores the proxy variables unless told (Node >= 22.21)
+        "NODE_USE_ENV_PROXY": "1",
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
     }

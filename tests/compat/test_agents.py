@@ -35,6 +35,10 @@ pytestmark = pytest.mark.skipif(
 
 PROMPT = "Say hello in one short sentence."
 NUM_CTX = 2048
+# Continue's CLI asks api.continue.dev for its latest version at every start (with a machine
+# id), with no setting to stop it; through the trap, the one proxy it is given, that is
+# refused on loopback. Anything else is a failure.
+CONTINUE_VERSION_CHECK = frozenset({"CONNECT api.continue.dev:443 HTTP/1.1"})
 
 
 @pytest.fixture(scope="module")
@@ -76,21 +80,30 @@ def answered(lines: list[str], method: str, path: str) -> list[str]:
     return [line for line in lines if pattern.search(line)]
 
 
-def check_run(done, server: RunningServer, since: int, trap: Trap, method: str, path: str):
+def check_run(
+    done,
+    server: RunningServer,
+    since: int,
+    trap: Trap,
+    method: str,
+    path: str,
+    known_calls: frozenset[str] = frozenset(),
+):
     """Exit 0 with an answer on stdout, the bridge served the agent, nothing left loopback."""
     report = f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
     lines = access_lines(server, since)
     assert done.returncode == 0, report + "\nbridge:\n" + "\n".join(lines)
     assert done.stdout.strip(), report
     assert answered(lines, method, path), f"no 200 for {method} {path}:\n" + "\n".join(lines)
-    assert trap.hits == [], f"the agent tried to reach the network: {trap.hits}"
+    unknown = [hit for hit in trap.hits if hit not in known_calls]
+    assert unknown == [], f"the agent tried to reach the network: {unknown}"
 
 
 def test_continue_cli(bridge: RunningServer, trap: Trap, tmp_path: Path):
     env, config = continue_env(tmp_path / "home", trap, bridge.url)
     since = len(bridge.log())
     done = run_agent(["cn", "--config", str(config), "-p", PROMPT], env, tmp_path / "work")
-    check_run(done, bridge, since, trap, "POST", "/v1/chat/completions")
+    check_run(done, bridge, since, trap, "POST", "/v1/chat/completions", CONTINUE_VERSION_CHECK)
 
 
 def test_codex_exec_oss(bridge: RunningServer, trap: Trap, tmp_path: Path):
