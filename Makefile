@@ -124,13 +124,14 @@ format: install-test
 # llama.cpp's server (llama-cpp-python), the peer standing for Ollama's engine in `make bench`
 # only (bench/peers.py): it compiles llama.cpp from source, a long build on a small machine, so
 # it has its own venv and is never part of `make test`. Best effort: bench runs without it.
+# GGML_NATIVE=OFF: a -march=native build (AMX on this box's EPYC) crashed on batched prompts.
 LLAMACPP_VENV := .cache/llamacpp-venv
 LLAMACPP_PKG := llama-cpp-python[server]==0.3.36
 
 $(LLAMACPP_VENV)/.installed:
 	$(PYTHON) -m venv $(LLAMACPP_VENV)
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) \
-		$(LLAMACPP_VENV)/bin/pip install -q "$(LLAMACPP_PKG)"
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) \
+		$(LLAMACPP_VENV)/bin/pip install -q --no-cache-dir "$(LLAMACPP_PKG)"
 	touch $@
 
 llamacpp-venv: $(LLAMACPP_VENV)/.installed

@@ -31,6 +31,10 @@ def write_chart(
     import matplotlib.pyplot as plt
 
     peers = (report.get("peers") or {}).get("ratios") or {}
+    if "concurrency" not in report:  # a peers-only report (bench/run.py --peers-only)
+        fig, axis = plt.subplots(1, 1, figsize=(7, 4.6), dpi=110)
+        draw_peers(axis, peers)
+        return _save(fig, report, out)
     columns = 3 if peers else 2
     fig, axes = plt.subplots(1, columns, figsize=(5.5 * columns, 4.2), dpi=110)
     conc, turns = axes[0], axes[1]
@@ -79,6 +83,12 @@ def write_chart(
     if peers:
         draw_peers(axes[2], peers)
 
+    return _save(fig, report, out)
+
+
+def _save(fig: Any, report: dict[str, Any], out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     load = report.get("load_average")
     load_text = f", load avg {load[0]:.1f}" if load else ""
     fig.suptitle(
@@ -99,6 +109,9 @@ PEER_LABELS = {"mlx_lm_server": "mlx_lm.server", "llama_cpp_server": "llama.cpp 
 
 def draw_peers(axis: Any, ratios: dict[str, dict[str, float]]) -> None:
     """Each peer's speed as a fraction of the bridge's, per scenario (the bridge = 1)."""
+    if not ratios:
+        axis.set_title("Peers: none measured")
+        return
     names = list(ratios)
     metrics = list(next(iter(ratios.values())))
     height = 0.8 / len(names)

@@ -23,7 +23,7 @@ import agent
 from peers import (
     Reply,
     dense_copy,
-    llamacpp_available,
+    llamacpp_problem,
     smollm2_gguf,
     start_llamacpp_server,
     start_mlx_lm_server,
@@ -176,23 +176,30 @@ def run_peers(args: argparse.Namespace, model_path: Path) -> dict[str, Any]:
     logs = cache / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     dense = dense_copy(model_path, cache / "smollm2-dense-f32")
-    server = start_mlx_lm_server(dense, logs)
-    try:
-        results["mlx_lm_server"] = measure(openai_chat(server.url, server.model), args, system)
-        results["mlx_lm_server"]["rss_mb"] = server.rss_bytes() / 2**20
-    finally:
-        server.stop()
-    gguf = smollm2_gguf(Path(args.wheels), cache)
-    if gguf is not None and llamacpp_available():
-        server = start_llamacpp_server(gguf, logs)
+    try:  # a peer that fails leaves its column empty, never the whole run
+        server = start_mlx_lm_server(dense, logs)
         try:
-            chat = openai_chat(server.url, server.model, repeat_penalty=1.0)
-            results["llama_cpp_server"] = measure(chat, args, system)
-            results["llama_cpp_server"]["rss_mb"] = server.rss_bytes() / 2**20
+            results["mlx_lm_server"] = measure(openai_chat(server.url, server.model), args, system)
+            results["mlx_lm_server"]["rss_mb"] = server.rss_bytes() / 2**20
         finally:
             server.stop()
-    else:
-        results["llama_cpp_server"] = None  # `make llamacpp-venv` did not install it
+    except Exception as exc:
+        results["mlx_lm_server"], results["mlx_lm_server_error"] = None, repr(exc)
+    gguf = smollm2_gguf(Path(args.wheels), cache)
+    problem = llamacpp_problem(gguf)
+    if problem is None:
+        try:
+            server = start_llamacpp_server(gguf, logs)
+            try:
+                chat = openai_chat(server.url, server.model, repeat_penalty=1.0)
+                results["llama_cpp_server"] = measure(chat, args, system)
+                results["llama_cpp_server"]["rss_mb"] = server.rss_bytes() / 2**20
+            finally:
+                server.stop()
+        except Exception as exc:
+            problem = repr(exc)
+    if problem is not None:
+        results["llama_cpp_server"], results["llama_cpp_server_error"] = None, problem
     for name in ("mlx_lm_server", "llama_cpp_server"):
         if results.get(name):
             results[name].pop("_messages", None)

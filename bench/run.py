@@ -212,6 +212,31 @@ def print_peers(peers: dict[str, Any]) -> None:
         print(f"{name} / bridge: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
 
 
+def peers_only(args: argparse.Namespace, path: Path, started: float) -> None:
+    """Only the peer comparison: its own JSON and chart (one panel)."""
+    from mlx_ollama_bridge import cpu_blas
+
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
+        "model": args.model,
+        "cpu_blas": cpu_blas.describe() if cpu_blas.mlx_runs_on_cpu() else None,
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+        "peers": run_peers(args, path),
+        "bench_seconds": time.perf_counter() - started,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print_peers(report["peers"])
+    if args.chart:
+        from charts import write_chart
+
+        print(f"chart: {write_chart(report, args.chart)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="smollm2:135m")
@@ -227,6 +252,7 @@ def main() -> None:
     parser.add_argument("--edit-tokens", type=int, default=256)
     parser.add_argument("--sessions", type=int, default=100, help="agent sessions for memory")
     parser.add_argument("--no-peers", action="store_true", help="skip bench/compare.py")
+    parser.add_argument("--peers-only", action="store_true", help="only bench/compare.py")
     parser.add_argument("--cache-dir", default=".cache/bench", help="dense copy, GGUF, logs")
     parser.add_argument("--wheels", default=".cache/wheels")
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
@@ -247,6 +273,8 @@ def main() -> None:
     cpu_blas.maybe_reexec(Settings.from_env().cpu_blas)
     path = str(Registry(Settings.from_env()).resolve(args.model).path)
     started = time.perf_counter()
+    if args.peers_only:
+        return peers_only(args, Path(path), started)
     served = single_server(args, streams, raw_mlx(path, args.tokens))
     cached, uncached = chat_turns(args, 4), chat_turns(args, 0)
     peers = None if args.no_peers else run_peers(args, Path(path))
