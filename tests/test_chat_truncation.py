@@ -34,9 +34,17 @@ class WordBackend:
 
 
 def build(messages, context_length, truncate=True) -> str:
-    model = SimpleNamespace(messages=[], system=None, manifest=SimpleNamespace(template=None))
+    model = SimpleNamespace(
+        messages=[], system=None, manifest=SimpleNamespace(template=None), form=None
+    )
     request = SimpleNamespace(
-        model=model, messages=messages, tools=None, think=None, truncate=truncate, is_chat=True
+        model=model,
+        messages=messages,
+        tools=None,
+        think=None,
+        think_level=None,
+        truncate=truncate,
+        is_chat=True,
     )
     text, _tokens = build_prompt(WordBackend(), None, request, context_length)
     return text
