@@ -258,7 +258,8 @@ def test_status_shows_both_backends(server, fake, monkeypatch):
     result = cli("--host", server.url, "status")
     assert result.exit_code == 0
     rows = {line.split()[0]: line for line in result.output.splitlines()[1:3]}
-    assert re.search(rf"{server.url}\s+up\s+0\.13\.5\s+\d+ ms", rows["mlx"])
+    bridge_version = re.escape(OLLAMA_COMPAT_VERSION)  # the Ollama API version the bridge serves
+    assert re.search(rf"{server.url}\s+up\s+{bridge_version}\s+\d+ ms", rows["mlx"])
     assert re.search(rf"{fake.url}\s+up\s+0\.13\.5\s+\d+ ms\s+-$", rows["ollama"])
     assert "run/chat/list use: auto" in result.output
     monkeypatch.setenv("MLX_BRIDGE_UPSTREAM", f"127.0.0.1:{free_port()}")
