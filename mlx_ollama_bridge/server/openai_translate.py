@@ -19,7 +19,7 @@ from ..registry import LocalModel
 _IMAGE_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "jpg", "png", "webp"))
 # Ollama's thinkFromReasoningEffort: OpenAI's scale (and clients' extra tiers) clamped to
 # Ollama's think values.
-_EFFORTS = {
+REASONING_EFFORTS: dict[str, bool | str] = {
     "none": False,
     "minimal": "low",
     "low": "low",
@@ -171,13 +171,13 @@ def _think(body: dict[str, Any]) -> bool | str | None:
         effort = body.get("reasoning_effort")
     if effort is None or effort == "":
         return None
-    if effort not in _EFFORTS:
+    if effort not in REASONING_EFFORTS:
         raise InvalidField(
             f'invalid reasoning value: {json.dumps(effort)} (must be "minimal", "low", '
             '"medium", "high", "xhigh", "ultra", "max", or "none")',
             "reasoning_effort",
         )
-    return _EFFORTS[effort]
+    return REASONING_EFFORTS[effort]
 
 
 def _messages(messages: list[Any]) -> list[dict[str, Any]]:

@@ -18,21 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .messages import tool_result
-from .openai_translate import InvalidField
+from .openai_translate import REASONING_EFFORTS, InvalidField
 from .responses_tools import namespaced, native_tools
 from .schemas import MAX_MESSAGES
 
-# reasoning.effort -> Ollama's ``think`` (openai.thinkFromReasoningEffort)
-_EFFORTS: dict[str, bool | str] = {
-    "none": False,
-    "minimal": "low",
-    "low": "low",
-    "medium": "medium",
-    "high": "high",
-    "max": "max",
-    "xhigh": "max",
-    "ultra": "max",
-}
 _DATA_IMAGE = "data:image/"
 
 
@@ -341,13 +330,13 @@ def _think(reasoning: Any) -> bool | str | None:
     effort = reasoning.get("effort")
     if effort is None or effort == "":
         return None
-    if not isinstance(effort, str) or effort not in _EFFORTS:
+    if not isinstance(effort, str) or effort not in REASONING_EFFORTS:
         raise InvalidField(
             f'invalid reasoning value: "{effort}" (must be "minimal", "low", "medium", '
             '"high", "xhigh", "ultra", "max", or "none")',
             "reasoning",
         )
-    return _EFFORTS[effort]
+    return REASONING_EFFORTS[effort]
 
 
 def _optional(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
