@@ -143,6 +143,17 @@ def test_max_output_tokens_makes_an_incomplete_response(client):
     assert reply.max_output_tokens == 3
 
 
+def test_a_stream_cut_by_the_limit_still_ends_with_response_completed(client):
+    # Ollama ends every stream with response.completed; the SDK's helper needs it.
+    ask = {"model": "tiny", "input": "Hi", "max_output_tokens": 3, "temperature": 0}
+    with client.responses.stream(**ask) as stream:
+        types = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert types[-1] == "response.completed"
+    assert final.status == "incomplete"
+    assert final.incomplete_details.reason == "max_output_tokens"
+
+
 def test_instructions_and_developer_messages_reach_the_template(client):
     prompt = rendered(
         client,

@@ -12,7 +12,7 @@ from 0, and there is no ``[DONE]``::
                      response.output_text.done, response.content_part.done
       function_call: response.function_call_arguments.delta, ….done
     response.output_item.done,
-    response.completed (response.incomplete when the token limit cut the answer short)
+    response.completed (its status says "incomplete" when the token limit cut the answer)
 
 ``stream: false`` answers the response object the stream ends with, built by the same
 steps. As Ollama: reasoning items carry the thinking as summary text and as
@@ -122,7 +122,12 @@ class ResponsesEncoder(Encoder):
         return frames
 
     def closing(self, finished: Finished) -> Iterable[Frame]:
-        """Close the open item; end with ``response.completed`` (or ``.incomplete``)."""
+        """Close the open item; end with ``response.completed``.
+
+        A reply cut by the token limit says so in ``status``/``incomplete_details``
+        but still ends with ``response.completed``, as Ollama's does: the OpenAI
+        SDK's stream helper and Codex wait for that event and fail without it.
+        """
         frames = self._close()
         if not self.output:  # an empty answer is still one (empty) message
             frames += self._open_message() + self._close()
@@ -134,7 +139,7 @@ class ResponsesEncoder(Encoder):
             self.status = "completed"
         if self.on_complete is not None:
             self.on_complete(self.response(), self.assistant_message())
-        return [*frames, self._frame(f"response.{self.status}", response=self.response())]
+        return [*frames, self._frame("response.completed", response=self.response())]
 
     def failed(self, error: BridgeError) -> Iterable[Frame]:
         """``error``, then ``response.failed`` with the error in the response object."""
