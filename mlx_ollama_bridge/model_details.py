@@ -70,6 +70,22 @@ _CONFIG_KEYS = {
     "expert_count": ("num_experts", "num_local_experts"),
     "expert_used_count": ("num_experts_per_tok",),
 }
+# ``<arch>.vision.*`` keys Ollama shows for a vision model (Gemma 3, Qwen 2.5 VL, Llama 4 ...)
+# -> the vision_config names that may hold them. ``vision.block_count`` is what makes Ollama
+# list the ``vision`` capability.
+_VISION_KEYS = {
+    "block_count": ("num_hidden_layers", "depth", "num_layers"),
+    "embedding_length": ("hidden_size", "embed_dim", "width"),
+    "feed_forward_length": ("intermediate_size",),
+    "attention.head_count": ("num_attention_heads", "num_heads"),
+    "attention.layer_norm_epsilon": ("layer_norm_eps",),
+    "image_size": ("image_size",),
+    "patch_size": ("patch_size", "spatial_patch_size"),
+    "num_channels": ("num_channels", "in_channels", "in_chans"),
+}
+# Families that take one image per request (Ollama refuses more for mllama).
+_ONE_IMAGE = {"mllama"}
+MAX_IMAGES = 16  # images per request otherwise: each costs a vision-tower pass and its tokens
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
 _TORCH_DTYPES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
 _POOLING = {"pooling_mode_mean_tokens": 1, "pooling_mode_cls_token": 2, "pooling_mode_lasttoken": 3}
@@ -129,6 +145,8 @@ def capabilities(
     if f"{arch}.pooling_type" in model_info:
         return ("embedding",)
     found = ["completion"]
+    if f"{arch}.vision.block_count" in model_info:
+        found.append("vision")
     template = chat_template or ""
     if "tools" in template or "tool_call" in template or (form is not None and form.tools):
         found.append("tools")
@@ -137,6 +155,27 @@ def capabilities(
     if _has_thinking(template) or arch == "gptoss":
         found.append("thinking")
     return tuple(found)
+
+
+def image_limit(model_info: dict[str, Any]) -> int:
+    """How many images one request may carry to this model: ``MAX_IMAGES`` for most, one
+    for the families Ollama limits to one."""
+    return 1 if model_info.get("general.architecture") in _ONE_IMAGE else MAX_IMAGES
+
+
+def _vision_info(arch: str, vision: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """``<arch>.vision.*`` keys from a ``vision_config`` (as Ollama's GGUFs carry them)."""
+    info: dict[str, Any] = {}
+    for suffix, names in _VISION_KEYS.items():
+        value = next((vision[n] for n in names if n in vision), None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            info[f"{arch}.vision.{suffix}"] = value
+    info.setdefault(f"{arch}.vision.block_count", 0)  # a vision model all the same
+    info.setdefault(f"{arch}.vision.num_channels", 3)
+    tokens = config.get("mm_tokens_per_image")
+    if isinstance(tokens, int) and not isinstance(tokens, bool):
+        info[f"{arch}.mm.tokens_per_image"] = tokens
+    return info
 
 
 def _has_thinking(template: str) -> bool:
@@ -207,6 +246,9 @@ def _info_from_config(path: Path, basename: str) -> tuple[dict[str, Any], str]:
             info[f"tokenizer.ggml.{'padding' if key == 'pad' else key}_token_id"] = token
     if (pooling := _pooling_type(path, arch)) is not None:
         info[f"{arch}.pooling_type"] = pooling
+    vision = config.get("vision_config")
+    if isinstance(vision, dict):
+        info.update(_vision_info(arch, vision, config))
     count, dtype = _count_parameters(path, _quantization(config))
     if count:
         info["general.parameter_count"] = count

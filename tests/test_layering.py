@@ -36,6 +36,8 @@ def test_only_the_listed_engine_modules_and_the_converter_import_mlx():
         PACKAGE / "engine" / "cpu_dense.py",
         # logprobs: a log-softmax over each position's logits
         PACKAGE / "engine" / "logprobs.py",
+        # vision models: mlx-vlm's model behind mlx-lm's face, image features as embeddings
+        PACKAGE / "engine" / "vision.py",
         PACKAGE / "store" / "gguf.py",
     }
     offenders = [p for p in files() if p not in allowed and uses(p, "mlx", "mlx_lm")]

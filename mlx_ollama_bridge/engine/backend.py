@@ -66,7 +66,7 @@ class MLXBackend:
         self._lookup = prompt_lookup_tokens
         # not yet taken: draft models' proposals, and prompt lookup's (``prompt_lookup``)
         self._counts = {"draft_tokens": 0, "draft_accepted": 0, "lookup_tokens": 0}
-        self._counts |= {"lookup_accepted": 0}
+        self._counts |= {"lookup_accepted": 0, "image_encodes": 0}
         self._lanes: dict[int, BatchLane] = {}  # id(loaded model) -> its batch lane
 
     @classmethod
@@ -86,8 +86,16 @@ class MLXBackend:
     # -- loading (mlx_models) --
 
     def load(self, path: Path) -> LoadedModel:
-        """Load the model directory at ``path`` (weights are evaluated eagerly)."""
-        return mlx_models.load_model(path, self._setup)
+        """Load the model directory at ``path`` (weights are evaluated eagerly); a vision
+        model's image encodes are counted here (``take_counts``)."""
+        loaded = mlx_models.load_model(path, self._setup)
+        if loaded.vision is not None:
+            loaded.vision.images.on_encode = self._image_encoded
+        return loaded
+
+    def _image_encoded(self) -> None:
+        with self._lock:
+            self._counts["image_encodes"] += 1
 
     def prepare(
         self, loaded: LoadedModel, *, digest: str = "", draft_path: Path | None = None
@@ -255,8 +263,9 @@ class MLXBackend:
         )
 
     def take_counts(self) -> dict[str, int]:
-        """Speculative-decoding counters of generations finished since the last call:
-        ``draft_tokens`` proposed by draft models, ``draft_accepted`` of them kept."""
+        """Counters of generations finished since the last call: ``draft_tokens`` proposed
+        by draft models, ``draft_accepted`` of them kept (prompt lookup's likewise), and
+        ``image_encodes``, vision-tower runs."""
         with self._lock:
             counts = dict(self._counts)
             for name in self._counts:

@@ -34,6 +34,7 @@ from .prompts import chat_template_for, fim_prompt
 from .requests import Event, Finished, GenerationRequest, Logprobs
 from .sampling import make_processors, make_sampler
 from .stops import StopMatcher
+from .vision_prompt import images_of, raw_tokens, render_tokens
 
 if TYPE_CHECKING:
     from .backend import MLXBackend
@@ -289,7 +290,8 @@ def build_prompt(
     if request.is_chat:
         messages = _with_system(list(model.messages) + list(request.messages or []), model.system)
         while True:
-            text = backend.render_chat(
+            text, tokens = render_tokens(
+                backend,
                 loaded,
                 messages,
                 tools=request.tools,
@@ -297,7 +299,6 @@ def build_prompt(
                 enable_thinking=request.think,
                 reasoning_effort=request.think_level,
             )
-            tokens = backend.encode(loaded, text, add_special_tokens=False)
             droppable = _oldest_droppable(messages)
             if len(tokens) <= context_length or not request.truncate or droppable is None:
                 return text, tokens
@@ -308,26 +309,31 @@ def build_prompt(
     unknown = next((t for t in context if t >= vocab), None)
     if unknown is not None:  # an id past the embedding table would read out of bounds
         raise BadRequest(f'field "context" has token id {unknown}, not in the model\'s vocabulary')
+    images = images_of([{"images": request.images}]) if request.images else []
     if request.raw:
-        return prompt, context + backend.encode_raw(loaded, prompt)
+        return prompt, context + raw_tokens(backend, loaded, prompt, images)
     system = request.system if request.system is not None else model.system
     if request.template:
         values = {"System": system or "", "Prompt": prompt, "Suffix": request.suffix or ""}
         text = render_legacy_template(request.template, values)
-        return text, context + backend.encode_raw(loaded, text)
+        return text, context + raw_tokens(backend, loaded, text, images)
     if request.suffix:  # as Ollama: the FIM branch sees only the prompt and the suffix
         text = fim_prompt(model, prompt, request.suffix)
-        return text, context + backend.encode_raw(loaded, text)
+        return text, context + raw_tokens(backend, loaded, text, images)
     history = [] if context else list(model.messages)
-    messages = _with_system(history + [{"role": "user", "content": prompt}], system)
-    text = backend.render_chat(
+    user: dict[str, Any] = {"role": "user", "content": prompt}
+    if request.images:
+        user["images"] = request.images
+    messages = _with_system(history + [user], system)
+    text, tokens = render_tokens(
+        backend,
         loaded,
         messages,
         chat_template=model.manifest.template,
         enable_thinking=request.think,
         reasoning_effort=request.think_level,
     )
-    return text, context + backend.encode(loaded, text, add_special_tokens=False)
+    return text, context + tokens
 
 
 def _oldest_droppable(messages: list[dict[str, Any]]) -> int | None:

@@ -26,6 +26,7 @@ from .kv_quant import KVQuant, kv_quant_for
 from .loader import files_signature
 from .prompt_cache import PromptCachePool
 from .prompt_disk import DiskPromptCache, store_key
+from .vision import VisionParts, is_vision_dir, load_vision_model
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class LoadedModel:
     draft: Any = None  # draft model for speculative decoding (same tokenizer), or None
     kv: KVQuant | None = None  # KV-cache quantisation, None = f16
     kv_bytes_per_token: int = 0  # measured by kv_memory at first use; 0 = not yet
+    vision: VisionParts | None = None  # set for vision-language models (``vision``)
 
     def is_eos(self, token: int) -> bool:
         """True if ``token`` ends generation for this model."""
@@ -75,7 +77,8 @@ class LoadedModel:
 def load_model(path: Path, setup: ModelSetup) -> LoadedModel:
     """Load the model directory at ``path`` (weights are evaluated eagerly).
 
-    BERT-family encoders go to ``embeddings``; everything else to mlx-lm. A directory
+    BERT-family encoders go to ``embeddings``; vision-language models to mlx-vlm (``vision``:
+    imported then, never for text models); everything else to mlx-lm. A directory
     whose config names custom code is refused first (``model_code``), and mlx-lm is never
     told to trust remote code.
     """
@@ -95,6 +98,14 @@ def load_model(path: Path, setup: ModelSetup) -> LoadedModel:
             on_gpu,
             encoder=encoder,
             pooling=encoder.pooling,
+        )
+    if is_vision_dir(path):
+        model, tokenizer, parts = load_vision_model(path)
+        size = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+        pool = PromptCachePool(model, setup.prompt_cache_entries)
+        context = _context_length(path)
+        return LoadedModel(
+            path, model, tokenizer, size, context, on_gpu, prompt_cache=pool, vision=parts
         )
     try:
         model, tokenizer = mlx_load(str(path), **_NO_REMOTE_CODE)
@@ -124,7 +135,7 @@ def prepare_model(
     if loaded.encoder is not None:
         return
     draft = None
-    if draft_path is not None and setup.num_draft_tokens > 0:
+    if draft_path is not None and setup.num_draft_tokens > 0 and loaded.vision is None:
         draft = _load_draft(loaded, draft_path, setup)
     kv = kv_quant_for(setup.kv_cache_type, loaded.model, *([draft] if draft else []))
     loaded.draft, loaded.kv = draft, kv
@@ -160,6 +171,9 @@ def unload_model(loaded: LoadedModel) -> None:
     loaded.draft = None
     loaded.tokenizer = None
     loaded.encoder = None
+    if loaded.vision is not None:
+        loaded.vision.images.clear()
+        loaded.vision = None
     if loaded.prompt_cache is not None:
         loaded.prompt_cache.clear()
         loaded.prompt_cache = None

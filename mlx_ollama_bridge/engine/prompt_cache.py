@@ -30,6 +30,7 @@ from mlx_lm.models.cache import (
 
 from .kv_quant import KVQuant, fresh_cache
 from .prompt_disk import DiskPromptCache
+from .vision import IMAGE_TOKEN_BASE
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ class PromptCachePool:
         # The last step was evaluated asynchronously: materialise the cache before it is kept
         # (and deep-copied by later requests), so no lazy graph outlives its generator.
         mx.eval([c.state for c in cache])
-        if self.disk is not None:
+        # image tokens name images by a handle of this process: not for the next server
+        if self.disk is not None and max(tokens) < IMAGE_TOKEN_BASE:
             length = len(tokens) if prompt_len is None else min(prompt_len, len(tokens))
             self.disk.save(list(tokens[:length]), cache)
         self._lru.insert_cache(_KEY, list(tokens), cache)

@@ -28,6 +28,7 @@ class GenerationRequest:
     options: Options
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
+    images: list[str] | None = None  # base64 images of a generate request (chat: per message)
     system: str | None = None
     template: str | None = None  # legacy Go template override (generate only)
     suffix: str | None = None  # fill-in-the-middle: text after the completion (generate only)

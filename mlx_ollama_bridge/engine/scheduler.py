@@ -41,6 +41,7 @@ _GONE_POLL_S = 0.25  # how often a queued request checks that its client is stil
 _COUNTERS = ("prompt_tokens", "prompt_tokens_reused", "canceled", "batched_tokens", "batch_peak")
 _COUNTERS += ("draft_tokens", "draft_accepted")  # speculative decoding's, from the backend
 _COUNTERS += ("lookup_tokens", "lookup_accepted")  # prompt lookup's drafts and accepted ones
+_COUNTERS += ("image_encodes",)  # vision-tower runs (an image seen again is not re-encoded)
 
 
 @dataclass

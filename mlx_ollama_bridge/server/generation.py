@@ -21,9 +21,10 @@ from ..engine import validate_options as check_options
 from ..engine.json_grammar import grammar_for_format
 from ..engine.requests import Event, ThinkingChunk, ToolCalls
 from ..errors import BadRequest, ModelNotFound
+from ..model_details import image_limit
 from ..registry import LocalModel
 from .context import get_engine, get_registry, get_settings
-from .images import request_images
+from .images import check_images, request_images
 from .messages import parse_messages, parse_tools
 from .ollama_wire import OllamaEncoder
 from .parsing import model_name, optional, optional_str
@@ -80,6 +81,7 @@ def prepare_generate(body: dict[str, Any]) -> Prepared:
     if prompt or context:
         prepared.request = GenerationRequest(
             prompt=prompt,
+            images=body.get("images") or None,
             system=system or None,
             template=template,
             suffix=None if raw else suffix,
@@ -199,8 +201,10 @@ def _check_capabilities(model: LocalModel, name: str, body: dict[str, Any], *, c
     think = check_think(body.get("think"))
     if think not in (None, False) and "thinking" not in model.capabilities:
         raise BadRequest(f'"{name}" does not support thinking')
-    if request_images(body, chat=chat) and "vision" not in model.capabilities:
+    images = request_images(body, chat=chat)
+    if images and "vision" not in model.capabilities:
         raise BadRequest(f"{model.name.fully_qualified} does not support vision")
+    check_images(images, limit=image_limit(model.model_info))
     grammar_for_format(body.get("format"))  # 400 for a format the constraint cannot enforce
 
 

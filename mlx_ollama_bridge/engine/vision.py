@@ -1,0 +1,310 @@
+"""Vision models on mlx-vlm, behind the same ``MLXBackend`` as text models.
+
+A vision-language model is a language model that, at some prompt positions, reads image
+features (a vision tower's output, projected into the language model's embedding space)
+instead of token embeddings. So a loaded VLM is given mlx-lm's face (``VisionLM``:
+``model(tokens, cache=...) -> logits``, ``layers``, ``make_cache``) and everything the text
+path has (the scheduler, batch lanes, the prompt-cache pool, samplers, stops, parsers,
+Ollama's timings) runs it unchanged.
+
+Images enter the token stream as *image tokens*: each position where the model reads an
+image feature carries an id of its own, ``IMAGE_TOKEN_BASE + handle * IMAGE_STRIDE + k`` (the
+``k``-th feature of the image registered as ``handle``, one handle per distinct image,
+found by its SHA-256). ``VisionLM`` turns those ids into the image's features when a chunk of
+prompt passes through it; the vision tower runs the first time an image's features are
+needed, then they are kept (``ImageStore``). Because the ids name the image, the prompt
+cache's prefix match tells images apart: the next turn of a chat about the same image (the
+client resends it) reuses the KV cache past the image and neither the vision tower nor the
+image's prefill runs again.
+
+mlx-vlm is imported only here and only when a vision model loads (``load_vision_model``),
+so text-only users never pay for it. Runs on the loading thread (load) and the scheduler
+thread (everything else).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx_lm.models.cache import KVCache
+
+from ..errors import BadRequest, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "IMAGE_STRIDE",
+    "IMAGE_TOKEN_BASE",
+    "ImageStore",
+    "VisionLM",
+    "VisionParts",
+    "is_vision_dir",
+    "load_vision_model",
+]
+
+IMAGE_TOKEN_BASE = 1 << 30  # far above any vocabulary, inside int32 (MLX's token dtype)
+IMAGE_STRIDE = 1 << 14  # feature positions one image may take
+_MAX_HANDLES = (((1 << 31) - 1) - IMAGE_TOKEN_BASE) // IMAGE_STRIDE
+KEPT_IMAGES = 32  # images whose features stay in memory per model (least recently used out)
+
+
+def is_vision_dir(path: Path) -> bool:
+    """True if ``path`` holds a vision-language model (its config has a ``vision_config``)."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("vision_config"), dict)
+
+
+def is_image_token(token: int) -> bool:
+    """True for the ids this module gives image positions (never a vocabulary id)."""
+    return token >= IMAGE_TOKEN_BASE
+
+
+@dataclass
+class _Image:
+    """One registered image: its token span and, once computed, its features."""
+
+    handle: int
+    span: list[int]  # the image's tokens as the processor expands it, image tokens renamed
+    inputs: dict[str, Any] | None  # the processor's pixel values etc., until encoded
+    features: Any = None  # (positions, hidden) once the vision tower has run
+
+
+@dataclass
+class ImageStore:
+    """The images a loaded VLM has seen, by content digest; their features, on demand."""
+
+    model: Any  # the mlx-vlm model
+    processor: Any
+    image_token_id: int
+    placeholder: str  # what the chat template writes where an image goes
+    kept: int = KEPT_IMAGES
+    encodes: int = 0  # vision-tower runs since load (the cache's measure)
+    on_encode: Callable[[], None] = lambda: None  # told of each run (the backend counts)
+    _by_digest: OrderedDict[str, _Image] = field(default_factory=OrderedDict)
+    _by_handle: dict[int, _Image] = field(default_factory=dict)
+    _next: int = 0
+
+    def span(self, data: bytes) -> list[int]:
+        """The tokens ``data`` (an encoded image) takes in a prompt, image positions renamed
+        to its image tokens; registers the image (the processor runs once per image)."""
+        digest = hashlib.sha256(data).hexdigest()
+        image = self._by_digest.get(digest)
+        if image is not None:
+            self._by_digest.move_to_end(digest)
+            return image.span
+        ids, inputs = self._process(data)
+        positions = [i for i, t in enumerate(ids) if t == self.image_token_id]
+        if not positions:
+            raise BadRequest("the model's processor produced no image tokens for an image")
+        if len(positions) > IMAGE_STRIDE:
+            raise BadRequest(f"image too large for this model: {len(positions)} image tokens")
+        handle = self._next
+        self._next = (self._next + 1) % _MAX_HANDLES
+        base = IMAGE_TOKEN_BASE + handle * IMAGE_STRIDE
+        span = list(ids)
+        for k, position in enumerate(positions):
+            span[position] = base + k
+        image = _Image(handle, span, inputs)
+        self._by_digest[digest] = image
+        self._by_handle[handle] = image
+        while len(self._by_digest) > self.kept:
+            _digest, old = self._by_digest.popitem(last=False)
+            self._by_handle.pop(old.handle, None)
+        return span
+
+    def _process(self, data: bytes) -> tuple[list[int], dict[str, Any]]:
+        """The processor's expansion of one image placeholder, and its pixel inputs."""
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as opened:
+                picture = opened.convert("RGB")
+        except (OSError, ValueError) as exc:  # the server checked it; never a 500 anyway
+            raise BadRequest(f"invalid image input: {exc}") from exc
+        try:
+            out = self.processor(text=[self.placeholder], images=[picture])
+        except Exception as exc:  # processors raise many types on odd images
+            raise BadRequest(f"the model's processor rejected the image: {exc}") from exc
+        out = {k: _to_mx(v) for k, v in dict(out).items()}
+        ids = [int(t) for t in np.array(out["input_ids"]).reshape(-1)]
+        bos = getattr(_tokenizer(self.processor), "bos_token_id", None)
+        if ids and bos is not None and ids[0] == bos and len(ids) > 1:
+            ids = ids[1:]  # the tokenizer's BOS: the prompt has its own
+        inputs = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
+        return ids, inputs
+
+    def features(self, handle: int) -> Any:
+        """The image's features, running the vision tower the first time."""
+        image = self._by_handle.get(handle)
+        if image is None:
+            raise BadRequest("an image of this prompt is no longer held; send the request again")
+        if image.features is None:
+            real = [t if not is_image_token(t) else self.image_token_id for t in image.span]
+            inputs = dict(image.inputs or {})
+            pixel_values = inputs.pop("pixel_values", None)
+            out = self.model.get_input_embeddings(mx.array([real]), pixel_values, **inputs)
+            positions = mx.array([i for i, t in enumerate(image.span) if is_image_token(t)])
+            image.features = out.inputs_embeds[0][positions]
+            mx.eval(image.features)
+            image.inputs = None  # the pixels are no longer needed
+            self.encodes += 1
+            self.on_encode()
+            log.info("image encoded handle=%d tokens=%d", handle, int(positions.size))
+        return image.features
+
+    def embed(self, ids: Any, text_embed: Any) -> Any:
+        """Input embeddings for ``ids`` (batch, length) holding image tokens, or None."""
+        host = np.array(ids)
+        mask = host >= IMAGE_TOKEN_BASE
+        if not mask.any():
+            return None
+        pseudo = host[mask].astype(np.int64) - IMAGE_TOKEN_BASE
+        handles, index = pseudo // IMAGE_STRIDE, pseudo % IMAGE_STRIDE
+        tables, offsets, start = [], {}, 0
+        for handle in dict.fromkeys(handles.tolist()):
+            table = self.features(int(handle))
+            offsets[handle] = start
+            start += table.shape[0]
+            tables.append(table)
+        text = text_embed(mx.array(np.where(mask, 0, host)))
+        tables.append(mx.zeros((1, text.shape[-1]), dtype=tables[0].dtype))
+        rows = np.full(host.shape, start, dtype=np.int32)
+        rows[mask] = np.array([offsets[h] for h in handles.tolist()]) + index
+        gathered = mx.concatenate(tables)[mx.array(rows)].astype(text.dtype)
+        return mx.where(mx.array(mask)[..., None], gathered, text)
+
+    def clear(self) -> None:
+        """Forget every image (the model is unloading)."""
+        self._by_digest.clear()
+        self._by_handle.clear()
+
+
+class VisionLM(nn.Module):
+    """An mlx-vlm model with mlx-lm's face: ``model(tokens, cache=...)`` gives logits, image
+    tokens read their image's features (``ImageStore``)."""
+
+    def __init__(self, vlm: nn.Module, images: ImageStore) -> None:
+        super().__init__()
+        self.vlm = vlm
+        self.images = images  # a plain object: not part of the parameters
+        self._vocab_top = _text_vocab(vlm) - 1
+
+    @property
+    def layers(self) -> list[Any]:
+        """The language model's layers (mlx-lm sizes caches by them)."""
+        return self.vlm.language_model.layers
+
+    def make_cache(self) -> list[Any]:
+        """The language model's own cache, else one mlx-lm ``KVCache`` per layer."""
+        language = self.vlm.language_model
+        if hasattr(language, "make_cache"):
+            return language.make_cache()
+        return [KVCache() for _ in self.layers]
+
+    def __call__(
+        self, inputs: mx.array, cache: Any = None, input_embeddings: Any = None, **_: Any
+    ) -> mx.array:
+        embeds = input_embeddings
+        if embeds is None and inputs.ndim == 2 and inputs.shape[1] > 1:
+            embeds = self.images.embed(inputs, self._text_embed)
+        # the language model sees the real image token where features stand in for it
+        # (and never an id past its table: a one-token step is always a sampled token)
+        real = mx.where(inputs >= IMAGE_TOKEN_BASE, self.images.image_token_id, inputs)
+        real = mx.minimum(real, self._vocab_top)
+        out = self.vlm.language_model(real, inputs_embeds=embeds, cache=cache)
+        return out.logits if hasattr(out, "logits") else out
+
+    def _text_embed(self, ids: mx.array) -> mx.array:
+        return self.vlm.get_input_embeddings(ids, None).inputs_embeds
+
+
+@dataclass
+class VisionParts:
+    """What a loaded VLM keeps beside its language model."""
+
+    images: ImageStore
+    processor: Any
+
+
+def load_vision_model(path: Path) -> tuple[VisionLM, Any, VisionParts]:
+    """Load a VLM directory with mlx-vlm: the wrapped model, a mlx-lm ``TokenizerWrapper``
+    (the chat template the processor uses) and its parts. Raises ModelLoadError."""
+    try:  # imported here: text-only users never load mlx-vlm
+        from mlx_lm.tokenizer_utils import load as load_tokenizer
+        from mlx_vlm.utils import load as vlm_load
+    except ImportError as exc:
+        raise ModelLoadError(f"vision models need mlx-vlm (pip install mlx-vlm): {exc}") from exc
+    try:
+        vlm, processor = vlm_load(str(path), trust_remote_code=False)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"model files are missing in {path}: {exc}") from exc
+    except Exception as exc:  # mlx-vlm and transformers raise many types
+        raise ModelLoadError(f"failed to load vision model from {path}: {exc}") from exc
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    text_tokenizer = _tokenizer(processor)
+    image_token_id = _image_token_id(config, processor)
+    if image_token_id is None:
+        raise ModelLoadError(f"no image token found for the vision model in {path}")
+    placeholder = _placeholder(processor, text_tokenizer, image_token_id)
+    eos = config.get("eos_token_id") or config.get("text_config", {}).get("eos_token_id")
+    tokenizer = load_tokenizer(
+        path, {"trust_remote_code": False}, eos_token_ids=[eos] if isinstance(eos, int) else eos
+    )
+    if tokenizer.chat_template is None and getattr(text_tokenizer, "chat_template", None):
+        tokenizer._tokenizer.chat_template = text_tokenizer.chat_template  # the processor's
+        tokenizer.has_chat_template = True
+    images = ImageStore(vlm, processor, image_token_id, placeholder)
+    return VisionLM(vlm, images), tokenizer, VisionParts(images, processor)
+
+
+def _to_mx(value: Any) -> Any:
+    """A processor's output value as an MLX array where it is an array."""
+    if isinstance(value, (mx.array, str)) or value is None:
+        return value
+    try:
+        return mx.array(np.asarray(value))
+    except (TypeError, ValueError):
+        return value
+
+
+def _tokenizer(processor: Any) -> Any:
+    return getattr(processor, "tokenizer", processor)
+
+
+def _image_token_id(config: dict[str, Any], processor: Any) -> int | None:
+    for key in ("image_token_index", "image_token_id"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    value = getattr(processor, "image_token_id", None)
+    return value if isinstance(value, int) else None
+
+
+def _placeholder(processor: Any, tokenizer: Any, image_token_id: int) -> str:
+    """The text a chat template writes for an image (Gemma 3 its begin-of-image token)."""
+    for name in ("boi_token", "image_token"):
+        value = getattr(processor, name, None) or getattr(tokenizer, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return str(tokenizer.convert_ids_to_tokens(image_token_id))
+
+
+def _text_vocab(vlm: Any) -> int:
+    config = getattr(vlm, "config", None)
+    text = getattr(config, "text_config", None)
+    size = getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None)
+    return int(size) if isinstance(size, int) and size > 0 else IMAGE_TOKEN_BASE

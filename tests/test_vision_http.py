@@ -1,0 +1,122 @@
+"""Vision end to end: a tiny LLaVA (mlx-vlm's classes, random weights, real CLIP
+preprocessing, real image tokens) served by a real gunicorn server, asked about images
+through every API and client shape that carries them."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from helpers import RunningServer, own_server, stop_server
+from PIL import Image
+from tiny_vision_model import IMAGE_TOKENS_PER_IMAGE, build_tiny_vision_model
+
+OPTIONS = {"temperature": 0, "num_predict": 8, "seed": 1}
+
+
+def png(colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> bytes:
+    """A solid-colour PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+RED, BLUE = png((220, 20, 20)), png((20, 20, 220))
+
+
+@pytest.fixture(scope="module")
+def vision_server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
+) -> Iterator[RunningServer]:
+    """A server with ``tiny-vision`` (the tiny LLaVA) and ``tiny`` (text only)."""
+    root = tmp_path_factory.mktemp("vision")
+    model = build_tiny_vision_model(root / "models" / "tiny-vision")
+    server = own_server(root, {"tiny-vision": model, "tiny": tiny_model_dir})
+    yield server
+    stop_server(server)
+
+
+def chat(server: RunningServer, messages: list[dict], **extra) -> requests.Response:
+    body = {"model": "tiny-vision", "messages": messages, "stream": False, "options": OPTIONS}
+    return requests.post(server.url + "/api/chat", json={**body, **extra}, timeout=120)
+
+
+def ask(server: RunningServer, image: bytes, text: str = "What colour is this?") -> dict:
+    reply = chat(server, [{"role": "user", "content": text, "images": [b64(image)]}])
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def test_show_lists_vision(vision_server):
+    shown = requests.post(vision_server.url + "/api/show", json={"model": "tiny-vision"}).json()
+    assert "vision" in shown["capabilities"]
+    info = shown["model_info"]
+    assert info["llava.vision.block_count"] == 2
+    assert info["llava.vision.image_size"] == 32
+    assert info["llava.vision.patch_size"] == 8
+    text = requests.post(vision_server.url + "/api/show", json={"model": "tiny"}).json()
+    assert "vision" not in text["capabilities"]
+
+
+def test_chat_answers_about_an_image(vision_server):
+    red = ask(vision_server, RED)
+    assert red["message"]["content"]
+    assert red["eval_count"] == OPTIONS["num_predict"]
+    # the image is in the prompt as its 16 image tokens
+    plain = chat(vision_server, [{"role": "user", "content": "What colour is this?"}]).json()
+    assert red["prompt_eval_count"] == plain["prompt_eval_count"] + IMAGE_TOKENS_PER_IMAGE + 1
+    # the answer depends on the picture, and the same picture gives the same answer
+    assert ask(vision_server, BLUE)["message"]["content"] != red["message"]["content"]
+    assert ask(vision_server, RED)["message"]["content"] == red["message"]["content"]
+    # Ollama's timings are all there
+    for key in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"):
+        assert red[key] > 0
+
+
+def test_generate_with_images(vision_server):
+    body = {
+        "model": "tiny-vision",
+        "prompt": "Describe the picture.",
+        "images": [b64(RED)],
+        "stream": False,
+        "options": OPTIONS,
+    }
+    reply = requests.post(vision_server.url + "/api/generate", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    red = reply.json()
+    body["images"] = [b64(BLUE)]
+    blue = requests.post(vision_server.url + "/api/generate", json=body, timeout=120).json()
+    assert red["response"] and red["response"] != blue["response"]
+
+
+def test_second_turn_reuses_the_image(vision_server):
+    """A client resends the image every turn: the next turn takes the image from the prompt
+    cache (its tokens are reused) and the vision tower does not run again."""
+    image = png((10, 200, 30))
+    first_turn = [{"role": "user", "content": "What is this?", "images": [b64(image)]}]
+    before = _stats(vision_server)
+    first = chat(vision_server, first_turn).json()
+    after_first = _stats(vision_server)
+    assert after_first["image_encodes"] == before["image_encodes"] + 1
+    second_turn = first_turn + [
+        {"role": "assistant", "content": first["message"]["content"]},
+        {"role": "user", "content": "And the colour?"},
+    ]
+    second = chat(vision_server, second_turn).json()
+    after_second = _stats(vision_server)
+    assert after_second["image_encodes"] == after_first["image_encodes"]  # not re-encoded
+    reused = after_second["prompt_tokens_reused"] - after_first["prompt_tokens_reused"]
+    assert reused >= first["prompt_eval_count"]  # the image's tokens among them
+    assert second["prompt_eval_count"] > first["prompt_eval_count"]
+
+
+def _stats(server: RunningServer) -> dict[str, int]:
+    return requests.get(server.url + "/health", timeout=30).json()["engine_stats"]

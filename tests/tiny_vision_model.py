@@ -1,0 +1,172 @@
+"""Build a tiny, real, mlx-vlm-loadable LLaVA model with random weights, offline, in ~1 s.
+
+The directory looks like an ``mlx-community`` LLaVA checkpoint: ``config.json`` (``llava``:
+a CLIP vision tower, a projector and a llama language model, built with mlx-vlm's own
+``mlx_vlm.models.llava`` classes), ``model.safetensors``, ``tokenizer.json`` (the byte-level
+BPE of ``tiny_model`` plus an ``<image>`` token), ``tokenizer_config.json`` (a ChatML
+template that renders ``{"type": "image"}`` content parts as ``<image>``),
+``preprocessor_config.json`` (a real ``CLIPImageProcessor``: resize, crop, normalise to
+32x32) and ``processor_config.json`` (mlx-vlm's ``LlavaProcessor``: 8-pixel patches, so an
+image becomes 16 image tokens). Nothing is downloaded.
+
+The weights are random: answers are gibberish, but deterministic, and they depend on the
+image (different pictures give different greedy answers), which is what the tests check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+from tiny_model import BOS_TOKEN, EOS_TOKEN, _muted_ids, _tokenizer_config, _train_tokenizer
+from tokenizers import AddedToken
+
+__all__ = ["IMAGE_TOKEN", "IMAGE_TOKENS_PER_IMAGE", "build_tiny_vision_model"]
+
+IMAGE_TOKEN = "<image>"
+IMAGE_SIZE, PATCH = 32, 8
+IMAGE_TOKENS_PER_IMAGE = (IMAGE_SIZE // PATCH) ** 2  # CLS dropped ("default" strategy)
+
+TEMPLATE = r"""
+{%- for message in messages %}
+    {{- '<|im_start|>' + message.role + '\n' }}
+    {%- if message.content is string %}
+        {{- message.content }}
+    {%- else %}
+        {%- for part in message.content %}
+            {%- if part.type == 'image' %}
+                {{- '<image>\n' }}
+            {%- elif part.type == 'text' %}
+                {{- part.text }}
+            {%- endif %}
+        {%- endfor %}
+    {%- endif %}
+    {{- '<|im_end|>\n' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+""".strip()
+
+# CLIP's own preprocessing values, at a 32-pixel input.
+_PREPROCESSOR = {
+    "image_processor_type": "CLIPImageProcessor",
+    "do_resize": True,
+    "size": {"shortest_edge": IMAGE_SIZE},
+    "do_center_crop": True,
+    "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "do_convert_rgb": True,
+    "resample": 3,
+}
+
+
+def build_tiny_vision_model(
+    out_dir: Path, *, seed: int = 0, template: str | None = TEMPLATE, layers: int = 2
+) -> Path:
+    """Write a tiny random LLaVA checkpoint to ``out_dir`` and return ``out_dir``.
+
+    ``template`` replaces the chat template (e.g. one that only takes string contents);
+    ``layers`` sets the depth of both towers (benchmarks build a heavier one).
+    """
+    from mlx_vlm.models import llava
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer(tools=True, thinking=False)
+    tokenizer.add_special_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)])
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    _write_json(out_dir / "tokenizer_config.json", _tokenizer_config(template))
+    ids = {t: tokenizer.token_to_id(t) for t in (BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN)}
+    config = _config(tokenizer.get_vocab_size(), ids, layers)
+    model_config = llava.ModelConfig.from_dict(config)
+    model_config.text_config = llava.TextConfig.from_dict(config["text_config"])
+    model_config.vision_config = llava.VisionConfig.from_dict(config["vision_config"])
+    model = llava.Model(model_config)
+    _init_weights(model, seed, _muted_ids(tokenizer))
+    weights = dict(tree_flatten(model.parameters()))
+    mx.eval(weights)
+    mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
+    _write_json(out_dir / "config.json", config)
+    _write_json(out_dir / "preprocessor_config.json", _PREPROCESSOR)
+    processor = {
+        "processor_class": "LlavaProcessor",
+        "patch_size": PATCH,
+        "vision_feature_select_strategy": "default",
+        "image_token": IMAGE_TOKEN,
+        "num_additional_image_tokens": 1,
+    }
+    _write_json(out_dir / "processor_config.json", processor)
+    generation = {"bos_token_id": ids[BOS_TOKEN], "eos_token_id": ids[EOS_TOKEN]}
+    _write_json(out_dir / "generation_config.json", generation)
+    return out_dir
+
+
+def _config(vocab: int, ids: dict[str, int], layers: int) -> dict[str, Any]:
+    text = {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "vocab_size": vocab,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": True,
+    }
+    vision = {
+        "model_type": "clip_vision_model",
+        "num_hidden_layers": layers,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "image_size": IMAGE_SIZE,
+        "patch_size": PATCH,
+        "projection_dim": 32,
+        "num_channels": 3,
+        "layer_norm_eps": 1e-5,
+    }
+    return {
+        "architectures": ["LlavaForConditionalGeneration"],
+        "model_type": "llava",
+        "text_config": text,
+        "vision_config": vision,
+        "image_token_index": ids[IMAGE_TOKEN],
+        "vision_feature_select_strategy": "default",
+        "vision_feature_layer": -2,
+        "vocab_size": vocab,
+        "bos_token_id": ids[BOS_TOKEN],
+        "eos_token_id": ids[EOS_TOKEN],
+        "torch_dtype": "float32",
+    }
+
+
+def _init_weights(model: Any, seed: int, muted_ids: list[int]) -> None:
+    """Explicit keys per matrix (deterministic); added tokens and odd bytes muted as in
+    ``tiny_model`` so greedy answers are printable ASCII and never stop early."""
+    params = tree_flatten(model.parameters())
+    keys = mx.random.split(mx.random.key(seed), len(params))
+    fresh = []
+    for (name, value), key in zip(params, keys, strict=True):
+        if value.ndim < 2:
+            fresh.append((name, value))
+            continue
+        fresh.append((name, mx.random.normal(value.shape, key=key) / math.sqrt(value.shape[-1])))
+    model.update(tree_unflatten(fresh))
+    embed = model.language_model.model.embed_tokens.weight
+    embed[mx.array(muted_ids)] = embed[mx.array(muted_ids)] * 0.01
+    model.language_model.model.embed_tokens.weight = embed
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
