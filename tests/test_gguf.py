@@ -221,9 +221,9 @@ def test_llama3_style_tokenizer_prepends_bos_once(tmp_path: Path):
 
 
 def test_unsupported_architecture_is_a_bad_request(tmp_path: Path):
-    path = tmp_path / "qwen.gguf"
-    write_gguf_header(path, {"general.architecture": "qwen2"}, [("token_embd.weight", [8, 4], 0)])
-    with pytest.raises(BadRequest, match=r"architecture 'qwen2'.*llama") as info:
+    path = tmp_path / "rwkv.gguf"
+    write_gguf_header(path, {"general.architecture": "rwkv6"}, [("token_embd.weight", [8, 4], 0)])
+    with pytest.raises(BadRequest, match=r"architecture 'rwkv6'.*llama, qwen2") as info:
         convert_gguf(path, tmp_path / "models" / "out")
     assert info.value.status_code == 400
     assert leftovers(tmp_path / "models") == []
@@ -232,11 +232,11 @@ def test_unsupported_architecture_is_a_bad_request(tmp_path: Path):
 def test_unsupported_tensor_type_is_a_bad_request(tmp_path: Path):
     meta = {f"llama.{k}": 4 for k in gguf._REQUIRED_KEYS}
     meta |= {"general.architecture": "llama", "tokenizer.ggml.tokens": ["a", "b"]}
-    path = tmp_path / "k_quant.gguf"
-    write_gguf_header(path, meta, [("token_embd.weight", [256, 2], 14)])  # 14 = Q6_K
-    with pytest.raises(BadRequest, match=r"Q6_K.*supported: F32, F16, Q4_0, Q4_1, Q8_0"):
+    path = tmp_path / "iq2.gguf"
+    write_gguf_header(path, meta, [("token_embd.weight", [256, 2], 16)])  # 16 = IQ2_XXS
+    with pytest.raises(BadRequest, match=r"IQ2_XXS.*supported: F32, F16, Q4_0, Q4_1, Q8_0, .*Q6_K"):
         convert_gguf(path, tmp_path / "out")
-    assert leftovers(tmp_path) == ["k_quant.gguf"]
+    assert leftovers(tmp_path) == ["iq2.gguf"]
 
 
 def test_not_a_gguf_file_is_a_bad_request(tmp_path: Path):

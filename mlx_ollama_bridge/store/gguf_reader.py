@@ -10,6 +10,7 @@ before the ``gguf`` package reads that part. Any failure is a 400.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -73,6 +74,17 @@ def read_gguf_header(path: Path) -> GGUFHeader:
     except (ValueError, KeyError, IndexError, OverflowError, MemoryError) as exc:
         raise BadRequest(f"cannot read GGUF file {path.name}: {exc}") from exc
     return GGUFHeader(metadata, tensors)
+
+
+def read_gguf_tensors(path: Path) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Each tensor of a file :func:`read_gguf_header` accepted: name, GGML type name and its
+    data as stored (a view of the memory map: numbers for F32/F16, block bytes otherwise)."""
+    try:
+        reader = _BoundedReader(Path(path))
+    except (ValueError, KeyError, IndexError, OverflowError, MemoryError) as exc:
+        raise BadRequest(f"cannot read GGUF file {Path(path).name}: {exc}") from exc
+    for tensor in reader.tensors:
+        yield tensor.name, tensor.tensor_type.name, tensor.data
 
 
 def _value(field: Any) -> Any:
@@ -185,4 +197,4 @@ def _check_tensor(field: Any, data_start: int, file_size: int) -> None:
         )
 
 
-__all__ = ["GGUFHeader", "GGUFTensor", "read_gguf_header"]
+__all__ = ["GGUFHeader", "GGUFTensor", "read_gguf_header", "read_gguf_tensors"]
