@@ -14,6 +14,7 @@ from helpers import (
     import_copy,
     isolated_env,
     make_store,
+    own_server,
     start_server,
     stop_server,
 )
@@ -106,6 +107,25 @@ def shared_store(
     models = {"tiny": tiny_model_dir}
     env = make_store(root, models, smollm2=smollm2_gguf, minilm=minilm_dir, then=feature_model_dirs)
     return Store(root, env)
+
+
+@pytest.fixture(scope="session")
+def vision_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaVA built with mlx-vlm's classes (``tiny_vision_model``)."""
+    from tiny_vision_model import build_tiny_vision_model
+
+    return build_tiny_vision_model(tmp_path_factory.mktemp("vision-model") / "tiny-vision")
+
+
+@pytest.fixture(scope="session")
+def vision_server(
+    tmp_path_factory: pytest.TempPathFactory, vision_model_dir: Path, tiny_model_dir: Path
+) -> Iterator[RunningServer]:
+    """A real server with ``tiny-vision`` (the tiny LLaVA) and ``tiny`` (text only)."""
+    root = tmp_path_factory.mktemp("vision-server")
+    running = own_server(root, {"tiny-vision": vision_model_dir, "tiny": tiny_model_dir})
+    yield running
+    stop_server(running)
 
 
 @pytest.fixture(scope="session")

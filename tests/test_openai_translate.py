@@ -160,7 +160,7 @@ def test_content_parts_become_separate_messages_with_bare_base64_images():
                     }
                 ]
             },
-            "invalid image input",
+            "image URLs are not currently supported, please use base64 encoded data instead",
             "messages",
         ),
         (

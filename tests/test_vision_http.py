@@ -4,44 +4,14 @@ through every API and client shape that carries them."""
 
 from __future__ import annotations
 
-import base64
-import io
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import requests
-from helpers import RunningServer, own_server, stop_server
-from PIL import Image
-from tiny_vision_model import IMAGE_TOKENS_PER_IMAGE, build_tiny_vision_model
+from helpers import RunningServer
+from tiny_vision_model import IMAGE_TOKENS_PER_IMAGE, b64, picture
 
 OPTIONS = {"temperature": 0, "num_predict": 8, "seed": 1}
 
 
-def png(colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> bytes:
-    """A solid-colour PNG."""
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-RED, BLUE = png((220, 20, 20)), png((20, 20, 220))
-
-
-@pytest.fixture(scope="module")
-def vision_server(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
-) -> Iterator[RunningServer]:
-    """A server with ``tiny-vision`` (the tiny LLaVA) and ``tiny`` (text only)."""
-    root = tmp_path_factory.mktemp("vision")
-    model = build_tiny_vision_model(root / "models" / "tiny-vision")
-    server = own_server(root, {"tiny-vision": model, "tiny": tiny_model_dir})
-    yield server
-    stop_server(server)
+RED, BLUE = picture((220, 20, 20)), picture((20, 20, 220))
 
 
 def chat(server: RunningServer, messages: list[dict], **extra) -> requests.Response:
@@ -100,7 +70,7 @@ def test_generate_with_images(vision_server):
 def test_second_turn_reuses_the_image(vision_server):
     """A client resends the image every turn: the next turn takes the image from the prompt
     cache (its tokens are reused) and the vision tower does not run again."""
-    image = png((10, 200, 30))
+    image = picture((10, 200, 30))
     first_turn = [{"role": "user", "content": "What is this?", "images": [b64(image)]}]
     before = _stats(vision_server)
     first = chat(vision_server, first_turn).json()

@@ -15,6 +15,8 @@ image (different pictures give different greedy answers), which is what the test
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 from pathlib import Path
@@ -25,7 +27,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from tiny_model import BOS_TOKEN, EOS_TOKEN, _muted_ids, _tokenizer_config, _train_tokenizer
 from tokenizers import AddedToken
 
-__all__ = ["IMAGE_TOKEN", "IMAGE_TOKENS_PER_IMAGE", "build_tiny_vision_model"]
+__all__ = ["IMAGE_TOKEN", "IMAGE_TOKENS_PER_IMAGE", "b64", "build_tiny_vision_model", "picture"]
 
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE, PATCH = 32, 8
@@ -170,3 +172,19 @@ def _init_weights(model: Any, seed: int, muted_ids: list[int]) -> None:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def picture(
+    colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), fmt: str = "PNG"
+) -> bytes:
+    """A solid-colour image, encoded (PNG unless ``fmt`` says otherwise)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    """``data`` as standard base64 text (Ollama's ``images`` entries)."""
+    return base64.b64encode(data).decode()

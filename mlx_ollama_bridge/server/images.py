@@ -122,7 +122,10 @@ def check_images(images: list[bytes], *, limit: int = MAX_IMAGES) -> None:
                 image.load()  # a truncated or corrupt body fails here, not in the model
         except UnidentifiedImageError as exc:
             raise BadRequest(f"invalid image input ({where}): not an image") from exc
-        except Image.DecompressionBombError as exc:
-            raise BadRequest(f"{where} is too large: {exc}") from exc
+        except Image.DecompressionBombError as exc:  # Pillow's own guard, past 2x its limit
+            raise BadRequest(
+                f"{where} is too large: more than {MAX_PIXELS // (1024 * 1024)} megapixels "
+                "(a decompression bomb)"
+            ) from exc
         except (OSError, ValueError, SyntaxError) as exc:  # Pillow's decoders' errors
             raise BadRequest(f"invalid image input ({where}): {exc}") from exc

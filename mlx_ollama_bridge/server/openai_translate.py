@@ -224,20 +224,26 @@ def _content_part(part: Any) -> dict[str, Any]:
         url = part.get("image_url")
         url = url.get("url") if isinstance(url, dict) else url
         if isinstance(url, str):
-            return {"content": "", "images": [_image_data(url)]}
+            return {"content": "", "images": [image_data(url)]}
     raise InvalidField("invalid message format", "messages")
 
 
-def _image_data(url: str) -> str:
-    """A ``data:`` URL -> bare base64 (Ollama's form); web URLs are not fetched."""
+def image_data(url: str, param: str = "messages") -> str:
+    """A ``data:`` URL -> bare base64 (Ollama's ``decodeImageURL``, shared by chat
+    completions and the Responses API): web URLs are not fetched."""
+    if url.startswith(("http://", "https://")):
+        raise InvalidField(
+            "image URLs are not currently supported, please use base64 encoded data instead",
+            param,
+        )
     prefix = next((p for p in (*_IMAGE_PREFIXES, "data:;base64,") if url.startswith(p)), None)
     if prefix is None:
-        raise InvalidField("invalid image input", "messages")
+        raise InvalidField("invalid image input", param)
     data = url[len(prefix) :]
     try:
         base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InvalidField("invalid image input", "messages") from exc
+        raise InvalidField("invalid image input", param) from exc
     return data
 
 

@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .messages import tool_result
-from .openai_translate import REASONING_EFFORTS, InvalidField
+from .openai_translate import REASONING_EFFORTS, InvalidField, image_data
 from .responses_tools import namespaced, native_tools
 from .schemas import MAX_MESSAGES
-
-_DATA_IMAGE = "data:image/"
 
 
 @dataclass
@@ -197,10 +195,11 @@ def _content(where: str, content: Any) -> tuple[str, list[str]]:
 
 
 def _image_data(where: str, url: Any) -> str:
-    """A ``data:image/…;base64,`` URL -> bare base64 (the native path checks the base64)."""
-    if isinstance(url, str) and url.startswith(_DATA_IMAGE) and ";base64," in url:
-        return url.split(";base64,", 1)[1]
-    raise InvalidField(f"{where}: only data: URLs of images are supported", "input")
+    """A data URL -> bare base64, as chat completions decode it (Ollama's one
+    ``decodeImageURL``): the same types, the same errors."""
+    if not isinstance(url, str):
+        raise InvalidField(f"{where}: image_url must be a string", "input")
+    return image_data(url, "input")
 
 
 def _reasoning_text(item: dict[str, Any]) -> str:
