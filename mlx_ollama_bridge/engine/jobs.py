@@ -34,7 +34,7 @@ from .prompts import chat_template_for, fim_prompt
 from .requests import Event, Finished, GenerationRequest, Logprobs
 from .sampling import make_processors, make_sampler
 from .stops import StopMatcher
-from .vision_prompt import images_of, raw_tokens, render_tokens
+from .vision_prompt import check_image_room, images_of, raw_tokens, render_tokens
 
 if TYPE_CHECKING:
     from .backend import MLXBackend
@@ -88,6 +88,7 @@ class GenerationJob:
         self._backend = backend
         request = self.request
         self.prompt_text, tokens = build_prompt(backend, loaded, request, context_length)
+        check_image_room(tokens, context_length)  # images are not cut to fit
         if not request.render_only:  # a render (or a token count) shows the whole prompt
             self._bos = added_bos(loaded.tokenizer)
             tokens = fit_to_context(tokens, request, context_length, bos_token_id=self._bos)

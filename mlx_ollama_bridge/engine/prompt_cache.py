@@ -30,7 +30,7 @@ from mlx_lm.models.cache import (
 
 from .kv_quant import KVQuant, fresh_cache
 from .prompt_disk import DiskPromptCache
-from .vision import IMAGE_TOKEN_BASE
+from .vision_prompt import IMAGE_TOKEN_BASE
 
 log = logging.getLogger(__name__)
 

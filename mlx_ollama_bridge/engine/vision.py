@@ -40,6 +40,7 @@ import numpy as np
 from mlx_lm.models.cache import KVCache
 
 from ..errors import BadRequest, ModelLoadError
+from .vision_prompt import IMAGE_TOKEN_BASE  # far above any vocabulary, inside int32
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,11 @@ __all__ = [
     "load_vision_model",
 ]
 
-IMAGE_TOKEN_BASE = 1 << 30  # far above any vocabulary, inside int32 (MLX's token dtype)
 IMAGE_STRIDE = 1 << 14  # feature positions one image may take
 _MAX_HANDLES = (((1 << 31) - 1) - IMAGE_TOKEN_BASE) // IMAGE_STRIDE
 KEPT_IMAGES = 32  # images whose features stay in memory per model (least recently used out)
+# Families whose images enter through cross-attention, not as features in the token stream.
+CROSS_ATTENTION = {"mllama"}
 
 
 def is_vision_dir(path: Path) -> bool:
@@ -156,7 +158,9 @@ class ImageStore:
             real = [t if not is_image_token(t) else self.image_token_id for t in image.span]
             inputs = dict(image.inputs or {})
             pixel_values = inputs.pop("pixel_values", None)
-            out = self.model.get_input_embeddings(mx.array([real]), pixel_values, **inputs)
+            ids = mx.array([real])
+            inputs.setdefault("mask", mx.ones(ids.shape, dtype=mx.int32))  # Gemma 3 wants one
+            out = self.model.get_input_embeddings(ids, pixel_values, **inputs)
             positions = mx.array([i for i, t in enumerate(image.span) if is_image_token(t)])
             image.features = out.inputs_embeds[0][positions]
             mx.eval(image.features)
@@ -243,6 +247,12 @@ class VisionParts:
 def load_vision_model(path: Path) -> tuple[VisionLM, Any, VisionParts]:
     """Load a VLM directory with mlx-vlm: the wrapped model, a mlx-lm ``TokenizerWrapper``
     (the chat template the processor uses) and its parts. Raises ModelLoadError."""
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") in CROSS_ATTENTION:
+        raise ModelLoadError(
+            f"{config['model_type']} models read images through cross-attention, which the "
+            "bridge's vision path (image features in the token stream) does not run"
+        )
     try:  # imported here: text-only users never load mlx-vlm
         from mlx_lm.tokenizer_utils import load as load_tokenizer
         from mlx_vlm.utils import load as vlm_load
@@ -254,7 +264,6 @@ def load_vision_model(path: Path) -> tuple[VisionLM, Any, VisionParts]:
         raise ModelLoadError(f"model files are missing in {path}: {exc}") from exc
     except Exception as exc:  # mlx-vlm and transformers raise many types
         raise ModelLoadError(f"failed to load vision model from {path}: {exc}") from exc
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     text_tokenizer = _tokenizer(processor)
     image_token_id = _image_token_id(config, processor)
     if image_token_id is None:

@@ -18,7 +18,12 @@ from typing import Any
 
 from ..errors import BadRequest
 
+# Image tokens' ids start here (``vision``): far above any vocabulary, inside int32, MLX's
+# token dtype. Defined here, where nothing imports MLX.
+IMAGE_TOKEN_BASE = 1 << 30
+
 __all__ = [
+    "check_image_room",
     "images_of",
     "parts_messages",
     "raw_tokens",
@@ -128,6 +133,17 @@ def _vision(loaded: Any) -> Any:
     if loaded.vision is None:
         raise BadRequest(f"{loaded.path.name} does not support vision")
     return loaded.vision
+
+
+def check_image_room(tokens: list[int], context_length: int) -> None:
+    """BadRequest if the prompt's image tokens alone leave no room in ``context_length``
+    (cutting into an image would show the model part of it)."""
+    images = sum(1 for t in tokens if t >= IMAGE_TOKEN_BASE)
+    if images and images >= context_length:
+        raise BadRequest(
+            f"the images take {images} tokens, more than the context length allows "
+            f"(num_ctx {context_length})"
+        )
 
 
 def _pieces(content: str, count: int) -> list[tuple[str, bool]]:
