@@ -19,6 +19,13 @@ def chat(url: str, model: str, message: dict, **extra) -> requests.Response:
     return requests.post(url + "/api/chat", json={**body, **extra}, timeout=120)
 
 
+def first_logprobs(url: str, message: dict) -> list[float]:
+    """The five most likely first tokens' log-probabilities (rounded) for ``message``."""
+    body = {"logprobs": True, "top_logprobs": 5, "options": {**GREEDY, "num_predict": 1}}
+    reply = chat(url, "tiny-vision", message, **body).json()
+    return [round(t["logprob"], 3) for t in reply["logprobs"][0]["top_logprobs"]]
+
+
 def stats(url: str) -> dict[str, int]:
     return requests.get(url + "/health", timeout=30).json()["engine_stats"]
 
@@ -50,8 +57,11 @@ def test_several_images_and_img_markers(vision_server):
     both = chat(url, "tiny-vision", two).json()
     extra = both["prompt_eval_count"] - plain["prompt_eval_count"]
     assert extra == 2 * (IMAGE_TOKENS_PER_IMAGE + 1)  # each image's tokens and its newline
-    swapped = chat(url, "tiny-vision", {**two, "images": [b64(BLUE), b64(RED)]}).json()
-    assert swapped["message"]["content"] != both["message"]["content"]  # order matters
+    # order matters: the first token's log-probabilities differ (a random model's greedy
+    # text may not, so the distribution is compared)
+    swapped = {**two, "images": [b64(BLUE), b64(RED)]}
+    assert first_logprobs(url, two) != first_logprobs(url, swapped)
+    assert first_logprobs(url, two) == first_logprobs(url, two)
     marked = {"role": "user", "content": "first [img] then [img]", "images": two["images"]}
     reply = chat(url, "tiny-vision", marked, _debug_render_only=True).json()
     rendered = reply["_debug_info"]["rendered_template"]

@@ -3,7 +3,7 @@ with a file path and with bytes), the ollama JS client under Node, the openai SD
 ``image_url`` data URL on chat completions, ``input_image`` on the Responses API), the
 anthropic SDK (an ``image`` block), and an Open WebUI-style request (it checks the model's
 capabilities, then streams ``/api/chat`` with bare base64 images). Every client must get the
-same greedy answer for the same picture, and a different one for a different picture."""
+same greedy answer for the same picture as the native API gives."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tiny_vision_model import b64, picture
 
 GREEDY = {"temperature": 0, "num_predict": 6}
 QUESTION = "What colour is this?"
-RED, BLUE = picture((220, 20, 20)), picture((20, 20, 220))
+RED = picture((220, 20, 20))
 JS_DIR = Path(__file__).resolve().parent / "js"
 
 
@@ -45,8 +45,7 @@ def native(server, messages: list[dict]) -> str:
 def native_answer(vision_server) -> str:
     """The answer to QUESTION about RED over the native API: what every client must get."""
     answer = native(vision_server, [{"role": "user", "content": QUESTION, "images": [b64(RED)]}])
-    blue = native(vision_server, [{"role": "user", "content": QUESTION, "images": [b64(BLUE)]}])
-    assert answer and blue != answer  # the picture matters
+    assert answer  # that the picture matters is test_vision_http's (log-probabilities)
     return answer
 
 
