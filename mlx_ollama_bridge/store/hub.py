@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..manifest import file_sha256
+from .faults import crash_point
 from .hub_http import HubRefused, hub_endpoint, install
 
 Progress = Callable[[int], None]  # bytes of the file on disk so far
@@ -154,6 +155,8 @@ def _continue_download(
         partial.unlink()
         start = 0
     progress(start)
+    if start == file.size:  # all there (a pull killed before its check): only the check left
+        return
     install()
     url = hf_hub_url(repo, file.path, revision=commit, endpoint=hub_endpoint())
     with open(partial, "ab") as handle:
@@ -199,6 +202,7 @@ class _CountingFile:
         count = self._handle.write(data)
         self._written += count
         self._progress(self._written)
+        crash_point("pull.download")
         return count
 
     def seek(self, offset: int, whence: int = 0) -> int:

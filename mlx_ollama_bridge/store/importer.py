@@ -1,4 +1,11 @@
-"""Importing models the user already has into the local store: a GGUF file, a model directory."""
+"""Importing models the user already has into the local store: a GGUF file, a model directory.
+
+Weights are built under a temporary name and renamed into ``weights/`` (``atomic.staged_dir``),
+and the manifest is written last, so a crash at any point leaves either no model or a whole
+one. ``gguf_manifest`` and ``dir_manifest`` bring the weights in and return the manifest
+without writing it (``/api/create`` adds its layers and writes once); ``import_gguf`` and
+``import_model_dir`` also name the model.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from ..manifest import Manifest, file_sha256, hash_model_dir
 from ..model_code import CustomCodeRefused, check_model_dir
 from ..names import ModelName
 from ..registry import LocalModel, Registry
+from .atomic import discard, staged_dir
 from .gguf import convert_gguf
 from .lock import store_lock
 from .manifests import write_manifest
@@ -35,40 +43,45 @@ def import_gguf(
     ModelName.parse(name)  # reject a bad name before spending time converting
     digest = file_sha256(gguf_path)
     with store_lock(registry):  # a concurrent delete must not prune these weights meanwhile
-        return _import_locked(registry, gguf_path, digest, name, parameters, system)
+        manifest = gguf_manifest(
+            registry, gguf_path, name, parameters=parameters, system=system, digest=digest
+        )
+        return write_manifest(registry, name, manifest)
 
 
-def _import_locked(
+def gguf_manifest(
     registry: Registry,
     gguf_path: Path,
-    digest: str,
     name: str,
-    parameters: dict[str, Any] | None,
-    system: str | None,
-) -> LocalModel:
-    weights_dir = registry.weights_root / f"gguf-{digest[:16]}"
-    if not (weights_dir / "config.json").exists():
-        weights_dir.parent.mkdir(parents=True, exist_ok=True)
-        if weights_dir.exists():  # a leftover from an interrupted import
-            shutil.rmtree(weights_dir)
-        started = time.perf_counter()
-        convert_gguf(gguf_path, weights_dir)
-        log.info("converted gguf=%s in %.1fs", gguf_path.name, time.perf_counter() - started)
-    try:  # the converter writes the configs itself; checked all the same
-        check_model_dir(weights_dir, model=name)
-    except CustomCodeRefused:
-        shutil.rmtree(weights_dir, ignore_errors=True)
-        raise
-    manifest = Manifest(
-        model_dir=str(weights_dir.relative_to(registry.models_dir)),
-        format="gguf",
-        source=f"gguf:{gguf_path.name}#sha256:{digest}",
-        files=hash_model_dir(weights_dir),
-        created_at=time.time(),
-        system=system,
-        parameters=dict(parameters or {}),
-    )
-    return write_manifest(registry, name, manifest)
+    *,
+    parameters: dict[str, Any] | None = None,
+    system: str | None = None,
+    digest: str | None = None,
+) -> Manifest:
+    """Convert ``gguf_path`` into the store's weights (once per content) and return the
+    manifest that would name it; nothing is named yet. Takes the store lock."""
+    digest = digest or file_sha256(gguf_path)
+    with store_lock(registry):
+        weights_dir = registry.weights_root / f"gguf-{digest[:16]}"
+        if not (weights_dir / "config.json").exists():
+            started = time.perf_counter()
+            with staged_dir(weights_dir) as staging:
+                convert_gguf(gguf_path, staging)
+            log.info("converted gguf=%s in %.1fs", gguf_path.name, time.perf_counter() - started)
+        try:  # the converter writes the configs itself; checked all the same
+            check_model_dir(weights_dir, model=name)
+        except CustomCodeRefused:
+            discard(weights_dir)
+            raise
+        return Manifest(
+            model_dir=str(weights_dir.relative_to(registry.models_dir)),
+            format="gguf",
+            source=f"gguf:{gguf_path.name}#sha256:{digest}",
+            files=hash_model_dir(weights_dir),
+            created_at=time.time(),
+            system=system,
+            parameters=dict(parameters or {}),
+        )
 
 
 def import_model_dir(registry: Registry, model_dir: Path, name: str, *, source: str) -> LocalModel:
@@ -78,29 +91,31 @@ def import_model_dir(registry: Registry, model_dir: Path, name: str, *, source: 
     twice (or under two names) keeps one copy. A directory whose config names custom code
     is refused (400, ``model_code``) before anything is copied.
     """
+    manifest = dir_manifest(registry, model_dir, name, source=source)
+    with store_lock(registry):
+        if not manifest.resolve_dir(registry.models_dir).is_dir():  # pruned meanwhile
+            manifest = dir_manifest(registry, model_dir, name, source=source)
+        return write_manifest(registry, name, manifest)
+
+
+def dir_manifest(registry: Registry, model_dir: Path, name: str, *, source: str) -> Manifest:
+    """Copy ``model_dir`` into the store's weights (once per content) and return the
+    manifest that would name it; nothing is named yet. Takes the store lock for the copy."""
     check_model_dir(model_dir, model=name)
     files = hash_model_dir(model_dir)
     digest = Manifest("", "mlx", source, files, 0.0).digest
     with store_lock(registry):  # a concurrent delete must not prune these weights meanwhile
-        return _copy_locked(registry, model_dir, name, source, files, digest)
+        weights_dir = registry.weights_root / f"dir-{digest[:16]}"
+        if not (weights_dir / "config.json").is_file():
+            with staged_dir(weights_dir) as staging:
+                shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns(".*"))
+        return Manifest(
+            model_dir=str(weights_dir.relative_to(registry.models_dir)),
+            format="mlx",
+            source=source,
+            files=files,
+            created_at=time.time(),
+        )
 
 
-def _copy_locked(
-    registry: Registry, model_dir: Path, name: str, source: str, files: dict, digest: str
-) -> LocalModel:
-    weights_dir = registry.weights_root / f"dir-{digest[:16]}"
-    if not (weights_dir / "config.json").is_file():
-        weights_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = weights_dir.with_name(f".{weights_dir.name}.tmp")  # hidden: never listed
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns(".*"))
-        shutil.rmtree(weights_dir, ignore_errors=True)  # a leftover of an interrupted import
-        staging.rename(weights_dir)
-    manifest = Manifest(
-        model_dir=str(weights_dir.relative_to(registry.models_dir)),
-        format="mlx",
-        source=source,
-        files=files,
-        created_at=time.time(),
-    )
-    return write_manifest(registry, name, manifest)
+__all__ = ["dir_manifest", "gguf_manifest", "import_gguf", "import_model_dir"]

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from ..manifest import read_manifest_file
 from ..model_code import check_model_dir
 from ..names import ModelName
 from ..registry import LocalModel, Registry
+from .atomic import discard
 from .lock import store_lock
 from .manifests import delete_manifest, write_manifest
 
@@ -35,13 +35,13 @@ def copy_model(registry: Registry, source: str, destination: str) -> LocalModel:
     """Give ``source``'s model a second name (manifests only: weights are shared)."""
     _check_name(source, f'source "{source}" is invalid')
     _check_name(destination, f'destination "{destination}" is invalid')
-    try:
-        model = registry.resolve(source)
-    except ModelNotFound:
-        raise ModelNotFound(source, f'model "{source}" not found') from None
-    if ModelName.parse(source).key == ModelName.parse(destination).key:
-        return model  # Ollama: copying a model onto itself changes nothing
-    with store_lock(registry):
+    with store_lock(registry):  # the source cannot be deleted while it is copied
+        try:
+            model = registry.resolve(source)
+        except ModelNotFound:
+            raise ModelNotFound(source, f'model "{source}" not found') from None
+        if ModelName.parse(source).key == ModelName.parse(destination).key:
+            return model  # Ollama: copying a model onto itself changes nothing
         replaced = registry.stored_manifest(destination)
         copied = write_manifest(registry, destination, dataclasses.replace(model.manifest))
         if replaced is not None:
@@ -73,7 +73,7 @@ def prune_weights(registry: Registry, candidates: list[Path]) -> list[Path]:
         directory = candidate.resolve()
         if directory.parent != root or directory in used or not directory.is_dir():
             continue  # outside weights/ (HF cache, user dirs), still used, or already gone
-        shutil.rmtree(directory)
+        discard(directory)  # renamed away first: a crash never leaves half of it in use
         removed.append(directory)
         log.info("removed unused weights dir=%s", directory)
     return removed
@@ -100,34 +100,41 @@ def create_model(registry: Registry, spec: CreateSpec) -> tuple[LocalModel, list
     parameters and messages.
 
     Parameters merge over the base model's (the request wins); the others replace the
-    base's when given. Returns the new model and Ollama-style status lines.
+    base's when given. Returns the new model and Ollama-style status lines. The whole
+    create holds the store lock and writes the manifest once, last: a concurrent delete or
+    create of the same name runs before or after it, and a crash leaves the old model or
+    the new one.
     """
     _check_name(spec.name, "invalid model name")
-    replaced = registry.stored_manifest(spec.name)
-    if spec.files:
-        from .blobs import import_from_blobs
-
-        base = import_from_blobs(registry, spec.name, spec.files)
-        statuses, parent = [f"creating new layer sha256:{base.digest}"], ""
-    else:
-        base = _resolve_base(registry, spec.base or "")
-        check_model_dir(base.path, model=base.name.display)  # stored before the check existed
-        statuses, parent = [f"using existing layer sha256:{base.digest}"], base.name.display
-    manifest = dataclasses.replace(
-        base.manifest,
-        created_at=time.time(),
-        parent_model=parent,
-        system=spec.system if spec.system is not None else base.manifest.system,
-        template=spec.template if spec.template is not None else base.manifest.template,
-        parameters={**base.manifest.parameters, **(spec.parameters or {})},
-        messages=list(spec.messages) if spec.messages is not None else base.manifest.messages,
-    )
-    new_layers = [spec.template, spec.system, spec.parameters, spec.messages]
-    statuses += [f"creating new layer sha256:{_digest(x)}" for x in new_layers if x is not None]
+    used_blobs: list[Path] = []
     with store_lock(registry):
+        replaced = registry.stored_manifest(spec.name)
+        if spec.files:
+            from .blobs import manifest_from_blobs
+
+            base_manifest, used_blobs = manifest_from_blobs(registry, spec.name, spec.files)
+            statuses, parent = [f"creating new layer sha256:{base_manifest.digest}"], ""
+        else:
+            base = _resolve_base(registry, spec.base or "")
+            check_model_dir(base.path, model=base.name.display)  # stored before the check
+            base_manifest, parent = base.manifest, base.name.display
+            statuses = [f"using existing layer sha256:{base.digest}"]
+        manifest = dataclasses.replace(
+            base_manifest,
+            created_at=time.time(),
+            parent_model=parent,
+            system=spec.system if spec.system is not None else base_manifest.system,
+            template=spec.template if spec.template is not None else base_manifest.template,
+            parameters={**base_manifest.parameters, **(spec.parameters or {})},
+            messages=list(spec.messages) if spec.messages is not None else base_manifest.messages,
+        )
+        new_layers = [spec.template, spec.system, spec.parameters, spec.messages]
+        statuses += [f"creating new layer sha256:{_digest(x)}" for x in new_layers if x is not None]
         model = write_manifest(registry, spec.name, manifest)
         if replaced is not None:
             prune_weights(registry, [replaced.resolve_dir(registry.models_dir)])
+    for blob in used_blobs:
+        blob.unlink(missing_ok=True)  # consumed: the store has its own copy now
     log.info("created model=%s from=%s", model.name.display, spec.base or "files")
     return model, [*statuses, "writing manifest", "success"]
 

@@ -8,14 +8,13 @@ hold :func:`~mlx_ollama_bridge.store.lock.store_lock` around the write.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import ModelNotFound
 from ..manifest import Manifest
 from ..names import ModelName
 from ..registry import LocalModel, Registry
+from .atomic import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +38,7 @@ def delete_manifest(registry: Registry, name: str) -> None:
     if not exists:
         raise ModelNotFound(name)
     path.unlink()
+    fsync_dir(path.parent)
     for parent in path.parents:  # prune now-empty model/namespace/host directories
         if parent == registry.manifests_root:
             break
@@ -50,23 +50,9 @@ def delete_manifest(registry: Registry, name: str) -> None:
 
 
 def write_manifest_file(path: Path, manifest: Manifest) -> None:
-    """Write ``manifest`` to ``path`` atomically: a temp file in the same dir, then replace.
-
-    Readers see either the old manifest or the new one, never a partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(manifest.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)  # mkstemp creates 0600; manifests are not secret
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Write ``manifest`` to ``path`` atomically (``atomic.write_atomic``): readers, and a
+    store after a crash, see the old manifest or the new one, never a partial file."""
+    write_atomic(Path(path), manifest.to_json())
 
 
 __all__ = ["delete_manifest", "write_manifest", "write_manifest_file"]
