@@ -43,6 +43,8 @@ class Manifest:
     template: str | None = None  # chat template override (Jinja), None = the model's own
     parameters: dict = field(default_factory=dict)  # default options, Ollama PARAMETER names
     messages: list = field(default_factory=list)  # pre-seeded [{"role", "content"}]
+    go_template: str | None = None  # Ollama's template layer, as Ollama wrote it (pulls)
+    license: list = field(default_factory=list)  # Ollama's license layers (pulls)
 
     @property
     def digest(self) -> str:
@@ -86,6 +88,8 @@ _OPTIONAL = {
     "template": str,
     "parameters": dict,
     "messages": list,
+    "go_template": str,
+    "license": list,
 }
 
 

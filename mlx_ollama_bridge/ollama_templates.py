@@ -18,7 +18,8 @@ text; no MLX.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from .fim import FimFormat
 from .tool_prompts import SMOLLM2_TOOLS
@@ -276,4 +277,54 @@ def template_form(jinja: str | None, fim: FimFormat | None) -> TemplateForm:
     return TemplateForm(family, body, tools, fim, tool_prompt)
 
 
-__all__ = ["FAMILIES", "TemplateForm", "chat_family", "jinja_has_tools", "template_form"]
+_ACTION = re.compile(r"\{\{-?(.*?)-?\}\}", re.DOTALL)
+_FIELD = re.compile(r"(?<![\w)])\.([A-Za-z_]\w*)")
+
+
+def go_template_vars(template: str) -> set[str]:
+    """The fields a Go template reads, lower-cased (Ollama's ``Template.Vars``): ``.Tools``
+    and ``$.Tools`` give ``tools``; fields of fields (``.Function.Name``) count by their
+    first name."""
+    found = set()
+    for action in _ACTION.findall(template):
+        if action.lstrip().startswith("/*"):
+            continue
+        found.update(name.lower() for name in _FIELD.findall(action))
+    return found
+
+
+def go_template_capabilities(template: str) -> tuple[str, ...]:
+    """What Ollama derives from a model's Go template (``goTemplateCapabilities``): ``tools``
+    when it reads ``.Tools``, ``insert`` for ``.Suffix``, ``thinking`` when it writes a
+    message's ``.Thinking`` between tags (``thinking.InferTags``, approximated: ``.Thinking``
+    read in a template that ranges over ``.Messages``)."""
+    names = go_template_vars(template)
+    found = []
+    if "tools" in names:
+        found.append("tools")
+    if "suffix" in names:
+        found.append("insert")
+    if "thinking" in names and "messages" in names:
+        found.append("thinking")
+    return tuple(found)
+
+
+def with_go_template(form: TemplateForm | None, template: str) -> TemplateForm:
+    """``form`` with Ollama's own template (a pulled model's template layer) in place of the
+    bridge's rendition; ``tools`` as that template says."""
+    tools = "tools" in go_template_capabilities(template)
+    if form is None:
+        return TemplateForm(None, template, tools, None)
+    return replace(form, go_template=template, tools=tools)
+
+
+__all__ = [
+    "FAMILIES",
+    "TemplateForm",
+    "chat_family",
+    "go_template_capabilities",
+    "go_template_vars",
+    "jinja_has_tools",
+    "template_form",
+    "with_go_template",
+]

@@ -42,7 +42,7 @@ from .errors import InvalidModelName, ModelNotFound
 from .manifest import Manifest, quick_files_map, read_manifest_file
 from .model_details import ModelDescription, describe_model
 from .names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName
-from .ollama_templates import TemplateForm
+from .ollama_templates import TemplateForm, go_template_capabilities, with_go_template
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,20 @@ class Registry:
             return (alias.repo, alias.revision or "main") if alias.repo else None
         return hf_repo(parsed)
 
+    def asks_ollama_registry(self, name: str) -> bool:
+        """True if a pull of ``name`` asks Ollama's registry (before any built-in alias).
+
+        The pull order: a user alias → Ollama's registry (when ``MLX_BRIDGE_OLLAMA_REGISTRY``
+        is not off, for names on its host) → a built-in alias or ``org/repo`` on Hugging Face.
+        ``hf.co/…`` names never ask Ollama's registry.
+        """
+        if self.settings.ollama_registry is None:
+            return False
+        parsed = ModelName.parse(name)
+        if parsed.key[0] != DEFAULT_HOST:
+            return False
+        return parsed.key not in self._user_alias_map()
+
     def aliases(self) -> dict[str, Alias]:
         """All aliases by display name, built-in ones first; user aliases win."""
         builtin, _ = builtin_aliases()
@@ -256,6 +270,11 @@ class Registry:
 
     def _build(self, name: ModelName, manifest: Manifest, path: Path, mtime: float) -> LocalModel:
         description = self._describe(manifest, path)
+        form, capabilities = description.form, list(description.capabilities)
+        if manifest.go_template is not None:  # pulled from Ollama's registry: its template
+            form = with_go_template(form, manifest.go_template)
+            if "embedding" not in capabilities:
+                capabilities = ["completion", *go_template_capabilities(manifest.go_template)]
         return LocalModel(
             name=name,
             manifest=manifest,
@@ -265,13 +284,13 @@ class Registry:
             size=manifest.size,
             details=dict(description.details),
             model_info=dict(description.model_info),
-            capabilities=list(description.capabilities),
+            capabilities=capabilities,
             chat_template=description.chat_template,
             context_length=description.context_length,
             system=manifest.system,
             parameters=dict(manifest.parameters),
             messages=list(manifest.messages),
-            form=description.form,
+            form=form,
         )
 
     def _describe(self, manifest: Manifest, path: Path) -> ModelDescription:

@@ -70,6 +70,8 @@ def isolated_env(base: Path) -> dict[str, str]:
         "HF_HUB_CACHE": str(base / "hf" / "hub"),
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        "MLX_BRIDGE_OLLAMA_REGISTRY": "off",  # tests that pull from it start a fake one
+        "OLLAMA_MODELS": str(base / "ollama-store"),  # never the developer's Ollama store
     }
 
 

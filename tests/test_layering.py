@@ -39,6 +39,8 @@ def test_only_the_listed_engine_modules_and_the_converter_import_mlx():
         # vision models: mlx-vlm's model behind mlx-lm's face, image features as embeddings
         PACKAGE / "engine" / "vision.py",
         PACKAGE / "store" / "gguf.py",
+        # Ollama's MLX tensor layers: each safetensors blob renamed for mlx-lm (bf16, packed)
+        PACKAGE / "store" / "ollama_layers.py",
     }
     offenders = [p for p in files() if p not in allowed and uses(p, "mlx", "mlx_lm")]
     assert offenders == []

@@ -35,6 +35,7 @@ from .values import (
     parse_param_count,
     parse_path,
     parse_rate_limit,
+    parse_registry_url,
     parse_uint,
     trim,
 )
@@ -149,6 +150,13 @@ class Settings:
         "A real Ollama to forward unknown models to and merge into /api/tags and /api/ps "
         "(host:port or URL, OLLAMA_HOST forms); off = none.",
         parse_upstream,
+    )
+    ollama_registry: str | None = _setting(  # base URL; None = off
+        "MLX_BRIDGE_OLLAMA_REGISTRY",
+        "https://registry.ollama.ai",
+        "Ollama's registry, asked first when a library or namespace/model name is pulled "
+        "(host or URL; plain http only when written so); off = pull from Hugging Face only.",
+        parse_registry_url,
     )
     prompt_cache_entries: int = _setting(
         "MLX_BRIDGE_PROMPT_CACHE",

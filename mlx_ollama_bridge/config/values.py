@@ -120,6 +120,20 @@ def parse_param_count(text: str) -> int:
     return int(float(match.group(1)) * _COUNT_SUFFIXES[match.group(2).lower()])
 
 
+def parse_registry_url(text: str) -> str | None:
+    """``MLX_BRIDGE_OLLAMA_REGISTRY``: an Ollama registry base URL (``https://`` when no scheme
+    is given, as Ollama's names mean); ``off`` -> None (pulls never ask it)."""
+    if text.strip().lower() in OFF_WORDS:
+        return None
+    url = text.strip().rstrip("/")
+    if "://" not in url:
+        url = "https://" + url
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest or "/" in rest or "@" in rest:
+        raise ValueError(text)
+    return f"{scheme.lower()}://{rest}"
+
+
 __all__ = [
     "KV_CACHE_TYPES",
     "OFF_WORDS",
@@ -133,6 +147,7 @@ __all__ = [
     "parse_param_count",
     "parse_path",
     "parse_rate_limit",
+    "parse_registry_url",
     "parse_uint",
     "trim",
 ]

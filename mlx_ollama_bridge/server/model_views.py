@@ -53,6 +53,7 @@ def show_response(model: LocalModel, *, verbose: bool = False) -> dict[str, Any]
         "parameters": format_parameters(model.parameters),
         "template": shown_template(model),
         "system": model.system or "",
+        "license": "\n".join(model.manifest.license),  # as Ollama joins a model's licenses
         "details": dict(model.details),
         "messages": list(model.messages),
         "model_info": _model_info(model.model_info, verbose),
@@ -99,6 +100,7 @@ def modelfile(model: LocalModel) -> str:
             lines.append(f"PARAMETER {key} {_go_literal(item)}")
     for message in model.messages:
         lines.append(f'MESSAGE {message.get("role")} """{message.get("content", "")}"""')
+    lines.extend(f'LICENSE """{text}"""' for text in model.manifest.license)
     return "\n".join(lines) + "\n"
 
 

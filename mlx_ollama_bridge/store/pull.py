@@ -1,7 +1,11 @@
-"""``/api/pull``: fetch an MLX model from Hugging Face with Ollama-style progress lines.
+"""``/api/pull``: fetch a model from Ollama's registry or Hugging Face, with Ollama's lines.
 
-A name resolves through the registry (user aliases, built-in aliases, ``hf.co/org/repo``,
-``org/repo``) to a repo and revision. Files go into the Hugging Face cache with
+The order a pulled name is looked up in (``Registry.asks_ollama_registry``): a user alias
+(its Hugging Face repo); then Ollama's registry (``MLX_BRIDGE_OLLAMA_REGISTRY``, for names
+on its host: ``qwen3:0.6b``, ``me/model:tag``; ``store/ollama_pull.py``); then a built-in
+alias or an ``org/repo`` name on Hugging Face. ``hf.co/org/repo[:rev]`` goes to Hugging
+Face only. The rest of this module is the Hugging Face pull: a name resolves to a repo
+and revision. Files go into the Hugging Face cache with
 ``huggingface_hub`` (shared with mlx-lm and every other HF tool), then a manifest names the
 snapshot, so the model lists under the name asked for. Status lines follow Ollama's::
 
@@ -47,6 +51,7 @@ from .hub import (
 from .lock import store_lock
 from .manage import prune_weights
 from .manifests import write_manifest
+from .ollama_pull import NotPulledHere, pull_from_ollama
 from .pull_errors import OFFLINE, PullError, explain
 
 log = logging.getLogger(__name__)
@@ -128,7 +133,18 @@ def check_pull_name(name: str) -> None:
 def pull_model(registry: Registry, name: str, emit: Emit, cancel: threading.Event) -> LocalModel:
     """Do the pull, reporting through ``emit``; raises PullError with an explained cause."""
     emit({"status": "pulling manifest"})
+    refused_by_ollama = None
+    if registry.asks_ollama_registry(name):  # the order: see Registry.asks_ollama_registry
+        if offline():
+            raise PullError(OFFLINE)
+        try:
+            return pull_from_ollama(registry, name, emit, cancel)
+        except NotPulledHere as exc:
+            refused_by_ollama = str(exc)
+            log.info("not pulled from Ollama's registry model=%s reason=%s", name, exc)
     target = registry.pull_target(name)
+    if target is None and refused_by_ollama is not None:
+        raise PullError(refused_by_ollama)
     if target is None:
         raise PullError(
             f"pull model manifest: no MLX model is known for {name!r}: pull a Hugging Face "

@@ -1,0 +1,243 @@
+"""Pulls from Ollama's registry: the loopback fake (``fake_ollama_registry``), never the
+internet. In-process for the store logic; then real gunicorn, the ``ollama`` client and the
+CLI for the whole path, ending in a chat with the pulled model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import ollama
+import pytest
+import requests
+from click.testing import CliRunner
+from fake_ollama_registry import FakeOllamaRegistry
+from helpers import isolated_env, start_server, stop_server
+from ollama_library import (
+    LICENSE,
+    SMOLLM2_PARAMS,
+    SMOLLM2_SYSTEM,
+    SMOLLM2_TEMPLATE,
+    publish_smollm2,
+    publish_smollm2_mlx,
+)
+
+from mlx_ollama_bridge.cli import main
+from mlx_ollama_bridge.config import Settings
+from mlx_ollama_bridge.registry import Registry
+from mlx_ollama_bridge.store.gguf import convert_gguf
+from mlx_ollama_bridge.store.pull import pull_events
+
+NAME = "smollm2:135m"
+
+
+@pytest.fixture(scope="module")
+def fake(smollm2_gguf, tmp_path_factory):
+    running = FakeOllamaRegistry().start()
+    publish_smollm2(running, smollm2_gguf)
+    mlx_dir = tmp_path_factory.mktemp("smollm2-mlx") / "model"
+    convert_gguf(smollm2_gguf, mlx_dir)
+    publish_smollm2_mlx(running, mlx_dir)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def online(monkeypatch, fake):
+    """This process pulls from the fake registry (the suite runs offline, registry off)."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("MLX_BRIDGE_OLLAMA_REGISTRY", fake.url)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # Hugging Face: nobody there
+    fake.log.clear()
+    return fake
+
+
+def pull(name: str = NAME) -> list[dict]:
+    return list(pull_events(Registry(Settings.from_env()), name))
+
+
+def test_pull_streams_ollamas_lines_and_keeps_the_library_layers(online):
+    lines = pull()
+    assert lines[0] == {"status": "pulling manifest"}
+    assert [x["status"] for x in lines[-3:]] == [
+        "verifying sha256 digest",
+        "writing manifest",
+        "success",
+    ]
+    layers = [x for x in lines if "digest" in x]
+    assert all(x["status"] == f"pulling {x['digest'][7:19]}" for x in layers)
+    assert layers[0].keys() == {"status", "digest", "total"}  # completed 0 is left out, as Go
+    finished = {x["digest"] for x in layers if x.get("completed") == x["total"]}
+    assert len(finished) == 6  # model, template, system, params, license, config
+    model = Registry(Settings.from_env()).resolve(NAME)
+    assert model.manifest.go_template == SMOLLM2_TEMPLATE
+    assert model.form is not None and model.form.go_template == SMOLLM2_TEMPLATE
+    assert model.parameters == SMOLLM2_PARAMS and model.system == SMOLLM2_SYSTEM
+    assert model.manifest.license == [LICENSE]
+    assert model.capabilities == ["completion", "tools"]
+    assert model.details["format"] == "gguf" and model.details["family"] == "llama"
+
+
+def test_the_auth_challenge_is_answered_and_the_token_stays_home(online):
+    pull()
+    first, token, again = online.log[:3]
+    assert first["path"] == "/v2/library/smollm2/manifests/135m"
+    assert "Authorization" not in first["headers"]
+    assert token["path"] == "/v2/token" and "Authorization" not in token["headers"]
+    assert again["headers"]["Authorization"] == "Bearer fake-registry-token"
+    assert all(e["headers"].get("Accept-Encoding") == "identity" for e in online.log)
+
+
+def test_a_second_pull_downloads_nothing(online):
+    pull()
+    online.log.clear()
+    lines = pull()
+    assert lines[-1] == {"status": "success"}
+    assert [e["path"] for e in online.log if "/blobs/" in e["path"]] == []
+
+
+def test_an_interrupted_blob_resumes_with_a_range_request(online, isolated_home):
+    online.knobs.throttle_s, online.knobs.chunk = 0.002, 1 << 20
+    try:
+        stream = pull_events(Registry(Settings.from_env()), NAME)
+        for line in stream:
+            if line.get("completed", 0) > 20 << 20:
+                break
+        stream.close()  # the client went away: the worker stops at its next chunk
+        partials = list((isolated_home / "models" / "blobs").glob("*-partial"))
+        assert Registry(Settings.from_env()).stored_manifest(NAME) is None
+    finally:
+        online.knobs.throttle_s = 0.0
+    assert partials
+    lines = pull()
+    assert lines[-1] == {"status": "success"}
+    ranges = [e["headers"].get("Range") for e in online.log if e["path"].startswith("/cdn/")]
+    assert any(r and int(r.removeprefix("bytes=").rstrip("-")) > 0 for r in ranges)
+    assert not list((isolated_home / "models" / "blobs").glob("sha256-*"))  # imported, removed
+
+
+def test_mlx_tensor_layers_import_natively(online):
+    lines = pull("smollm2:135m-mlx")
+    progress = [x for x in lines if "digest" in x]
+    assert {x["status"] for x in progress} == {"pulling model"}  # Ollama's MLX pull line
+    assert {x["digest"] for x in progress} == {"sha256:model"}
+    assert progress[-1]["completed"] == progress[-1]["total"]
+    assert [x["status"] for x in lines[-2:]] == ["writing manifest", "success"]
+    model = Registry(Settings.from_env()).resolve("smollm2:135m-mlx")
+    config = json.loads((model.path / "config.json").read_text())
+    assert config["quantization"] == {"group_size": 32, "bits": 4}
+    assert model.details["format"] == "mlx" and model.parameters == SMOLLM2_PARAMS
+    assert model.capabilities == ["completion", "tools"]
+
+
+def test_a_local_ollama_store_blob_is_reused(online, isolated_home, smollm2_gguf):
+    blobs = isolated_home / "ollama-store" / "blobs"
+    blobs.mkdir(parents=True)
+    import hashlib
+
+    digest = hashlib.sha256(smollm2_gguf.read_bytes()).hexdigest()
+    shutil.copy(smollm2_gguf, blobs / f"sha256-{digest}")
+    assert pull()[-1] == {"status": "success"}
+    fetched = [e["path"] for e in online.log if e["path"].startswith("/cdn/")]
+    assert fetched and not any(digest in path for path in fetched)
+    assert (blobs / f"sha256-{digest}").is_file()  # Ollama's store is only read
+
+
+def test_the_documented_name_order(online, isolated_home, monkeypatch):
+    # a user alias wins: the registry is not asked
+    config = isolated_home / "config"
+    config.mkdir(exist_ok=True)
+    (config / "models.toml").write_text('[aliases]\n"smollm2:135m" = "test-org/nothing"\n')
+    assert "cannot reach" in pull()[-1]["error"]
+    assert online.requests("/v2/") == []
+    (config / "models.toml").unlink()
+    # hf.co names never ask Ollama's registry
+    pull("hf.co/test-org/nothing")
+    assert online.requests("/v2/") == []
+    # not in the registry, no built-in alias: Ollama's own error
+    assert pull("no-such-model:1b")[-1] == {
+        "error": "pull model manifest: file does not exist "
+        f"({online.url}/v2/library/no-such-model/manifests/1b)"
+    }
+    # offline is offline: nothing is asked
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    online.log.clear()
+    assert "HF_HUB_OFFLINE" in pull()[-1]["error"] and online.log == []
+
+
+def test_not_in_the_registry_falls_back_to_the_built_in_alias(online):
+    # qwen3:0.6b has a built-in alias; the fake registry does not have it, so the pull goes
+    # on to Hugging Face (nobody listens there in this test: it fails there, after asking)
+    lines = pull("qwen3:0.6b")
+    assert online.requests("/v2/library/qwen3/manifests/0.6b")
+    assert "cannot reach http://127.0.0.1:9" in lines[-1]["error"]
+
+
+# -- the whole path: gunicorn, the ollama client, the CLI -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def registry_server(tmp_path_factory, fake):
+    root = tmp_path_factory.mktemp("registry-pull")
+    env = {k: v for k, v in isolated_env(root).items() if k != "HF_HUB_OFFLINE"}
+    env["MLX_BRIDGE_OLLAMA_REGISTRY"] = fake.url
+    running = start_server(env, root / "server.log")
+    yield running
+    stop_server(running)
+
+
+def test_ollama_client_pulls_with_progress_then_chats_as_the_library_model(registry_server):
+    client = ollama.Client(host=registry_server.url)
+    progress = list(client.pull(NAME, stream=True))
+    assert progress[0].status == "pulling manifest" and progress[-1].status == "success"
+    assert any(p.digest and p.completed == p.total for p in progress)
+    assert "smollm2:135m" in [m.model for m in client.list().models]
+    shown = client.show(NAME)
+    raw = requests.post(registry_server.url + "/api/show", json={"model": NAME}).json()
+    assert shown.template == SMOLLM2_TEMPLATE and raw["system"] == SMOLLM2_SYSTEM
+    assert shown.license == LICENSE and f'LICENSE """{LICENSE}"""' in shown.modelfile
+    assert "stop" in (shown.parameters or "") and '"<|im_end|>"' in shown.parameters
+    assert list(shown.capabilities or []) == ["completion", "tools"]
+    reply = client.chat(
+        model=NAME,
+        messages=[{"role": "user", "content": "Say hello."}],
+        options={"num_predict": 8, "temperature": 0},
+    )
+    assert reply.done and reply.message.role == "assistant" and reply.eval_count
+    assert "<|im_end|>" not in reply.message.content
+
+
+def test_cli_pull_draws_progress_from_the_registry(registry_server, monkeypatch):
+    result = CliRunner().invoke(
+        main, ["--host", registry_server.url, "pull", "smollm2:135m-mlx"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "pulling manifest" and lines[-1] == "success"
+    assert any(line.startswith("pulling model: 100%") for line in lines)
+    reply = requests.post(
+        registry_server.url + "/api/generate",
+        json={
+            "model": "smollm2:135m-mlx",
+            "prompt": "Hi",
+            "stream": False,
+            "options": {"num_predict": 4},
+        },
+        timeout=120,
+    ).json()
+    assert reply["done"] and reply["eval_count"] > 0
+
+
+def test_pull_over_http_refuses_a_bad_name_before_streaming(registry_server):
+    response = requests.post(registry_server.url + "/api/pull", json={"model": "bad//name"})
+    assert (response.status_code, response.json()) == (400, {"error": "invalid model name"})
+    missing = requests.post(
+        registry_server.url + "/api/pull", json={"model": "missing:1b", "stream": False}
+    )
+    assert missing.status_code == 500 and "file does not exist" in missing.json()["error"]
