@@ -276,8 +276,8 @@ def _quantization(config: dict[str, Any]) -> dict[str, Any]:
 def _quantization_label(config: dict[str, Any], dtype: str | None) -> str:
     """``4bit``/``8bit`` (``MXFP4``) for quantized models, else the dominant float dtype."""
     quant = _quantization(config)
-    if str(quant.get("mode", "")).lower() == "mxfp4":
-        return "MXFP4"
+    if (mode := str(quant.get("mode", "")).lower()) in ("mxfp4", "nvfp4", "mxfp8"):
+        return mode.upper()
     if isinstance(quant.get("bits"), int):
         return f"{quant['bits']}bit"
     return dtype or _TORCH_DTYPES.get(str(config.get("torch_dtype")), "")

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 import requests
+from lora_helpers import make_adapter, upload
 from openai.types import completion_create_params, embedding_create_params
 from openai.types.chat import completion_create_params as chat_create_params
 from openai.types.responses import response_create_params
+from tiny_model import build_tiny_model
 
 from mlx_ollama_bridge.config import SETTINGS
 from mlx_ollama_bridge.engine.options import IGNORED_OPTIONS, OPTION_TYPES
@@ -73,15 +75,25 @@ PROBES = {
         "messages": [{"role": "user", "content": "a"}],
         "logprobs": True,
     },
-    ("/api/create", "adapters"): {
+    ("/api/create", "adapters"): lambda url, tmp: {
         "model": "probe-adapter",
-        "from": "tiny",
-        "adapters": {"a.safetensors": "sha256:" + "0" * 64},
+        "files": upload(url, float_tiny(tmp)),
+        "adapters": upload(url, make_adapter(float_tiny(tmp), tmp / "adapter")),
     },
-    ("/api/create", "quantize"): {"model": "probe-quant", "from": "tiny", "quantize": "q4_K_M"},
+    ("/api/create", "quantize"): lambda url, tmp: {
+        "model": "probe-quant",
+        "files": upload(url, float_tiny(tmp)),
+        "quantize": "q4_K_M",
+    },
     ("/api/embed", "dimensions"): {"model": "all-minilm", "input": "a", "dimensions": 8},
 }
 GENERATION_LIMIT = {"options": {"num_predict": 2}, "stream": False}
+
+
+def float_tiny(tmp: Path) -> Path:
+    """The tiny model in float16 (quantize and adapters need an unquantized base)."""
+    out = tmp / "float-tiny"
+    return out if out.is_dir() else build_tiny_model(out, quantized=False)
 
 
 def rows(section: str) -> list[list[str]]:
@@ -159,9 +171,10 @@ def test_environment_rows_match_settings():
 
 
 @pytest.mark.parametrize(("endpoint", "field"), sorted(PROBES))
-def test_field_status_matches_the_server(server, endpoint, field):
+def test_field_status_matches_the_server(server, endpoint, field, tmp_path):
     (status,) = [s for e, f, s, _n in rows("Request fields") if (e, f) == (endpoint, field)]
-    body = dict(PROBES[endpoint, field])
+    probe = PROBES[endpoint, field]
+    body = dict(probe(server.url, tmp_path) if callable(probe) else probe)
     if endpoint in ("/api/generate", "/api/chat"):
         body = {**GENERATION_LIMIT, **body}
     if endpoint == "/api/create":

@@ -41,6 +41,9 @@ def test_only_the_listed_engine_modules_and_the_converter_import_mlx():
         PACKAGE / "store" / "gguf.py",
         # Ollama's MLX tensor layers: each safetensors blob renamed for mlx-lm (bf16, packed)
         PACKAGE / "store" / "ollama_layers.py",
+        # /api/create quantize and adapters: mlx-lm's load_adapters, fuse, quantize_model
+        PACKAGE / "store" / "derive.py",
+        PACKAGE / "store" / "adapters.py",
     }
     offenders = [p for p in files() if p not in allowed and uses(p, "mlx", "mlx_lm")]
     assert offenders == []

@@ -18,8 +18,9 @@ from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.errors import BadRequest, InvalidModelName, ModelNotFound
 from mlx_ollama_bridge.manifest import Manifest, hash_model_dir
 from mlx_ollama_bridge.registry import Registry
+from mlx_ollama_bridge.store.create import CreateSpec, create_model
 from mlx_ollama_bridge.store.importer import import_model_dir
-from mlx_ollama_bridge.store.manage import CreateSpec, copy_model, create_model, delete_model
+from mlx_ollama_bridge.store.manage import copy_model, delete_model
 from mlx_ollama_bridge.store.manifests import write_manifest
 from mlx_ollama_bridge.store.modelfile import parse_modelfile
 

@@ -81,9 +81,11 @@ def build_tiny_model(
     thinking: bool = False,
     special_tokens: tuple[str, ...] = (),
     template: str | None = "",
+    quantized: bool = True,
 ) -> Path:
     """Write a tiny random llama checkpoint to ``out_dir`` and return ``out_dir``.
 
+    ``quantized=False`` keeps the weights in float16 (a model ``/api/create`` can quantize).
     ``seed`` fixes the weights (the tokenizer is deterministic anyway).
     ``with_tools_template`` renders ``tools`` and ``tool`` messages the Qwen2.5 way;
     ``thinking`` adds ``<think>``/``</think>`` tokens and a Qwen3-style ``enable_thinking`` switch.
@@ -104,7 +106,9 @@ def build_tiny_model(
 
     ids = {token: tokenizer.token_to_id(token) for token in (BOS_TOKEN, EOS_TOKEN)}
     config = _model_config(tokenizer.get_vocab_size(), ids[BOS_TOKEN], ids[EOS_TOKEN])
-    config = _write_weights(out_dir, config, seed=seed, muted_ids=_muted_ids(tokenizer))
+    config = _write_weights(
+        out_dir, config, seed=seed, muted_ids=_muted_ids(tokenizer), quantized=quantized
+    )
     _write_json(out_dir / "config.json", config)
     generation = {"bos_token_id": ids[BOS_TOKEN], "eos_token_id": ids[EOS_TOKEN]}
     _write_json(out_dir / "generation_config.json", generation)
@@ -186,15 +190,19 @@ def _model_config(vocab_size: int, bos_id: int, eos_id: int) -> dict[str, Any]:
 
 
 def _write_weights(
-    out_dir: Path, config: dict[str, Any], *, seed: int, muted_ids: list[int]
+    out_dir: Path, config: dict[str, Any], *, seed: int, muted_ids: list[int], quantized: bool
 ) -> dict[str, Any]:
-    """Randomly initialise, quantize and save the weights; return the config to write."""
+    """Randomly initialise, quantize (or cast to float16) and save the weights; return the
+    config to write."""
     model = llama.Model(llama.ModelArgs.from_dict(config))
     _init_weights(model, seed=seed, muted_ids=muted_ids)
-    with contextlib.redirect_stdout(io.StringIO()):  # quantize_model prints bits per weight
-        model, config = quantize_model(
-            model, config, QUANTIZATION["group_size"], QUANTIZATION["bits"]
-        )
+    if quantized:
+        with contextlib.redirect_stdout(io.StringIO()):  # quantize_model prints bits per weight
+            model, config = quantize_model(
+                model, config, QUANTIZATION["group_size"], QUANTIZATION["bits"]
+            )
+    else:
+        model.set_dtype(mx.float16)
     weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)
     mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})

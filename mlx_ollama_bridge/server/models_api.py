@@ -19,7 +19,8 @@ from ..engine import validate_options
 from ..engine.options import OPTION_TYPES
 from ..errors import BadRequest, BridgeError
 from ..store.blobs import blob_file, check_files, save_blob
-from ..store.manage import CreateSpec, copy_model, create_model, delete_model
+from ..store.create import CreateSpec, plan_create
+from ..store.manage import copy_model, delete_model
 from ..store.modelfile import Modelfile, parse_modelfile
 from ..store.pull import check_pull_name, pull_events
 from .context import get_registry
@@ -70,6 +71,7 @@ def handle_create(body: dict[str, Any]) -> Response:
     parameters = typed_parameters(parsed.parameters)
     parameters.update(validate_options(body.get("parameters"), where="parameters"))
     messages = body.get("messages")
+    adapters = body.get("adapters")
     spec = CreateSpec(
         name=name,
         base=base,
@@ -78,9 +80,11 @@ def handle_create(body: dict[str, Any]) -> Response:
         template=template,
         parameters=parameters or None,
         messages=check_messages(messages) if messages is not None else (parsed.messages or None),
+        quantize=optional_str(body, "quantize") or optional_str(body, "quantization"),
+        adapters=check_files(adapters, "adapters") if adapters else None,
     )
-    _, statuses = create_model(get_registry(), spec)
-    return status_response(({"status": s} for s in statuses), body)
+    plan = plan_create(get_registry(), spec)  # 4xx here, before any line is streamed
+    return status_response(plan.events(), body)
 
 
 def handle_pull(body: dict[str, Any]) -> Response:
@@ -109,6 +113,8 @@ def status_response(lines: Iterable[dict[str, Any]], body: dict[str, Any]) -> Re
     for last in lines:
         if "error" in last:
             raise BridgeError(last["error"], status_code=getattr(last, "status", 500))
+    if not last:
+        raise BridgeError("no status was produced")
     return jsonify(last)
 
 
@@ -169,12 +175,10 @@ def check_messages(messages: Any) -> list[dict[str, str]]:
 
 
 def _refuse_unsupported(body: dict[str, Any], parsed: Modelfile) -> None:
-    if body.get("adapters") or parsed.adapters:
-        raise BadRequest("adapters (LoRA) are not supported by this bridge yet")
-    if optional_str(body, "quantize") or optional_str(body, "quantization"):
+    if parsed.adapters:
         raise BadRequest(
-            "quantization is not supported by this bridge: pull an already quantized MLX model "
-            "(e.g. an mlx-community 4bit repo)"
+            f"ADAPTER {parsed.adapters[0]} is read by the client: upload the adapter's files "
+            "to /api/blobs and send adapters (ollama create does)"
         )
 
 

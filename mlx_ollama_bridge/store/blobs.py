@@ -60,10 +60,11 @@ def save_blob(registry: Registry, digest: str, body: BinaryIO) -> bool:
     return True
 
 
-def check_files(files: Any) -> dict[str, str]:
-    """``files`` of /api/create: relative file names -> digests (400 for anything else)."""
+def check_files(files: Any, field: str = "files") -> dict[str, str]:
+    """``files`` (or ``adapters``) of /api/create: relative file names -> digests (400 for
+    anything else)."""
     if not isinstance(files, dict) or not files:
-        raise BadRequest('field "files" must be an object of file name -> digest')
+        raise BadRequest(f'field "{field}" must be an object of file name -> digest')
     out = {}
     for name, digest in files.items():
         path = PurePosixPath(str(name))
@@ -89,19 +90,8 @@ def manifest_from_blobs(
     which the caller deletes once the manifest is written. Call with the store lock held."""
     from .importer import dir_manifest, gguf_manifest  # here: the GGUF converter imports MLX
 
-    sources = {rel: blob_file(registry, digest) for rel, digest in files.items()}
-    missing = [rel for rel, path in sources.items() if not path.is_file()]
-    if missing:
-        raise BadRequest(f"blob for {missing[0]} not found: upload it to /api/blobs first")
+    sources = check_model_blobs(registry, files)
     ggufs = [rel for rel in sources if rel.lower().endswith(".gguf")]
-    if len(ggufs) > 1:
-        raise BadRequest("one GGUF file per model (vision projectors are not supported)")
-    if not ggufs and (
-        "config.json" not in sources or not any(r.endswith(".safetensors") for r in sources)
-    ):
-        raise BadRequest("unknown type: send one GGUF file or config.json with safetensors")
-    if ggufs:
-        _check_gguf(sources[ggufs[0]])
     with scratch_dir(registry.models_dir) as scratch:
         for rel, path in sources.items():  # the files under their names (loaders go by suffix)
             link = Path(scratch, rel)
@@ -115,10 +105,35 @@ def manifest_from_blobs(
     return manifest, sorted(set(sources.values()))
 
 
+def check_model_blobs(registry: Registry, files: dict[str, str]) -> dict[str, Path]:
+    """The blob of each file: one GGUF, or config.json with safetensors (400 otherwise)."""
+    sources = {rel: blob_file(registry, digest) for rel, digest in files.items()}
+    missing = [rel for rel, path in sources.items() if not path.is_file()]
+    if missing:
+        raise BadRequest(f"blob for {missing[0]} not found: upload it to /api/blobs first")
+    ggufs = [rel for rel in sources if rel.lower().endswith(".gguf")]
+    if len(ggufs) > 1:
+        raise BadRequest("one GGUF file per model (vision projectors are not supported)")
+    if not ggufs and (
+        "config.json" not in sources or not any(r.endswith(".safetensors") for r in sources)
+    ):
+        raise BadRequest("unknown type: send one GGUF file or config.json with safetensors")
+    if ggufs:
+        _check_gguf(sources[ggufs[0]])
+    return sources
+
+
 def _check_gguf(path: Path) -> None:
     with open(path, "rb") as handle:
         if handle.read(4) != b"GGUF":
             raise BadRequest("supplied file was not in GGUF format")
 
 
-__all__ = ["blob_file", "check_files", "manifest_from_blobs", "parse_digest", "save_blob"]
+__all__ = [
+    "blob_file",
+    "check_files",
+    "check_model_blobs",
+    "manifest_from_blobs",
+    "parse_digest",
+    "save_blob",
+]
