@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,10 +56,13 @@ OLLAMA_FIELDS = {
 }
 
 # One request per field worth sending: the matrix status must match the answer.
-TINY_PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+# a 1x1 PNG (the vision model's server checks images with Pillow)
+TINY_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+)
 PROBES = {
     ("/api/generate", "format"): {"model": "tiny", "prompt": "a", "format": "json"},
-    ("/api/generate", "images"): {"model": "tiny", "prompt": "a", "images": [TINY_PNG]},
+    ("/api/generate", "images"): {"model": "tiny-vision", "prompt": "a", "images": [TINY_PNG]},
     ("/api/generate", "think"): {"model": "tiny-think", "prompt": "a", "think": False},
     ("/api/generate", "logprobs"): {"model": "tiny", "prompt": "a", "logprobs": True},
     ("/api/generate", "top_logprobs"): {"model": "tiny", "prompt": "a", "top_logprobs": 3},
@@ -171,10 +173,12 @@ def test_environment_rows_match_settings():
 
 
 @pytest.mark.parametrize(("endpoint", "field"), sorted(PROBES))
-def test_field_status_matches_the_server(server, endpoint, field, tmp_path):
+def test_field_status_matches_the_server(server, request, endpoint, field, tmp_path):
     (status,) = [s for e, f, s, _n in rows("Request fields") if (e, f) == (endpoint, field)]
     probe = PROBES[endpoint, field]
     body = dict(probe(server.url, tmp_path) if callable(probe) else probe)
+    if body.get("model") == "tiny-vision":  # images: the vision model's own server
+        server = request.getfixturevalue("vision_server")
     if endpoint in ("/api/generate", "/api/chat"):
         body = {**GENERATION_LIMIT, **body}
     if endpoint == "/api/create":

@@ -115,3 +115,13 @@ def test_images_that_do_not_fit_num_ctx(vision_server):
         f"the images take {IMAGE_TOKENS_PER_IMAGE} tokens, more than the context length "
         "allows (num_ctx 12)"
     )
+
+
+def test_images_with_format(vision_server):
+    """An image and a JSON schema together: the grammar shapes the answer."""
+    message = {"role": "user", "content": "describe", "images": [b64(RED)]}
+    schema = {"type": "object", "properties": {"colour": {"type": "string"}}}
+    body = {"format": schema, "options": {"temperature": 0, "num_predict": 40}}
+    reply = chat(vision_server.url, "tiny-vision", message, **body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["message"]["content"].startswith("{")

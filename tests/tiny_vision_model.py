@@ -72,12 +72,19 @@ _PREPROCESSOR = {
 
 
 def build_tiny_vision_model(
-    out_dir: Path, *, seed: int = 0, template: str | None = TEMPLATE, layers: int = 2
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    template: str | None = TEMPLATE,
+    text: dict[str, Any] | None = None,
+    vision: dict[str, Any] | None = None,
 ) -> Path:
     """Write a tiny random LLaVA checkpoint to ``out_dir`` and return ``out_dir``.
 
     ``template`` replaces the chat template (e.g. one that only takes string contents);
-    ``layers`` sets the depth of both towers (benchmarks build a heavier one).
+    ``text`` and ``vision`` override the two configs' shapes (the benchmark builds a
+    CLIP ViT-B/16-sized tower this way; ``image_size`` and ``patch_size`` drive the
+    preprocessing too).
     """
     from mlx_vlm.models import llava
 
@@ -88,7 +95,10 @@ def build_tiny_vision_model(
     tokenizer.save(str(out_dir / "tokenizer.json"))
     _write_json(out_dir / "tokenizer_config.json", _tokenizer_config(template))
     ids = {t: tokenizer.token_to_id(t) for t in (BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN)}
-    config = _config(tokenizer.get_vocab_size(), ids, layers)
+    config = _config(tokenizer.get_vocab_size(), ids)
+    config["text_config"].update(text or {})
+    config["vision_config"].update(vision or {})
+    size, patch = config["vision_config"]["image_size"], config["vision_config"]["patch_size"]
     model_config = llava.ModelConfig.from_dict(config)
     model_config.text_config = llava.TextConfig.from_dict(config["text_config"])
     model_config.vision_config = llava.VisionConfig.from_dict(config["vision_config"])
@@ -98,10 +108,15 @@ def build_tiny_vision_model(
     mx.eval(weights)
     mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
     _write_json(out_dir / "config.json", config)
-    _write_json(out_dir / "preprocessor_config.json", _PREPROCESSOR)
+    preprocessor = {
+        **_PREPROCESSOR,
+        "size": {"shortest_edge": size},
+        "crop_size": {"height": size, "width": size},
+    }
+    _write_json(out_dir / "preprocessor_config.json", preprocessor)
     processor = {
         "processor_class": "LlavaProcessor",
-        "patch_size": PATCH,
+        "patch_size": patch,
         "vision_feature_select_strategy": "default",
         "image_token": IMAGE_TOKEN,
         "num_additional_image_tokens": 1,
@@ -112,11 +127,11 @@ def build_tiny_vision_model(
     return out_dir
 
 
-def _config(vocab: int, ids: dict[str, int], layers: int) -> dict[str, Any]:
+def _config(vocab: int, ids: dict[str, int]) -> dict[str, Any]:
     text = {
         "model_type": "llama",
         "hidden_size": 64,
-        "num_hidden_layers": layers,
+        "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "intermediate_size": 128,
@@ -128,7 +143,7 @@ def _config(vocab: int, ids: dict[str, int], layers: int) -> dict[str, Any]:
     }
     vision = {
         "model_type": "clip_vision_model",
-        "num_hidden_layers": layers,
+        "num_hidden_layers": 2,
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_attention_heads": 2,
