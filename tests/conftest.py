@@ -121,9 +121,14 @@ def vision_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def vision_server(
     tmp_path_factory: pytest.TempPathFactory, vision_model_dir: Path, tiny_model_dir: Path
 ) -> Iterator[RunningServer]:
-    """A real server with ``tiny-vision`` (the tiny LLaVA) and ``tiny`` (text only)."""
+    """A real server with ``tiny-vision`` (the tiny LLaVA), ``tiny-gemma3`` (a tiny Gemma 3)
+    and ``tiny`` (text only)."""
+    from tiny_vision_model import build_tiny_gemma3
+
     root = tmp_path_factory.mktemp("vision-server")
-    running = own_server(root, {"tiny-vision": vision_model_dir, "tiny": tiny_model_dir})
+    gemma3 = build_tiny_gemma3(root / "tiny-gemma3")
+    models = {"tiny-vision": vision_model_dir, "tiny-gemma3": gemma3, "tiny": tiny_model_dir}
+    running = own_server(root, models)
     yield running
     stop_server(running)
 

@@ -37,6 +37,8 @@ def test_vision_requests_batch_with_each_other_and_text(vision_server):
         ("tiny-vision", {"role": "user", "content": "what is it?", "images": [b64(BLUE)]}),
         ("tiny-vision", {"role": "user", "content": "and this?", "images": [b64(RED)]}),
         ("tiny", {"role": "user", "content": "hello there"}),
+        ("tiny-gemma3", {"role": "user", "content": "what is it?", "images": [b64(BLUE)]}),
+        ("tiny-gemma3", {"role": "user", "content": "what is it?", "images": [b64(RED)]}),
     ]
     alone = [chat(url, model, message).json()["message"]["content"] for model, message in asks]
     before = stats(url)

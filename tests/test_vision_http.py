@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import requests
 from helpers import RunningServer
-from tiny_vision_model import IMAGE_TOKENS_PER_IMAGE, b64, picture
+from tiny_vision_model import GEMMA3_IMAGE_SPAN, IMAGE_TOKENS_PER_IMAGE, b64, picture
 
 OPTIONS = {"temperature": 0, "num_predict": 8, "seed": 1}
 
@@ -101,3 +101,28 @@ def test_second_turn_reuses_the_image(vision_server):
 
 def _stats(server: RunningServer) -> dict[str, int]:
     return requests.get(server.url + "/health", timeout=30).json()["engine_stats"]
+
+
+def test_gemma3_architecture(vision_server):
+    """A second architecture: Gemma 3 (SigLIP tower, pooled soft tokens between begin/end of
+    image, sliding-window layers, its own processor): shown, asked, batched, cached."""
+    url = vision_server.url
+    shown = requests.post(url + "/api/show", json={"model": "tiny-gemma3"}).json()
+    assert "vision" in shown["capabilities"]
+    assert shown["model_info"]["gemma3.vision.block_count"] == 2
+    assert shown["model_info"]["gemma3.mm.tokens_per_image"] == 4
+    body = {"model": "tiny-gemma3", "stream": False, "options": OPTIONS}
+    ask = {"role": "user", "content": "What colour is this?", "images": [b64(RED)]}
+    plain = {"role": "user", "content": "What colour is this?"}
+    with_image = requests.post(url + "/api/chat", json={**body, "messages": [ask]}, timeout=120)
+    assert with_image.status_code == 200, with_image.text
+    without = requests.post(url + "/api/chat", json={**body, "messages": [plain]}, timeout=120)
+    extra = with_image.json()["prompt_eval_count"] - without.json()["prompt_eval_count"]
+    assert extra == GEMMA3_IMAGE_SPAN  # "\n\n", begin, 4 soft tokens, end, "\n\n"
+    before = _stats(vision_server)
+    second = [ask, with_image.json()["message"], {"role": "user", "content": "Sure?"}]
+    again = requests.post(url + "/api/chat", json={**body, "messages": second}, timeout=120)
+    assert again.status_code == 200, again.text
+    after = _stats(vision_server)
+    assert after["image_encodes"] == before["image_encodes"]
+    assert after["prompt_tokens_reused"] > before["prompt_tokens_reused"]

@@ -27,7 +27,15 @@ from mlx.utils import tree_flatten, tree_unflatten
 from tiny_model import BOS_TOKEN, EOS_TOKEN, _muted_ids, _tokenizer_config, _train_tokenizer
 from tokenizers import AddedToken
 
-__all__ = ["IMAGE_TOKEN", "IMAGE_TOKENS_PER_IMAGE", "b64", "build_tiny_vision_model", "picture"]
+__all__ = [
+    "GEMMA3_IMAGE_SPAN",
+    "IMAGE_TOKEN",
+    "IMAGE_TOKENS_PER_IMAGE",
+    "b64",
+    "build_tiny_gemma3",
+    "build_tiny_vision_model",
+    "picture",
+]
 
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE, PATCH = 32, 8
@@ -124,6 +132,125 @@ def build_tiny_vision_model(
     _write_json(out_dir / "processor_config.json", processor)
     generation = {"bos_token_id": ids[BOS_TOKEN], "eos_token_id": ids[EOS_TOKEN]}
     _write_json(out_dir / "generation_config.json", generation)
+    return out_dir
+
+
+GEMMA3_TOKENS = ["<start_of_image>", "<image_soft_token>", "<end_of_image>"]
+GEMMA3_TURNS = ["<start_of_turn>", "<end_of_turn>"]
+GEMMA3_SOFT_TOKENS = 4  # mm_tokens_per_image: 4x4 patches pooled to 2x2
+# what one image becomes: "\n\n" <start_of_image> 4 x <image_soft_token> <end_of_image> "\n\n"
+GEMMA3_IMAGE_SPAN = 2 + 1 + GEMMA3_SOFT_TOKENS + 1 + 2
+GEMMA3_TEMPLATE = r"""
+{{- bos_token }}
+{%- for message in messages %}
+    {%- set role = 'model' if message.role == 'assistant' else message.role %}
+    {{- '<start_of_turn>' + role + '\n' }}
+    {%- if message.content is string %}
+        {{- message.content }}
+    {%- else %}
+        {%- for part in message.content %}
+            {%- if part.type == 'image' %}
+                {{- '<start_of_image>' }}
+            {%- elif part.type == 'text' %}
+                {{- part.text }}
+            {%- endif %}
+        {%- endfor %}
+    {%- endif %}
+    {{- '<end_of_turn>\n' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<start_of_turn>model\n' }}
+{%- endif %}
+""".strip()
+
+
+def build_tiny_gemma3(out_dir: Path, *, seed: int = 0) -> Path:
+    """Write a tiny random Gemma 3 (mlx-vlm's ``gemma3`` classes: a SigLIP tower, the
+    soft-token projector, a Gemma 3 text model with sliding-window layers) and its real
+    ``Gemma3Processor`` / ``Gemma3ImageProcessor`` files; return ``out_dir``. An image
+    becomes ``GEMMA3_IMAGE_SPAN`` tokens, four of them image features."""
+    from mlx_vlm.models import gemma3
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer(tools=False, thinking=False)
+    added = GEMMA3_TOKENS + GEMMA3_TURNS
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in added])
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    tokenizer_config = _tokenizer_config(GEMMA3_TEMPLATE)
+    tokenizer_config["eos_token"] = "<end_of_turn>"
+    names = dict(zip(("boi_token", "image_token", "eoi_token"), GEMMA3_TOKENS, strict=True))
+    tokenizer_config.update(names, extra_special_tokens=names)
+    _write_json(out_dir / "tokenizer_config.json", tokenizer_config)
+    ids = {t: tokenizer.token_to_id(t) for t in added + [BOS_TOKEN]}
+    vocab = tokenizer.get_vocab_size()
+    text = {
+        "model_type": "gemma3_text",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "head_dim": 16,
+        "num_key_value_heads": 2,
+        "vocab_size": vocab,
+        "sliding_window": 512,
+        "sliding_window_pattern": 2,
+        "mm_tokens_per_image": GEMMA3_SOFT_TOKENS,
+        "max_position_embeddings": 2048,
+        "query_pre_attn_scalar": 16,
+    }
+    vision = {
+        "model_type": "siglip_vision_model",
+        "num_hidden_layers": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "patch_size": PATCH,
+        "image_size": IMAGE_SIZE,
+        "num_channels": 3,
+        "layer_norm_eps": 1e-6,
+    }
+    config = {
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        "text_config": text,
+        "vision_config": vision,
+        "image_token_index": ids["<image_soft_token>"],
+        "boi_token_index": ids["<start_of_image>"],
+        "eoi_token_index": ids["<end_of_image>"],
+        "mm_tokens_per_image": GEMMA3_SOFT_TOKENS,
+        "vocab_size": vocab,
+        "pad_token_id": 0,
+        "bos_token_id": ids[BOS_TOKEN],
+        "eos_token_id": [ids["<end_of_turn>"]],
+        "hidden_size": 64,
+    }
+    model_config = gemma3.ModelConfig.from_dict(config)
+    model_config.text_config = gemma3.TextConfig.from_dict(text)
+    model_config.vision_config = gemma3.VisionConfig.from_dict(vision)
+    model = gemma3.Model(model_config)
+    _init_weights(model, seed, _muted_ids(tokenizer))
+    weights = dict(tree_flatten(model.parameters()))
+    mx.eval(weights)
+    mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
+    _write_json(out_dir / "config.json", config)
+    preprocessor = {
+        "image_processor_type": "Gemma3ImageProcessor",
+        "do_resize": True,
+        "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "do_convert_rgb": True,
+        "resample": 2,
+        "do_pan_and_scan": False,
+    }
+    _write_json(out_dir / "preprocessor_config.json", preprocessor)
+    processor = {"processor_class": "Gemma3Processor", "image_seq_length": GEMMA3_SOFT_TOKENS}
+    _write_json(out_dir / "processor_config.json", processor)
+    _write_json(out_dir / "generation_config.json", {"eos_token_id": [ids["<end_of_turn>"]]})
     return out_dir
 
 
