@@ -182,22 +182,28 @@ def test_scheduler_queue_depth_counts_requests_not_yet_admitted():
 
     scheduler = Scheduler(Settings(), backend=FakeBackend())
     assert scheduler.queue_depth() == 0
-    gone = threading.Event()
     errors: queue.Queue[BaseException] = queue.Queue()
+    model = SimpleNamespace(name=SimpleNamespace(display="m:latest"))
+    request = GenerationRequest(model=model, options=Options(), prompt="hi")
 
     def submit() -> None:
-        request = GenerationRequest(model=SimpleNamespace(), options=Options(), prompt="hi")
         try:
-            scheduler.submit(request, gone.is_set)
+            scheduler.submit(request)
         except BaseException as exc:
             errors.put(exc)
 
     thread = threading.Thread(target=submit, daemon=True)
     thread.start()
     assert wait_until(lambda: scheduler.queue_depth() == 1)
-    gone.set()  # the client leaves; only the scheduler thread takes it off the queue
-    thread.join(10)
-    assert isinstance(errors.get_nowait(), RequestCanceled)
+    request.cancel.set()  # the client leaves; only the scheduler thread takes it off the queue
+    scheduler.wake()
+    scheduler.start()
+    try:
+        thread.join(10)
+        assert isinstance(errors.get_nowait(), RequestCanceled)
+        assert scheduler.queue_depth() == 0
+    finally:
+        scheduler.stop()
 
 
 # -- a real server -------------------------------------------------------------------------

@@ -133,6 +133,16 @@ def test_a_disconnected_stream_frees_the_only_slot(limited):
     assert engine_stats(limited.url)["canceled"] == before["canceled"] + 1
 
 
+def test_a_client_gone_during_a_non_streamed_answer_cancels_it(limited):
+    """``stream: false`` writes nothing until the end: only the disconnect watch notices."""
+    before = engine_stats(limited.url)
+    with pytest.raises(requests.exceptions.ReadTimeout):  # gives up while it generates
+        generate(limited.url, {**LONG, "stream": False}, timeout=(5, 1.0))
+    assert wait_until(lambda: engine_stats(limited.url)["canceled"] == before["canceled"] + 1)
+    reply = generate(limited.url, SHORT)  # the only slot is free again
+    assert reply.status_code == 200
+
+
 def test_a_queued_request_whose_client_left_is_dropped(limited):
     first = generate(limited.url, LONG, stream=True)
     lines = first.iter_lines()  # kept: dropping the iterator closes the connection
@@ -141,7 +151,7 @@ def test_a_queued_request_whose_client_left_is_dropped(limited):
     gave_up = limited.log().count("status=499")
     with pytest.raises(requests.exceptions.ReadTimeout):  # gives up while queued
         generate(limited.url, SHORT, timeout=(5, 1.0))
-    # the server notices the closed socket (polled every 0.25 s) and answers 499 to no one
+    # the server's disconnect watch sees the closed socket and answers 499 to no one
     assert wait_until(lambda: limited.log().count("status=499") > gave_up)
     first.close()
     assert wait_until(lambda: engine_stats(limited.url)["canceled"] >= before["canceled"] + 2)

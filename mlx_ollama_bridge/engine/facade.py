@@ -51,13 +51,15 @@ class Engine:
         """True while the scheduler thread runs."""
         return self._scheduler.is_alive()
 
-    def submit(
-        self, request: GenerationRequest, client_gone: Callable[[], bool] | None = None
-    ) -> tuple[GenerationJob, Ready]:
+    def submit(self, request: GenerationRequest) -> tuple[GenerationJob, Ready]:
         """Queue a generation and block until it is admitted; its events then arrive on the
         job's ``replies``. Raises BridgeError (busy, not loadable, bad input) before any
-        output; RequestCanceled when ``client_gone`` says the client left while it waited."""
-        return self._scheduler.submit(request, client_gone)
+        output; RequestCanceled when its ``cancel`` was set while it waited (then ``wake``)."""
+        return self._scheduler.submit(request)
+
+    def wake(self) -> None:
+        """Have the scheduler look at its queue now (after setting a request's ``cancel``)."""
+        self._scheduler.wake()
 
     def embed(self, request: EmbeddingRequest) -> tuple[EmbeddingResult, int]:
         """Embed ``request.inputs``: the result and the load duration in ns."""

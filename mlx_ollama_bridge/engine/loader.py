@@ -2,7 +2,8 @@
 
 A load runs on a helper thread while the scheduler thread goes on stepping the streams of
 models already loaded (so loading one model never stalls another's answers); the scheduler
-polls the ticket between steps. Reading weights on one thread while another generates was
+checks the ticket between steps, and the loading thread wakes it when it is done (no
+polling). Reading weights on one thread while another generates was
 checked under stress on MLX 0.32 (identical greedy output, no errors). ``OLLAMA_LOAD_TIMEOUT``:
 a load that passes its deadline gets a clear error at once and is left to finish (or hang)
 on its own thread; its result is thrown away and the model cannot be loaded again until it
@@ -36,7 +37,7 @@ Signature = tuple[tuple[str, int, int], ...]
 
 
 class LoadTicket:
-    """A load running on its own thread; the scheduler polls it between steps."""
+    """A load running on its own thread; the scheduler checks it between steps."""
 
     def __init__(self, key: str, name: str, signature: Signature, deadline: float) -> None:
         self.key, self.name, self.signature, self.deadline = key, name, signature, deadline
@@ -59,8 +60,14 @@ class LoadTicket:
 class Loader:
     """Runs ``load(path)`` with a deadline; keeps the errors of models that failed."""
 
-    def __init__(self, load: Callable[[Path], LoadedModel], timeout_s: float) -> None:
+    def __init__(
+        self,
+        load: Callable[[Path], LoadedModel],
+        timeout_s: float,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
         self._load = load
+        self._on_done = on_done  # called on the loading thread once a load is over
         self._timeout_s = timeout_s if timeout_s > 0 else math.inf
         self._bad: dict[str, tuple[Signature, str, int]] = {}  # message, status
         self._stray: dict[str, threading.Thread] = {}  # timed-out loads still running
@@ -103,6 +110,8 @@ class Loader:
                 ticket.error = exc
             finally:
                 ticket.finished.set()
+                if self._on_done is not None:
+                    self._on_done()
 
         ticket.thread = threading.Thread(target=target, name="mlx-load", daemon=True)
         ticket.thread.start()

@@ -59,10 +59,11 @@ class Residency:
         *,
         clock: Callable[[], float],
         budget: MemoryBudget,
+        on_load_done: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         self._backend = backend
-        self._loader = Loader(backend.load, settings.load_timeout_s)
+        self._loader = Loader(backend.load, settings.load_timeout_s, on_done=on_load_done)
         self._budget = budget
         self._kv = KVLedger()  # KV caches of admitted generations, under the same budget
         self.clock = clock
@@ -112,6 +113,11 @@ class Residency:
     def loading(self) -> bool:
         """True while a load runs."""
         return bool(self._loading)
+
+    def load_deadline(self) -> float:
+        """Seconds until the running load's deadline (``math.inf``: none, or no deadline)."""
+        now = time.monotonic()  # tickets' deadlines are real time, whatever the clock
+        return min((t.deadline - now for t, _ in self._loading.values()), default=math.inf)
 
     def is_loading(self, model: LocalModel) -> bool:
         """True while ``model``'s load runs."""

@@ -36,8 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_IDLE_WAKEUP_S = 1.0
-_GONE_POLL_S = 0.25  # how often a queued request checks that its client is still there
+_IDLE_WAKEUP_S = 1.0  # nothing to step: wake at least this often (keep-alive, deadlines)
 _COUNTERS = ("prompt_tokens", "prompt_tokens_reused", "canceled", "batched_tokens", "batch_peak")
 _COUNTERS += ("draft_tokens", "draft_accepted")  # speculative decoding's, from the backend
 _COUNTERS += ("lookup_tokens", "lookup_accepted")  # prompt lookup's drafts and accepted ones
@@ -46,13 +45,16 @@ _COUNTERS += ("image_encodes",)  # vision-tower runs (an image seen again is not
 
 @dataclass
 class _Command:
-    kind: str  # "generate" (embedding jobs too) | "load" | "unload" | "ping" | "stop"
+    kind: str  # "generate" (embedding jobs too) | "load" | "unload" | "ping" | "wake" | "stop"
     replies: queue.Queue[Any]
     model: LocalModel | None = None
     job: Job | None = None
     keep_alive_s: float | None = None
     num_ctx: int = 0
     received: float = field(default_factory=time.perf_counter)
+
+
+_NO_REPLIES: queue.Queue[Any] = queue.Queue()  # for commands nobody waits on (wake)
 
 
 class Scheduler:
@@ -69,7 +71,10 @@ class Scheduler:
         self._settings = settings
         self._backend = backend
         budget = budget or MemoryBudget.from_settings(settings)
-        self._models = Residency(settings, backend, clock=clock, budget=budget)
+        # a finished load wakes the thread (no polling while a model loads)
+        self._models = Residency(
+            settings, backend, clock=clock, budget=budget, on_load_done=self.wake
+        )
         self._stats = dict.fromkeys(_COUNTERS, 0)  # see stats()
         self._inbox: queue.Queue[_Command] = queue.Queue()
         self._pending: deque[Job] = deque()
@@ -97,16 +102,18 @@ class Scheduler:
         """True while the scheduler thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def submit(
-        self, request: GenerationRequest, client_gone: Callable[[], bool] | None = None
-    ) -> tuple[GenerationJob, Ready]:
+    def submit(self, request: GenerationRequest) -> tuple[GenerationJob, Ready]:
         """Queue a generation; block until it is admitted. Raises BridgeError before any output.
 
-        ``client_gone`` is polled while the request waits: a client that went away is
-        dropped from the queue (RequestCanceled) instead of holding a slot later.
+        A request whose ``cancel`` is set while it waits (its client went away; call ``wake``
+        after setting it) leaves the queue with RequestCanceled instead of holding a slot.
         """
         job = GenerationJob(request, queue.Queue())
-        return job, self._enqueue(job, client_gone)
+        return job, self._enqueue(job)
+
+    def wake(self) -> None:
+        """Have the thread look at its queue now (a queued request was canceled)."""
+        self._inbox.put(_Command("wake", _NO_REPLIES))
 
     def stats(self) -> dict[str, int]:
         """Counters since start: prompt tokens of admitted generations (``prompt_tokens``),
@@ -127,22 +134,14 @@ class Scheduler:
         ready = self._enqueue(job)
         return job.wait_for_result(self.is_alive), ready.load_duration_ns
 
-    def _enqueue(self, job: Job, client_gone: Callable[[], bool] | None = None) -> Ready:
+    def _enqueue(self, job: Job) -> Ready:
         """Put a job in the pending queue; block until it is admitted (or refused)."""
         with self._lock:
             if self._waiting >= self._settings.max_queue:
                 raise ServerBusy()
             self._waiting += 1
         self._inbox.put(_Command("generate", job.replies, model=job.request.model, job=job))
-        while True:
-            try:
-                first = job.replies.get(timeout=_GONE_POLL_S if client_gone else None)
-                break
-            except queue.Empty:
-                if client_gone is not None and client_gone():
-                    # the scheduler drops it from the queue, or retires it if just admitted
-                    job.request.cancel.set()
-                    raise RequestCanceled() from None
+        first = job.replies.get()  # Ready, or the error (RequestCanceled if it left the queue)
         if isinstance(first, BaseException):
             raise first
         return first
@@ -218,11 +217,11 @@ class Scheduler:
                 return True
 
     def _idle_timeout(self) -> float:
-        if self._models.loading() or self._load_waiters:
-            return 0.02  # poll the load
-        if self._pending:
-            return 0.05
-        return min(max(self._models.next_expiry(), 0.001), _IDLE_WAKEUP_S)
+        """How long to wait for a command when nothing runs: until the next keep-alive
+        expiry or load deadline. A finished load, a new request, a canceled queued one or
+        a command wakes the thread through the inbox, so nothing here is polled."""
+        due = min(self._models.next_expiry(), self._models.load_deadline())
+        return min(max(due, 0.001), _IDLE_WAKEUP_S)
 
     def _handle(self, command: _Command) -> None:
         if command.kind == "generate":
@@ -232,6 +231,8 @@ class Scheduler:
             self._load_waiters.append(command)
         elif command.kind == "ping":
             command.replies.put(None)
+        elif command.kind == "wake":
+            pass  # only to end the wait in _drain_inbox
         elif command.kind == "unload":
             assert command.model is not None
             model = command.model
@@ -279,6 +280,7 @@ class Scheduler:
                 self._count("canceled")
                 self._release_waiting()
                 self._load_waits.pop(id(job), None)
+                job.replies.put(RequestCanceled())  # ends the wait in _enqueue
                 continue
             if not self._try_admit(job):
                 still_waiting.append(job)

@@ -29,7 +29,7 @@ from .messages import parse_messages, parse_tools
 from .ollama_wire import OllamaEncoder
 from .parsing import model_name, optional, optional_str
 from .probes import GenerationProbe, generation_probe
-from .streaming import client_gone_probe, job_events
+from .streaming import job_events, watch_client
 from .think import check_think, resolved_think, think_level
 from .wire import respond
 
@@ -129,11 +129,20 @@ def start_counted(request: GenerationRequest) -> tuple[Iterator[Event], int, int
     that announce it before the first token (Anthropic's ``message_start``)."""
     engine = get_engine()
     probe = generation_probe(request.model.name.display)  # taken now: streams outlive the view
-    client_gone = client_gone_probe()
-    job, ready = engine.submit(request, client_gone)
-    events = job_events(job, engine.is_alive, client_gone)
+    watch = watch_client(request.cancel, getattr(engine, "wake", _no_wake))
+    try:
+        job, ready = engine.submit(request)
+    except BaseException:
+        if watch is not None:
+            watch.close()
+        raise
+    events = job_events(job, engine.is_alive, watch)
     observed = _observed(events, probe) if probe else events
     return observed, ready.load_duration_ns, len(job.prompt_tokens)
+
+
+def _no_wake() -> None:
+    """For engines without ``wake`` (test stubs): nothing to wake."""
 
 
 def _observed(events: Iterator[Event], probe: GenerationProbe) -> Iterator[Event]:

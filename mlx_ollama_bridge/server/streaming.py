@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import queue
 import socket
-import time
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -20,10 +20,10 @@ from flask import Response, request
 from ..engine import Event, Failed, Finished
 from ..engine.jobs import GenerationJob
 from ..errors import BridgeError
+from .disconnects import watcher
 from .shutdown import SHUTDOWN, SHUTDOWN_MESSAGE
 
-_POLL_S = 1.0
-_GONE_POLL_S = 0.25  # how often a running request checks that its client is still there
+_IDLE_S = 1.0  # a wait with no event at all checks the engine and the shutdown clock
 
 
 def dumps(obj: Any) -> str:
@@ -44,32 +44,36 @@ def now_rfc3339() -> str:
 def job_events(
     job: GenerationJob,
     engine_alive: Callable[[], bool],
-    client_gone: Callable[[], bool] | None = None,
+    watch: ClientWatch | None = None,
 ) -> Iterator[Event]:
     """Yield a job's events until it finishes; cancel it if the consumer stops early or
-    ``client_gone`` says the client left (``stream: false`` writes nothing until the end,
-    so a disconnect would otherwise go unnoticed until the whole answer is generated)."""
+    ``watch`` saw the client leave (``stream: false`` writes nothing until the end, so a
+    disconnect would otherwise go unnoticed until the whole answer is generated).
+
+    Event-driven: it wakes for each event, and for a client that left (the watch puts a
+    sentinel in the job's queue); ``_IDLE_S`` only bounds a wait with no event at all, to
+    notice a dead engine or the end of SIGTERM's grace.
+    """
     finished = False
-    checked = time.monotonic()
+    if watch is not None:
+        watch.attach(job.replies)
     try:
         while True:
             if SHUTDOWN.expired():  # SIGTERM's grace is nearly over: end with an error line
                 yield Failed(BridgeError(SHUTDOWN_MESSAGE, status_code=503))
                 return  # the finally below cancels the job
+            if watch is not None and watch.gone:
+                return  # the finally below cancels the job
             try:
-                event = job.replies.get(timeout=_POLL_S)
+                event = job.replies.get(timeout=_IDLE_S)
             except queue.Empty:
                 if not engine_alive():
                     finished = True
                     yield Failed(BridgeError("the model runner stopped unexpectedly"))
                     return
-                event = None
-            if client_gone is not None and time.monotonic() - checked >= _GONE_POLL_S:
-                checked = time.monotonic()
-                if client_gone():
-                    return  # the finally below cancels the job
-            if event is None:
                 continue
+            if event is CLIENT_GONE:
+                continue  # the check at the top of the loop ends it
             if isinstance(event, BaseException):
                 event = Failed(event)  # type: ignore[arg-type]
             yield event
@@ -77,25 +81,55 @@ def job_events(
                 finished = True
                 return
     finally:
+        if watch is not None:
+            watch.close()
         if not finished:
             job.request.cancel.set()
 
 
-def client_gone_probe() -> Callable[[], bool] | None:
-    """A check that the current request's client has closed its connection, or None when
-    the server does not expose the socket (Flask's dev server). Used while a request waits
-    in the engine's queue, before any byte of the answer is written."""
+CLIENT_GONE = object()  # put in a job's queue when its client left, to wake its reader
+
+
+class ClientWatch:
+    """The watch on one request's connection: when the client closes it, the request is
+    canceled (``cancel``), the engine woken (a queued request leaves the queue at once) and
+    the reader of the job's events woken."""
+
+    def __init__(self, sock: socket.socket, cancel: threading.Event, wake: Callable[[], None]):
+        self._cancel, self._wake = cancel, wake
+        self._replies: queue.Queue[Any] | None = None
+        self._lock = threading.Lock()
+        self._watch = watcher().watch(sock, self._on_gone)
+
+    @property
+    def gone(self) -> bool:
+        """True once the client was seen gone."""
+        return self._watch.fired
+
+    def attach(self, replies: queue.Queue[Any]) -> None:
+        """The job's event queue, once the engine admitted it."""
+        with self._lock:
+            self._replies = replies
+        if self.gone:
+            replies.put(CLIENT_GONE)
+
+    def close(self) -> None:
+        """Stop watching (the request is over)."""
+        self._watch.close()
+
+    def _on_gone(self) -> None:
+        self._cancel.set()
+        self._wake()
+        with self._lock:
+            replies = self._replies
+        if replies is not None:
+            replies.put(CLIENT_GONE)
+
+
+def watch_client(cancel: threading.Event, wake: Callable[[], None]) -> ClientWatch | None:
+    """A watch on the current request's connection, or None when the server does not
+    expose the socket (Flask's dev server)."""
     sock = request.environ.get("gunicorn.socket")
     if not isinstance(sock, socket.socket):
         return None
-
-    def gone() -> bool:
-        try:
-            # readable with nothing to read = the peer closed; no data yet = still there
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return True
-
-    return gone
+    return ClientWatch(sock, cancel, wake)
