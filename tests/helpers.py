@@ -187,16 +187,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(env: dict[str, str], log_path: Path, *extra_args: str) -> RunningServer:
-    """Start the bridge under gunicorn and wait until it answers ``GET /``."""
+def start_server(
+    env: dict[str, str],
+    log_path: Path,
+    *extra_args: str,
+    prefix: tuple[str, ...] = (),
+    preexec: Callable[[], None] | None = None,
+) -> RunningServer:
+    """Start the bridge under gunicorn and wait until it answers ``GET /``.
+
+    ``prefix`` runs it under another command (``unshare …``); ``preexec`` runs in the child
+    before the server starts (``setrlimit``)."""
     port = free_port()
     log_file = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlx_ollama_bridge", "serve", "--host", f"127.0.0.1:{port}"]
-        + list(extra_args),
+        [*prefix, sys.executable, "-m", "mlx_ollama_bridge", "serve"]
+        + ["--host", f"127.0.0.1:{port}", *extra_args],
         env={**clean_environ(), **env},
         stdout=log_file,
         stderr=subprocess.STDOUT,
+        preexec_fn=preexec,
     )
     url = f"http://127.0.0.1:{port}"
 

@@ -55,21 +55,38 @@ def no_space(exc: BaseException) -> bool:
 
 @contextlib.contextmanager
 def disk_errors(where: Path, what: str) -> Iterator[None]:
-    """Turn a lack-of-space error inside the block into :class:`StoreFull`.
-
-    The message starts with the system's own words (Ollama reports Go's ``no space left on
-    device``) and names the directory and the fix.
-    """
+    """Turn a lack-of-space error inside the block into :class:`StoreFull`."""
     try:
         yield
     except OSError as exc:
         if not no_space(exc):
             raise
-        cause = os.strerror(exc.errno or errno.ENOSPC).lower()
-        raise StoreFull(
-            f"{cause}: writing {what} to {where} failed; nothing was kept. Free some space "
-            "(or point MLX_BRIDGE_MODELS at a bigger disk) and try again"
-        ) from exc
+        raise store_full(exc, where, what) from exc
+
+
+def store_full(exc: OSError, where: Path, what: str) -> StoreFull:
+    """The 507 for a lack-of-space ``exc``: the system's own words first (Ollama reports
+    Go's ``no space left on device``), then the directory and the fix."""
+    cause = os.strerror(exc.errno or errno.ENOSPC).lower()
+    return StoreFull(
+        f"{cause}: writing {what} to {where} failed; nothing was kept. Free some space "
+        "(or point MLX_BRIDGE_MODELS at a bigger disk) and try again"
+    )
+
+
+def copy_tree(source: Path, destination: Path) -> None:
+    """``shutil.copytree`` without hidden entries, stopping at the first full-disk error
+    (copytree itself would go on and raise one ``shutil.Error`` of strings at the end)."""
+
+    def copy(src: str, dst: str) -> object:
+        try:
+            return shutil.copy2(src, dst)
+        except OSError as exc:
+            if no_space(exc):
+                raise store_full(exc, Path(dst).parent, Path(dst).name) from exc
+            raise
+
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns(".*"), copy_function=copy)
 
 
 def fsync_dir(path: Path) -> None:
@@ -232,12 +249,14 @@ __all__ = [
     "PARTIAL",
     "StoreFull",
     "atomic_file",
+    "copy_tree",
     "discard",
     "disk_errors",
     "fsync_dir",
     "no_space",
     "scratch_dir",
     "staged_dir",
+    "store_full",
     "sweep",
     "write_atomic",
 ]

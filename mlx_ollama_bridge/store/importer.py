@@ -10,7 +10,6 @@ without writing it (``/api/create`` adds its layers and writes once); ``import_g
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from ..manifest import Manifest, file_sha256, hash_model_dir
 from ..model_code import CustomCodeRefused, check_model_dir
 from ..names import ModelName
 from ..registry import LocalModel, Registry
-from .atomic import discard, staged_dir
+from .atomic import copy_tree, discard, staged_dir
 from .gguf import convert_gguf
 from .lock import store_lock
 from .manifests import write_manifest
@@ -108,7 +107,7 @@ def dir_manifest(registry: Registry, model_dir: Path, name: str, *, source: str)
         weights_dir = registry.weights_root / f"dir-{digest[:16]}"
         if not (weights_dir / "config.json").is_file():
             with staged_dir(weights_dir) as staging:
-                shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns(".*"))
+                copy_tree(model_dir, staging)
         return Manifest(
             model_dir=str(weights_dir.relative_to(registry.models_dir)),
             format="mlx",
