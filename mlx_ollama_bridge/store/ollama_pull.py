@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +32,8 @@ from typing import Any
 from ..errors import BridgeError
 from ..names import ModelName
 from ..registry import LocalModel, Registry
-from .importer import import_gguf, import_model_dir
+from .atomic import scratch_dir
+from .importer import dir_manifest, gguf_manifest
 from .lock import store_lock
 from .manifests import write_manifest
 from .ollama_layers import MODEL, ModelfileLayers, assemble_mlx_dir, kind_of, read_modelfile_layers
@@ -187,29 +187,30 @@ def _import(
     extras: ModelfileLayers,
     source: str,
 ) -> LocalModel:
-    """Import the weights under ``name``, then store the Modelfile layers in its manifest."""
-    if kind == "gguf":
-        weights = next(layer for layer in layers if layer.media_type == MODEL)
-        with tempfile.TemporaryDirectory(dir=registry.models_dir) as scratch:
-            gguf = Path(scratch, "model.gguf")  # the converter goes by suffix
-            gguf.symlink_to(paths[weights.digest])
-            model = import_gguf(
-                registry, gguf, name, parameters=extras.parameters, system=extras.system
-            )
-    else:
-        with tempfile.TemporaryDirectory(dir=registry.models_dir) as scratch:
-            assemble_mlx_dir(layers, lambda layer: paths[layer.digest], Path(scratch))
-            model = import_model_dir(registry, Path(scratch), name, source=source)
-    manifest = replace(
-        model.manifest,
-        source=source,
-        system=extras.system,
-        parameters=dict(extras.parameters),
-        messages=list(extras.messages),
-        go_template=extras.template,
-        license=list(extras.license),
-    )
+    """Import the weights, then write ``name``'s manifest with the Modelfile layers: once,
+    under one store lock, so a crash or a concurrent delete never sees a half-made model."""
     with store_lock(registry):
+        if kind == "gguf":
+            weights = next(layer for layer in layers if layer.media_type == MODEL)
+            with scratch_dir(registry.models_dir) as scratch:
+                gguf = Path(scratch, "model.gguf")  # the converter goes by suffix
+                gguf.symlink_to(paths[weights.digest])
+                base = gguf_manifest(
+                    registry, gguf, name, parameters=extras.parameters, system=extras.system
+                )
+        else:
+            with scratch_dir(registry.models_dir) as scratch:
+                assemble_mlx_dir(layers, lambda layer: paths[layer.digest], Path(scratch))
+                base = dir_manifest(registry, Path(scratch), name, source=source)
+        manifest = replace(
+            base,
+            source=source,
+            system=extras.system,
+            parameters=dict(extras.parameters),
+            messages=list(extras.messages),
+            go_template=extras.template,
+            license=list(extras.license),
+        )
         return write_manifest(registry, name, manifest)
 
 
