@@ -126,3 +126,20 @@ def test_gemma3_architecture(vision_server):
     after = _stats(vision_server)
     assert after["image_encodes"] == before["image_encodes"]
     assert after["prompt_tokens_reused"] > before["prompt_tokens_reused"]
+
+
+def test_raw_generate_and_render_with_images(vision_server):
+    """``raw`` prompts take images too (before the text unless it holds the placeholder), and
+    ``_debug_render_only`` counts them."""
+    url = vision_server.url
+    raw = {"model": "tiny-vision", "raw": True, "stream": False, "options": OPTIONS}
+    text = requests.post(url + "/api/generate", json={**raw, "prompt": "Colour:"}, timeout=120)
+    body = {**raw, "prompt": "Colour:", "images": [b64(RED)]}
+    image = requests.post(url + "/api/generate", json=body, timeout=120)
+    assert image.status_code == 200, image.text
+    extra = image.json()["prompt_eval_count"] - text.json()["prompt_eval_count"]
+    assert extra == IMAGE_TOKENS_PER_IMAGE
+    message = {"role": "user", "content": "x", "images": [b64(RED), b64(BLUE)]}
+    render = {"model": "tiny-vision", "messages": [message], "_debug_render_only": True}
+    info = requests.post(url + "/api/chat", json=render, timeout=120).json()["_debug_info"]
+    assert info["image_count"] == 2 and info["rendered_template"].count("<image>") == 2

@@ -170,6 +170,13 @@ def render_prompt(request: GenerationRequest) -> str:
     return job.prompt_text
 
 
+def debug_info(request: GenerationRequest) -> dict[str, Any]:
+    """``_debug_info`` of a ``_debug_render_only`` request: the prompt and its image count."""
+    images = len(request.images or [])
+    images += sum(len(m.get("images") or []) for m in request.messages or [])
+    return {"rendered_template": render_prompt(request), "image_count": images}
+
+
 def count_prompt_tokens(request: GenerationRequest) -> int:
     """The whole prompt ``request`` renders to, in the model's tokens (the model gets loaded):
     no turn dropped and nothing cut for ``num_ctx``, so a client sees what it sent."""
@@ -270,7 +277,10 @@ def _respond(prepared: Prepared, started: float) -> Response:
         return jsonify(reply)
     if request.render_only:
         encoder = OllamaEncoder(prepared.name, chat=prepared.chat, started=started, load_ns=0)
-        info = {"rendered_template": render_prompt(request), "image_count": 0}
+        images = len(request.images or []) + sum(
+            len(m.get("images") or []) for m in request.messages or []
+        )
+        info = {"rendered_template": render_prompt(request), "image_count": images}
         return jsonify({**encoder.line(""), "done": False, "_debug_info": info})
     events, load_ns = start_generation(request)
     encoder = OllamaEncoder(prepared.name, chat=prepared.chat, started=started, load_ns=load_ns)

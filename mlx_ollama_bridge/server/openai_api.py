@@ -21,10 +21,10 @@ from . import schemas
 from .context import get_registry
 from .errors import OPENAI
 from .generation import (
+    debug_info,
     load_or_unload,
     prepare_chat,
     prepare_generate,
-    render_prompt,
     start_generation,
 )
 from .openai_embed import embeddings_reply
@@ -53,7 +53,7 @@ def chat_completions() -> Response:
     assert request is not None  # the translator insists on messages
     base = envelope("chatcmpl", "chat.completion", prepared.name)
     if request.render_only:
-        info = {"rendered_template": render_prompt(request), "image_count": 0}
+        info = debug_info(request)
         return jsonify({**base, "choices": [], "_debug_info": info})
     events, _load_ns = start_generation(request)
     encoder = ChatEncoder(base, include_usage=oai.include_usage(body))
@@ -74,7 +74,7 @@ def completions() -> Response:
         choice = {"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}
         return jsonify({**base, "choices": [choice], "usage": usage(None)})
     if prepared.request.render_only:
-        info = {"rendered_template": render_prompt(prepared.request), "image_count": 0}
+        info = debug_info(prepared.request)
         return jsonify({**base, "choices": [], "_debug_info": info})
     events, _load_ns = start_generation(prepared.request)
     encoder = CompletionEncoder(base, include_usage=oai.include_usage(body))
@@ -99,7 +99,7 @@ def responses() -> Response:
     keep = store.keeper(previous, request.turn, request.items) if request.store else None
     encoder = ResponsesEncoder(prepared.name, request, on_complete=keep)
     if generation.render_only:
-        info = {"rendered_template": render_prompt(generation), "image_count": 0}
+        info = debug_info(generation)
         return jsonify({**encoder.response(), "_debug_info": info})
     events, _load_ns = start_generation(generation)
     return respond(encoder, events, request.stream)
