@@ -9,6 +9,7 @@ memory, so a converted file's logits can be checked against it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,15 +156,25 @@ def gguf_tensors(model: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def write_gguf(path: Path, model: Any, *, file_type: int = 0, **tensor_types: Any) -> Path:
+def write_gguf(
+    path: Path,
+    model: Any,
+    *,
+    file_type: int = 0,
+    extra: Callable[[gguf.GGUFWriter], None] | None = None,
+    **tensor_types: Any,
+) -> Path:
     """Write ``model`` as llama.cpp writes a GGUF (F32 tensors unless ``tensor_types`` names a
-    GGML type for a tensor name, whose data is then quantized with gguf-py)."""
+    GGML type for a tensor name, whose data is then quantized with gguf-py); ``extra`` adds
+    keys and tensors of its own."""
     config = model.config
     arch, tokenizer, _ = LAYOUTS[config["model_type"]]
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
     _hparams(writer, config, arch)
     writer.add_file_type(file_type)
     _vocab(writer, tokenizer)
+    if extra is not None:
+        extra(writer)
     for name, array in gguf_tensors(model).items():
         kind = tensor_types.get(name)
         if kind is None:

@@ -57,14 +57,15 @@ def test_phi3_longrope_factors_become_the_rope_scaling(tmp_path: Path):
         max_position_embeddings=8192,
         original_max_position_embeddings=512,
     )
-    path = write_gguf(tmp_path / "model.gguf", source)
-    # llama.cpp writes the factors as tensors and the original context as a key
-    reader_extra = {
-        "rope_factors_long.weight": np.array(factors["long_factor"], np.float32),
-        "rope_factors_short.weight": np.array(factors["short_factor"], np.float32),
-    }
-    writer = gguf.GGUFWriter(str(path), "phi3")
-    _rewrite(writer, path, reader_extra, {"phi3.rope.scaling.original_context_length": 512})
+
+    def longrope(writer: gguf.GGUFWriter) -> None:  # llama.cpp: factors as tensors
+        writer.add_uint32("phi3.rope.scaling.original_context_length", 512)
+        writer.add_tensor("rope_factors_long.weight", np.array(factors["long_factor"], np.float32))
+        writer.add_tensor(
+            "rope_factors_short.weight", np.array(factors["short_factor"], np.float32)
+        )
+
+    path = write_gguf(tmp_path / "model.gguf", source, extra=longrope)
     result = convert_gguf(path, tmp_path / "out")
     model, _, config = load(str(result.path), return_config=True)
     assert config["rope_scaling"] == scaling
@@ -75,27 +76,101 @@ def test_phi3_longrope_factors_become_the_rope_scaling(tmp_path: Path):
     )
 
 
-def _rewrite(writer: gguf.GGUFWriter, path: Path, tensors: dict, keys: dict) -> None:
-    """Re-write ``path`` with extra tensors and uint32 keys (the reader keeps the rest)."""
-    reader = gguf.GGUFReader(str(path))
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture":
-            continue
-        value = field.contents()
-        kind = field.types[0]
-        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, value, kind, sub_type=sub)
-    for name, value in keys.items():
-        writer.add_uint32(name, value)
-    for tensor in reader.tensors:
-        writer.add_tensor(tensor.name, np.array(tensor.data))
-    for name, value in tensors.items():
-        writer.add_tensor(name, value)
-    path.unlink()
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+def _llama3_rope_freqs(config: dict) -> np.ndarray:
+    """llama.cpp's LlamaModel.generate_extra_tensors for a ``llama3`` rope_scaling."""
+    scaling, dims = config["rope_scaling"], config["hidden_size"] // config["num_attention_heads"]
+    freqs = 1.0 / (config["rope_theta"] ** (np.arange(0, dims, 2, dtype=np.float32) / dims))
+    low_wavelen = scaling["original_max_position_embeddings"] / scaling["low_freq_factor"]
+    high_wavelen = scaling["original_max_position_embeddings"] / scaling["high_freq_factor"]
+    factors = []
+    for freq in freqs:
+        wavelen = 2 * np.pi / freq
+        if wavelen < high_wavelen:
+            factors.append(1)
+        elif wavelen > low_wavelen:
+            factors.append(scaling["factor"])
+        else:
+            smooth = (scaling["original_max_position_embeddings"] / wavelen - 1) / (4 - 1)
+            factors.append(1 / ((1 - smooth) / scaling["factor"] + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
+@pytest.mark.parametrize("factor", [8.0, 32.0])  # Llama 3.1/3.3 and 3.2
+def test_llama3_rope_freqs_become_the_llama3_rope_scaling(tmp_path: Path, factor: float):
+    scaling = {
+        "rope_type": "llama3",
+        "factor": factor,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    source = tiny_source("llama", rope_theta=500000.0, rope_scaling=scaling)
+    freqs = _llama3_rope_freqs(source.config)
+    assert 1 < len(set(freqs.tolist())) < len(freqs)  # every region of the curve is used
+
+    def rope_freqs(writer: gguf.GGUFWriter) -> None:
+        writer.add_tensor("rope_freqs.weight", freqs)
+
+    path = write_gguf(tmp_path / "model.gguf", source, extra=rope_freqs)
+    result = convert_gguf(path, tmp_path / "out")
+    model, _, config = load(str(result.path), return_config=True)
+    assert config["rope_scaling"] == scaling
+    far = mx.array([list(range(3, 200))])  # scaled frequencies change every position
+    np.testing.assert_allclose(np.array(model(far)), np.array(source(far)), atol=1e-3, rtol=1e-3)
+
+
+def test_unknown_rope_freqs_are_a_bad_request(tmp_path: Path):
+    source = tiny_source("llama")
+
+    def rope_freqs(writer: gguf.GGUFWriter) -> None:
+        writer.add_tensor("rope_freqs.weight", np.linspace(1, 3, 8, dtype=np.float32))
+
+    path = write_gguf(tmp_path / "model.gguf", source, extra=rope_freqs)
+    with pytest.raises(BadRequest, match="cannot recover the rope scaling"):
+        convert_gguf(path, tmp_path / "out")
+
+
+def test_ollama_gemma3_file_converts_as_text_only(tmp_path: Path):
+    """Ollama's own gemma3 GGUF: a vision tower in the same file, per-layer sliding flags and
+    its local rope base; the text model is converted, the tower and its keys left out."""
+    source = tiny_source("gemma3_text", rope_local_base_freq=20000.0)
+
+    def ollama_keys(writer: gguf.GGUFWriter) -> None:
+        writer.add_array("gemma3.attention.sliding_window_pattern", [True] * 5 + [False])
+        writer.add_float32("gemma3.rope.local.freq_base", 20000.0)
+        writer.add_uint32("gemma3.vision.block_count", 1)
+        writer.add_tensor("v.blk.0.attn_q.weight", np.ones((4, 4), np.float32))
+        writer.add_tensor("mm.mm_input_projection.weight", np.ones((4, 4), np.float32))
+
+    path = write_gguf(tmp_path / "model.gguf", source, extra=ollama_keys)
+    result = convert_gguf(path, tmp_path / "out")
+    model, _, config = load(str(result.path), return_config=True)
+    assert config["rope_local_base_freq"] == 20000.0 and config["sliding_window_pattern"] == 6
+    np.testing.assert_allclose(logits(model), logits(source), atol=1e-4, rtol=1e-4)
+    assert not any(k.startswith("gemma3.vision.") for k in result.model_info)
+
+
+def test_yarn_rope_scaling_is_kept(tmp_path: Path):
+    scaling = {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 256,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+    }
+    source = tiny_source("qwen3", rope_scaling=scaling)
+
+    def yarn(writer: gguf.GGUFWriter) -> None:  # as llama.cpp's Qwen converters write it
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(4.0)
+        writer.add_rope_scaling_orig_ctx_len(256)
+        writer.add_rope_scaling_yarn_beta_fast(32.0)
+        writer.add_rope_scaling_yarn_beta_slow(1.0)
+
+    result = convert_gguf(write_gguf(tmp_path / "m.gguf", source, extra=yarn), tmp_path / "out")
+    model, _, config = load(str(result.path), return_config=True)
+    assert config["rope_scaling"] == scaling
+    np.testing.assert_allclose(logits(model), logits(source), atol=1e-4, rtol=1e-4)
 
 
 def _with_weights(model, weights: dict[str, np.ndarray]):

@@ -29,7 +29,7 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 from ..errors import BadRequest
-from .gguf_arch import Family, family_for, mlx_config
+from .gguf_arch import Family, family_for, llama3_rope_scaling, mlx_config
 from .gguf_reader import GGUFTensor, read_gguf_header, read_gguf_tensors
 from .gguf_tokenizer import check_tokenizer, eos_token_ids, write_tokenizer
 
@@ -72,6 +72,7 @@ _FILE_TYPES = {
     32: "BF16",
 }
 _REQUIRED_KEYS = ("embedding_length", "block_count", "attention.head_count")
+_VISION_PREFIXES = ("v.", "mm.")  # vision tower and projector tensors in one file (Ollama's)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,9 @@ def _check_supported(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> Fa
 
 def _known(family: Family, name: str) -> bool:
     stem, _, suffix = name.rpartition(".")
-    if stem in family.extra_tensors:
+    if name.startswith(_VISION_PREFIXES):
+        return True  # a vision tower (Ollama's gemma3, mistral3 …): left out, text only
+    if stem in family.extra_tensors or stem == "rope_freqs":
         return suffix == "weight"
     return suffix in ("weight", "bias") and family.mlx_name(stem) is not None
 
@@ -186,7 +189,9 @@ def _convert_weights(
     extras: dict[str, mx.array] = {}
     for key, value, bits in _source_tensors(gguf_path, tensors):
         stem, _, suffix = key.rpartition(".")
-        if stem in family.extra_tensors:
+        if key.startswith(_VISION_PREFIXES):
+            continue
+        if stem in family.extra_tensors or stem == "rope_freqs":
             extras[stem] = value
             continue
         value = _undo_transforms(family, meta, stem, suffix, value)
@@ -266,6 +271,9 @@ def _model_config(
     config["eos_token_id"] = eos_token_ids(meta)
     if (bos_id := meta.get("tokenizer.ggml.bos_token_id")) is not None:
         config["bos_token_id"] = bos_id
+    if "rope_freqs" in extras:  # Llama 3.1+: llama.cpp stores the factors, not the recipe
+        factors = [float(x) for x in extras["rope_freqs"].tolist()]
+        config["rope_scaling"] = llama3_rope_scaling(factors, meta, family.arch)
     if "rope_factors_long" in extras:  # Phi-3's LongRoPE, stored as tensors by llama.cpp
         config["rope_scaling"] = {
             "type": "longrope",
@@ -289,12 +297,16 @@ def _quantization_level(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) ->
 
 def _model_info(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> dict[str, Any]:
     """Ollama's /api/show ``model_info``: the metadata minus bulky or private entries."""
+    arch = meta.get("general.architecture")
+    vision = (f"{arch}.vision.", f"{arch}.mm.")  # the tower is not converted: not shown
     info = {
         key: [] if isinstance(value, list) and len(value) > 5 else value
         for key, value in sorted(meta.items())
-        if key not in ("general.name", "tokenizer.chat_template")
+        if key not in ("general.name", "tokenizer.chat_template") and not key.startswith(vision)
     }
-    info["general.parameter_count"] = sum(math.prod(t.shape) for t in tensors.values())
+    info["general.parameter_count"] = sum(
+        math.prod(t.shape) for name, t in tensors.items() if not name.startswith(_VISION_PREFIXES)
+    )
     if "general.file_type" not in info:
         level = _quantization_level(meta, tensors)
         file_type = {v: k for k, v in _FILE_TYPES.items()}.get(level)

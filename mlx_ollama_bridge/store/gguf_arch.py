@@ -10,6 +10,7 @@ permutation of q/k for the Llama family, ``+ 1`` on Gemma's RMSNorm weights), an
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 from ..errors import BadRequest
 
-__all__ = ["FAMILIES", "Family", "family_for", "mlx_config"]
+__all__ = ["FAMILIES", "Family", "family_for", "llama3_rope_scaling", "mlx_config"]
 
 Meta = dict[str, Any]
 
@@ -109,7 +110,7 @@ def _gemma3(meta: Meta, arch: str) -> dict[str, Any]:
         "sliding_window": _get(meta, arch, "attention.sliding_window", 512),
         # llama.cpp hard-codes these two for Gemma 3: a global layer every 6th, local rope 10k
         "sliding_window_pattern": 6,
-        "rope_local_base_freq": 10000.0,
+        "rope_local_base_freq": _get(meta, arch, "rope.local.freq_base", 10000.0),  # Ollama's
     }
     pattern = _get(meta, arch, "attention.sliding_window_pattern")
     if isinstance(pattern, list) and pattern:  # newer files: one flag per layer
@@ -279,7 +280,69 @@ def mlx_config(family: Family, meta: Meta, shapes: dict[str, tuple[int, ...]]) -
         "attention_bias": any(s.endswith(".attn_q.bias") for s in shapes),
         "mlp_bias": any(s.endswith(".ffn_down.bias") for s in shapes),
     }
-    if _get(meta, arch, "rope.scaling.type") == "linear":
-        config["rope_scaling"] = {"type": "linear", "factor": meta[f"{arch}.rope.scaling.factor"]}
+    config["rope_scaling"] = _rope_scaling(meta, arch)
     config.update(family.config(meta, arch))
     return config
+
+
+def _rope_scaling(meta: Meta, arch: str) -> dict[str, Any] | None:
+    """Linear and YaRN rope scaling from the metadata (llama.cpp's and Ollama's keys)."""
+    kind = _get(meta, arch, "rope.scaling.type")
+    factor = _get(meta, arch, "rope.scaling.factor")
+    if kind == "linear" and factor:
+        return {"type": "linear", "factor": factor}
+    if kind == "yarn" and factor:
+        scaling = {"rope_type": "yarn", "factor": factor}
+        original = _get(meta, arch, "rope.scaling.original_context_length")
+        if original:
+            scaling["original_max_position_embeddings"] = original
+        for key in ("beta_fast", "beta_slow"):
+            value = _get(
+                meta, arch, f"rope.scaling.{key}", _get(meta, arch, f"rope.scaling.yarn_{key}")
+            )
+            if value:
+                scaling[key] = value
+        return scaling
+    return None
+
+
+def llama3_rope_scaling(factors: list[float], meta: Meta, arch: str) -> dict[str, Any]:
+    """Llama 3.1+'s ``rope_scaling`` from the ``rope_freqs`` tensor llama.cpp computed from
+    it (the parameters themselves are not in the file): the known recipes are tried and
+    the one that reproduces every factor is taken; 400 if none does."""
+    factor = max(factors)
+    dims = 2 * len(factors)
+    base = _get(meta, arch, "rope.freq_base", 10000.0)
+    originals = [_get(meta, arch, "rope.scaling.original_context_length") or 8192, 8192, 4096]
+    for original in dict.fromkeys(originals):
+        for low, high in ((1.0, 4.0), (1.0, 2.0), (2.0, 4.0)):
+            expected = _llama3_factors(dims, base, factor, low, high, original)
+            if all(
+                abs(a - b) <= 1e-3 * max(1.0, abs(b))
+                for a, b in zip(factors, expected, strict=True)
+            ):
+                return {
+                    "rope_type": "llama3",
+                    "factor": factor,
+                    "low_freq_factor": low,
+                    "high_freq_factor": high,
+                    "original_max_position_embeddings": original,
+                }
+    raise BadRequest("cannot recover the rope scaling of this GGUF from its rope_freqs tensor")
+
+
+def _llama3_factors(
+    dims: int, base: float, factor: float, low: float, high: float, original: int
+) -> list[float]:
+    """What llama.cpp's LlamaModel writes as rope_freqs for these parameters."""
+    out = []
+    for i in range(0, dims, 2):
+        wavelen = 2 * math.pi * base ** (i / dims)
+        if wavelen < original / high:
+            out.append(1.0)
+        elif wavelen > original / low:
+            out.append(factor)
+        else:
+            smooth = (original / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return out
