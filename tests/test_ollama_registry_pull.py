@@ -24,6 +24,7 @@ from ollama_library import (
 
 from mlx_ollama_bridge.cli import main
 from mlx_ollama_bridge.config import Settings
+from mlx_ollama_bridge.engine.ollama_prompt import render_chat_template
 from mlx_ollama_bridge.registry import Registry
 from mlx_ollama_bridge.store.gguf import convert_gguf
 from mlx_ollama_bridge.store.pull import pull_events
@@ -211,6 +212,37 @@ def test_ollama_client_pulls_with_progress_then_chats_as_the_library_model(regis
     )
     assert reply.done and reply.message.role == "assistant" and reply.eval_count
     assert "<|im_end|>" not in reply.message.content
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_the_pulled_template_renders_the_prompt_as_ollama_does(registry_server):
+    ollama.Client(host=registry_server.url).pull(NAME)
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    body = {"model": NAME, "messages": messages, "tools": [WEATHER], "_debug_render_only": True}
+    reply = requests.post(registry_server.url + "/api/chat", json=body, timeout=120).json()
+    rendered = reply["_debug_info"]["rendered_template"]
+    # the system layer first, then the template's tools branch with Go's JSON of the tools
+    expected = render_chat_template(
+        SMOLLM2_TEMPLATE, [{"role": "system", "content": SMOLLM2_SYSTEM}, *messages], [WEATHER]
+    )
+    assert rendered == expected
+    assert '<tools>[{"type":"function","function":{"name":"get_weather"' in rendered
+    assert rendered.endswith(
+        "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_cli_pull_draws_progress_from_the_registry(registry_server, monkeypatch):

@@ -170,8 +170,10 @@ class MLXBackend:
         chat_template: str | None = None,
         enable_thinking: bool | None = None,
         reasoning_effort: str | None = None,
+        go_template: str | None = None,
     ) -> str:
-        """Render messages with the model's (or an override) chat template, ready to answer."""
+        """Render messages with the model's (or an override) chat template, ready to answer;
+        with ``go_template`` (a pulled model's Ollama template) that template instead."""
         return prompts.render_chat(
             loaded,
             messages,
@@ -179,6 +181,7 @@ class MLXBackend:
             chat_template=chat_template,
             enable_thinking=enable_thinking,
             reasoning_effort=reasoning_effort,
+            go_template=go_template,
         )
 
     def output_markup(self, loaded: LoadedModel) -> TokenizerMarkup:

@@ -26,11 +26,11 @@ from .batching import BatchLane, Slot
 from .constrained import format_processors
 from .context_fit import added_bos, fit_to_context
 from .generation import Generation
-from .gotemplate import render_legacy_template
+from .gotemplate_exec import render_legacy_template
 from .logprobs import LogprobRecorder
 from .mlx_models import LoadedModel
 from .parsers import OutputParser, make_output_parser
-from .prompts import chat_template_for, fim_prompt
+from .prompts import chat_template_for, fim_prompt, go_template_for
 from .requests import Event, Finished, GenerationRequest, Logprobs
 from .sampling import make_processors, make_sampler
 from .stops import StopMatcher
@@ -299,6 +299,7 @@ def build_prompt(
                 chat_template=chat_template_for(model, request.tools),
                 enable_thinking=request.think,
                 reasoning_effort=request.think_level,
+                **_go_template(model),
             )
             droppable = _oldest_droppable(messages)
             if len(tokens) <= context_length or not request.truncate or droppable is None:
@@ -333,8 +334,16 @@ def build_prompt(
         chat_template=model.manifest.template,
         enable_thinking=request.think,
         reasoning_effort=request.think_level,
+        **_go_template(model),
     )
     return text, context + tokens
+
+
+def _go_template(model: Any) -> dict[str, Any]:
+    """``go_template=`` for a model pulled from Ollama's registry (its template layer, run
+    as Ollama runs it), else nothing: backends without it keep their signature."""
+    template = go_template_for(model)
+    return {"go_template": template} if template is not None else {}
 
 
 def _oldest_droppable(messages: list[dict[str, Any]]) -> int | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest
+from .context_fit import added_bos
+from .ollama_prompt import render_chat_template
 from .tool_formats import TokenizerMarkup
 
 if TYPE_CHECKING:
@@ -23,13 +25,27 @@ def render_chat(
     chat_template: str | None = None,
     enable_thinking: bool | None = None,
     reasoning_effort: str | None = None,
+    go_template: str | None = None,
 ) -> str:
     """Render messages with the model's (or an override) chat template, ready to answer.
 
     ``enable_thinking`` is the Qwen3-style template switch (mlx-lm maps it to the name a
-    custom renderer uses); None leaves mlx-lm's default.
+    custom renderer uses); None leaves mlx-lm's default. ``go_template`` (a model pulled from
+    Ollama's registry: its template layer) is executed as Ollama executes it instead, with
+    the BOS token in front when the tokenizer adds one (as Ollama's runner tokenizes).
     """
     tokenizer = loaded.tokenizer
+    if go_template is not None:
+        text = render_chat_template(
+            go_template,
+            messages,
+            tools,
+            think=bool(enable_thinking),
+            think_level=reasoning_effort or "",
+            think_set=enable_thinking is not None,
+        )
+        bos = tokenizer.bos_token if added_bos(tokenizer) is not None else None
+        return bos + text if bos and not text.startswith(bos) else text
     kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
     if tools:
         kwargs["tools"] = tools
@@ -57,6 +73,14 @@ def chat_template_for(model: LocalModel, tools: list[dict[str, Any]] | None) -> 
     if tools and form is not None and form.tool_prompt:
         return form.tool_prompt
     return None
+
+
+def go_template_for(model: LocalModel) -> str | None:
+    """The Ollama template a model pulled from Ollama's registry renders with (its
+    ``template`` layer), unless a Jinja override was set on it; None for other models."""
+    if model.manifest.template:
+        return None
+    return getattr(model.manifest, "go_template", None)  # test doubles may lack it
 
 
 def fim_prompt(model: LocalModel, prompt: str, suffix: str) -> str:
