@@ -62,3 +62,36 @@ def test_text_users_never_import_mlx_vlm():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_image_store_keeps_the_newest_and_every_pending_image(vision_model_dir):
+    """The tiny LLaVA loaded for real: each distinct image registered once (same bytes, same
+    span), features computed on first use only, and the least recently used encoded images
+    forgotten past the limit while images not encoded yet stay."""
+    from tiny_vision_model import IMAGE_TOKENS_PER_IMAGE, picture
+
+    from mlx_ollama_bridge.engine.vision import IMAGE_TOKEN_BASE, load_vision_model
+
+    _model, _tokenizer, parts = load_vision_model(vision_model_dir)
+    store = parts.images
+    store.kept = 2
+    images = [picture((i * 60, 0, 0)) for i in range(4)]
+    spans = [store.span(data) for data in images]
+    assert store.span(images[0]) == spans[0]  # the same bytes: the same image tokens
+    handles = []
+    for span in spans:
+        ids = [t for t in span if t >= IMAGE_TOKEN_BASE]
+        assert len(ids) == IMAGE_TOKENS_PER_IMAGE
+        handles.append((ids[0] - IMAGE_TOKEN_BASE) // (1 << 14))
+    assert len(set(handles)) == 4
+    assert store.encodes == 0  # nothing encoded until a prompt needs it
+    for handle in handles:  # four pending images outlive the limit of two
+        store.features(handle)
+        store.features(handle)  # the image in use stays: a prompt reads it chunk by chunk
+    assert store.encodes == 4
+    store.features(handles[3])
+    assert store.encodes == 4  # kept: not encoded again
+    # encoded images past the limit are forgotten, oldest first
+    with pytest.raises(BadRequest, match="no longer held"):
+        store.features(handles[0])
+    assert store.span(images[3]) == spans[3]

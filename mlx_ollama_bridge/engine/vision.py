@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ __all__ = [
 IMAGE_STRIDE = 1 << 14  # feature positions one image may take
 _MAX_HANDLES = (((1 << 31) - 1) - IMAGE_TOKEN_BASE) // IMAGE_STRIDE
 KEPT_IMAGES = 32  # images whose features stay in memory per model (least recently used out)
+KEPT_BYTES = 256 * 1024 * 1024  # and at most this much of features and pixels per model
 # Families whose images enter through cross-attention, not as features in the token stream.
 CROSS_ATTENTION = {"mllama"}
 
@@ -94,6 +96,7 @@ class ImageStore:
     image_token_id: int
     placeholder: str  # what the chat template writes where an image goes
     kept: int = KEPT_IMAGES
+    kept_bytes: int = KEPT_BYTES
     encodes: int = 0  # vision-tower runs since load (the cache's measure)
     on_encode: Callable[[], None] = lambda: None  # told of each run (the backend counts)
     _by_digest: OrderedDict[str, _Image] = field(default_factory=OrderedDict)
@@ -123,10 +126,31 @@ class ImageStore:
         image = _Image(handle, span, inputs)
         self._by_digest[digest] = image
         self._by_handle[handle] = image
-        while len(self._by_digest) > self.kept:
-            _digest, old = self._by_digest.popitem(last=False)
-            self._by_handle.pop(old.handle, None)
+        self._trim()
         return span
+
+    def _trim(self) -> None:
+        """Forget the least recently used encoded images past ``kept`` or ``kept_bytes``.
+        Images not encoded yet stay (a request admitted with them will read them), and so
+        does the newest (the one in use)."""
+        over = len(self._by_digest) > self.kept or self.nbytes > self.kept_bytes
+        for digest, image in list(self._by_digest.items())[:-1]:  # never the newest
+            if not over:
+                break
+            if image.features is None:
+                continue
+            del self._by_digest[digest]
+            self._by_handle.pop(image.handle, None)
+            over = len(self._by_digest) > self.kept or self.nbytes > self.kept_bytes
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: features, and pixels of images not yet encoded."""
+        total = 0
+        for image in self._by_digest.values():
+            arrays = [image.features, *(image.inputs or {}).values()]
+            total += sum(int(getattr(a, "nbytes", 0)) for a in arrays if a is not None)
+        return total
 
     def _process(self, data: bytes) -> tuple[list[int], dict[str, Any]]:
         """The processor's expansion of one image placeholder, and its pixel inputs."""
@@ -155,6 +179,7 @@ class ImageStore:
         if image is None:
             raise BadRequest("an image of this prompt is no longer held; send the request again")
         if image.features is None:
+            started = time.perf_counter()
             real = [t if not is_image_token(t) else self.image_token_id for t in image.span]
             inputs = dict(image.inputs or {})
             pixel_values = inputs.pop("pixel_values", None)
@@ -165,9 +190,19 @@ class ImageStore:
             image.features = out.inputs_embeds[0][positions]
             mx.eval(image.features)
             image.inputs = None  # the pixels are no longer needed
+            for digest, held in self._by_digest.items():  # the image in use is the newest
+                if held is image:
+                    self._by_digest.move_to_end(digest)
+                    break
+            self._trim()
             self.encodes += 1
             self.on_encode()
-            log.info("image encoded handle=%d tokens=%d", handle, int(positions.size))
+            log.info(
+                "image encoded handle=%d tokens=%d ms=%.1f",
+                handle,
+                int(positions.size),
+                (time.perf_counter() - started) * 1000,
+            )
         return image.features
 
     def embed(self, ids: Any, text_embed: Any) -> Any:
