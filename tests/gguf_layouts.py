@@ -90,6 +90,11 @@ LAYOUTS: dict[str, tuple[gguf.MODEL_ARCH, str, dict[str, Any]]] = {
             "shared_expert_intermediate_size": 48,
         },
     ),
+    "mixtral": (
+        gguf.MODEL_ARCH.LLAMA,
+        "bpe",
+        {"num_local_experts": 4, "num_experts_per_tok": 2, "num_experts": 4},
+    ),
     "qwen3_moe": (
         gguf.MODEL_ARCH.QWEN3MOE,
         "qwen2",
@@ -142,6 +147,9 @@ def gguf_tensors(model: Any) -> dict[str, np.ndarray]:
     for name, value in tree_flatten(model.parameters()):
         array = np.array(value.astype(mx.float32))
         hf_name = name.replace(".switch_mlp.", ".experts.")  # HF experts, stacked by llama.cpp
+        if ".block_sparse_moe.experts." in hf_name:  # Mixtral's HF names: w1 (gate), w3, w2
+            for ours, theirs in (("gate_proj", "w1"), ("up_proj", "w3"), ("down_proj", "w2")):
+                hf_name = hf_name.replace(f"experts.{ours}", f"experts.{theirs}")
         stem, _, suffix = hf_name.rpartition(".")
         target = names.get_name(stem)
         assert target is not None, f"{name} has no GGUF name for {arch.name}"
@@ -208,6 +216,7 @@ def _hparams(writer: gguf.GGUFWriter, config: dict[str, Any], arch: gguf.MODEL_A
     if "num_experts" in config:
         writer.add_expert_count(config["num_experts"])
         writer.add_expert_used_count(config["num_experts_per_tok"])
+    if "moe_intermediate_size" in config:
         writer.add_expert_feed_forward_length(config["moe_intermediate_size"])
     if "shared_expert_intermediate_size" in config:
         writer.add_expert_shared_feed_forward_length(config["shared_expert_intermediate_size"])

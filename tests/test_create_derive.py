@@ -8,6 +8,7 @@ differently from the base and as mlx-lm's own adapter loading does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import ollama
 import pytest
 import requests
+from gguf_layouts import tiny_source, write_gguf
 from lora_helpers import make_adapter, upload
 from mlx_lm import load
 from tiny_model import build_tiny_model
@@ -230,3 +232,42 @@ def test_malformed_adapter_files_are_a_400(server, f16_base, tmp_path):
 def test_modelfile_adapter_path_is_a_400(server, f16_base):
     body = {"model": "bad-mf", "modelfile": f"FROM {f16_base}\nADAPTER ./lora.safetensors"}
     assert "upload the adapter's files" in refused(server.url, body)
+
+
+def test_ollama_create_from_an_f32_gguf_with_quantize(server, shared_store, tmp_path):
+    """``ollama create -q q4_K_M`` with ``FROM ./model.gguf``: the client uploads the GGUF,
+    the bridge converts it (here a Qwen3 in llama.cpp's layout), quantizes and names it; the
+    converted-but-unquantized weights are not kept."""
+    path = write_gguf(tmp_path / "tiny-qwen3.gguf", tiny_source("qwen3"))
+    client = ollama.Client(host=server.url)
+    digest = client.create_blob(path)
+    files = {"tiny-qwen3.gguf": digest}
+    lines = list(client.create(model="qwen3-q4", files=files, quantize="q4_K_M", stream=True))
+    statuses = [line.status for line in lines]
+    assert statuses[0] == "parsing GGUF" and statuses[-1] == "success"
+    assert "quantizing F32 model to Q4_K_M" in statuses
+    assert client.show("qwen3-q4").details.quantization_level == "Q4_K_M"
+    reply = client.chat(
+        model="qwen3-q4", messages=[{"role": "user", "content": "the"}], options=GREEDY
+    )
+    assert reply.done
+    weights = Path(shared_store.env["MLX_BRIDGE_MODELS"]) / "weights"
+    model_dir = weights.parent / stored_manifest(shared_store, "qwen3-q4")["model_dir"]
+    assert model_dir.name.startswith("derived-")
+    converted = weights / f"gguf-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+    assert not converted.exists()  # the unquantized conversion was an intermediate step
+    client.delete("qwen3-q4")
+
+
+def stored_manifest(store, name: str) -> dict[str, Any]:
+    models = Path(store.env["MLX_BRIDGE_MODELS"])
+    (manifest,) = (models / "manifests").glob(f"*/*/{name}/latest")
+    return json.loads(manifest.read_text())
+
+
+def test_gguf_adapter_is_a_400(server, f16_base, tmp_path):
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "lora.gguf").write_bytes(b"GGUF" + bytes(60))
+    body = {"model": "bad-gguf-lora", "from": f16_base, "adapters": upload(server.url, adapter)}
+    assert refused(server.url, body).startswith("GGUF adapters are not supported")

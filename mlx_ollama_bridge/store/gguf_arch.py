@@ -235,7 +235,23 @@ FAMILIES: dict[str, Family] = {
         ),
     )
 }
-_MOE = ("qwen2moe", "qwen3moe")
+_MOE = ("qwen2moe", "qwen3moe", "llama")
+# llama.cpp writes Mixtral as a llama with experts (stacked, as ffn_*_exps)
+MIXTRAL = Family(
+    "llama",
+    "mixtral",
+    "MixtralForCausalLM",
+    {
+        **_ATTENTION,
+        **_PRE_NORMS,
+        **{k: "block_sparse_moe." + v.removeprefix("mlp.") for k, v in _EXPERTS.items()},
+    },
+    permute_qk=True,
+    config=lambda meta, arch: {
+        "num_local_experts": _get(meta, arch, "expert_count"),
+        "num_experts_per_tok": _get(meta, arch, "expert_used_count"),
+    },
+)
 
 
 def family_for(meta: Meta) -> Family:
@@ -245,6 +261,8 @@ def family_for(meta: Meta) -> Family:
     if family is None:
         supported = ", ".join(FAMILIES)
         raise BadRequest(f"unsupported GGUF architecture {arch!r} (supported: {supported})")
+    if meta.get(f"{arch}.expert_count") and arch == "llama":
+        return MIXTRAL
     if meta.get(f"{arch}.expert_count") and arch not in _MOE:
         raise BadRequest(
             "mixture-of-experts GGUF models (e.g. Mixtral) are not supported for "
