@@ -95,3 +95,22 @@ def test_image_store_keeps_the_newest_and_every_pending_image(vision_model_dir):
     with pytest.raises(BadRequest, match="no longer held"):
         store.features(handles[0])
     assert store.span(images[3]) == spans[3]
+
+
+def test_an_image_token_alone_in_a_chunk_still_reads_its_features(vision_model_dir):
+    """A batch lane's prefill can end on a one-token chunk; if that token is an image
+    token, the model must still read the image's features there: feeding a prompt in two
+    chunks (the last image token alone) gives the logits of feeding it whole."""
+    import mlx.core as mx
+    from tiny_vision_model import picture
+
+    from mlx_ollama_bridge.engine.vision import load_vision_model
+
+    model, tokenizer, parts = load_vision_model(vision_model_dir)
+    span = parts.images.span(picture((0, 90, 200)))
+    tokens = tokenizer.encode("look:", add_special_tokens=False) + span
+    whole = model(mx.array([tokens]), cache=model.make_cache())[0, -1]
+    cache = model.make_cache()
+    model(mx.array([tokens[:-1]]), cache=cache)
+    split = model(mx.array([tokens[-1:]]), cache=cache)[0, -1]
+    assert mx.allclose(whole, split, atol=1e-4).item()

@@ -144,6 +144,11 @@ class ImageStore:
             over = len(self._by_digest) > self.kept or self.nbytes > self.kept_bytes
 
     @property
+    def held(self) -> bool:
+        """True once any image is registered (until the model unloads)."""
+        return bool(self._by_digest)
+
+    @property
     def nbytes(self) -> int:
         """Bytes held: features, and pixels of images not yet encoded."""
         total = 0
@@ -240,7 +245,6 @@ class VisionLM(nn.Module):
         super().__init__()
         self.vlm = vlm
         self.images = images  # a plain object: not part of the parameters
-        self._vocab_top = _text_vocab(vlm) - 1
 
     @property
     def layers(self) -> list[Any]:
@@ -258,14 +262,20 @@ class VisionLM(nn.Module):
         self, inputs: mx.array, cache: Any = None, input_embeddings: Any = None, **_: Any
     ) -> mx.array:
         embeds = input_embeddings
-        if embeds is None and inputs.ndim == 2 and inputs.shape[1] > 1:
+        if embeds is None and self._may_hold_images(inputs):
             embeds = self.images.embed(inputs, self._text_embed)
         # the language model sees the real image token where features stand in for it
-        # (and never an id past its table: a one-token step is always a sampled token)
         real = mx.where(inputs >= IMAGE_TOKEN_BASE, self.images.image_token_id, inputs)
-        real = mx.minimum(real, self._vocab_top)
         out = self.vlm.language_model(real, inputs_embeds=embeds, cache=cache)
         return out.logits if hasattr(out, "logits") else out
+
+    def _may_hold_images(self, inputs: mx.array) -> bool:
+        """Whether ``inputs`` (batch, length) may hold image tokens. A one-token call is a
+        decode step or a prompt chunk of one token (a batch lane's prefill can end so): it
+        is looked at on the host, waiting for a token the loop is about to read anyway."""
+        if inputs.ndim != 2 or not self.images.held:
+            return False
+        return inputs.shape[1] > 1 or int(mx.max(inputs).item()) >= IMAGE_TOKEN_BASE
 
     def _text_embed(self, ids: mx.array) -> mx.array:
         return self.vlm.get_input_embeddings(ids, None).inputs_embeds
@@ -345,10 +355,3 @@ def _placeholder(processor: Any, tokenizer: Any, image_token_id: int) -> str:
         if isinstance(value, str) and value:
             return value
     return str(tokenizer.convert_ids_to_tokens(image_token_id))
-
-
-def _text_vocab(vlm: Any) -> int:
-    config = getattr(vlm, "config", None)
-    text = getattr(config, "text_config", None)
-    size = getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None)
-    return int(size) if isinstance(size, int) and size > 0 else IMAGE_TOKEN_BASE
