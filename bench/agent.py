@@ -11,6 +11,7 @@ name changed, the work prompt-lookup decoding is for.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,30 @@ def session(chat: Chat, system: str, turns: int, tokens: int) -> dict[str, Any]:
         ttft.append(reply.ttft_s)
         messages.append({"role": "assistant", "content": reply.text})
     return {"ttft_s": ttft, "messages": messages}
+
+
+def sessions(
+    chats: dict[str, Chat],
+    system: str,
+    turns: int,
+    tokens: int,
+    order: Callable[[list[str], int], list[str]],
+) -> dict[str, Any]:
+    """:func:`session` on every server at once, turn by turn (turn ``t`` on each server in
+    ``order(names, t)`` before turn ``t + 1`` anywhere), so the box's load hits all alike.
+    Per server: TTFT per turn and the messages; ``load``: the load average per turn."""
+    out: dict[str, Any] = {name: {"ttft_s": [], "messages": [
+        {"role": "system", "content": system}]} for name in chats}  # fmt: skip
+    out["load"] = []
+    for turn in range(turns):
+        out["load"].append(round(os.getloadavg()[0], 2))
+        for name in order(list(chats), turn):
+            messages = out[name]["messages"]
+            messages.append({"role": "user", "content": TURNS[turn % len(TURNS)]})
+            reply = chats[name](messages, tokens)
+            out[name]["ttft_s"].append(reply.ttft_s)
+            messages.append({"role": "assistant", "content": reply.text})
+    return out
 
 
 def second_session(chat: Chat, system: str, tokens: int) -> float:

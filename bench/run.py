@@ -63,6 +63,34 @@ def raw_mlx(path: str, tokens: int) -> Run:
     return run
 
 
+def raw_chat(path: str) -> Callable[[list[dict[str, Any]], int], Any]:
+    """Raw ``mlx_lm.stream_generate`` as a chat for ``compare`` (greedy, same weights as the
+    bridge), measured as the servers are: TTFT, and decode from the first to the last token."""
+    import mlx.core as mx
+    from mlx_lm import load, stream_generate
+    from peers import Reply
+
+    from mlx_ollama_bridge.engine.cpu_dense import maybe_densify
+
+    model, tokenizer = load(path)
+    model = maybe_densify(model, on_gpu=mx.default_device().type == mx.DeviceType.gpu)
+
+    def chat(messages: list[dict[str, Any]], tokens: int) -> Reply:
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer.encode(prompt, add_special_tokens=False)
+        start = time.perf_counter()
+        first = last = 0.0
+        pieces, count = [], 0
+        for response in stream_generate(model, tokenizer, ids, max_tokens=tokens):
+            now = time.perf_counter()
+            first, last = first or now, now
+            pieces.append(response.text)
+            count += 1
+        return Reply.measured(start, first, last, pieces, count)
+
+    return chat
+
+
 def bridge_decode(url: str, model: str, tokens: int) -> Run:
     """One run through ``/api/chat`` per call: (eval_count/eval_duration, client-side TTFT).
 
@@ -210,6 +238,7 @@ def print_peers(peers: dict[str, Any]) -> None:
     )
     for name, row in peers["ratios"].items():
         print(f"{name} / bridge: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
+    print("targets: " + json.dumps(peers.get("targets"), default=str))
 
 
 def peers_only(args: argparse.Namespace, path: Path, started: float) -> None:
@@ -222,7 +251,7 @@ def peers_only(args: argparse.Namespace, path: Path, started: float) -> None:
         "model": args.model,
         "cpu_blas": cpu_blas.describe() if cpu_blas.mlx_runs_on_cpu() else None,
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
-        "peers": run_peers(args, path),
+        "peers": run_peers(args, path, raw_chat(str(path))),
         "bench_seconds": time.perf_counter() - started,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
@@ -277,7 +306,7 @@ def main() -> None:
         return peers_only(args, Path(path), started)
     served = single_server(args, streams, raw_mlx(path, args.tokens))
     cached, uncached = chat_turns(args, 4), chat_turns(args, 0)
-    peers = None if args.no_peers else run_peers(args, Path(path))
+    peers = None if args.no_peers else run_peers(args, Path(path), raw_chat(path))
     raw = served["raw_mlx_lm"]
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
