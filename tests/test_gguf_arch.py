@@ -213,8 +213,8 @@ def _k_quant_bytes(rows: int, cols: int, kind: Q, seed: int) -> np.ndarray:
 
 
 def test_k_quants_and_q5_0_are_dequantized_and_requantized(tmp_path: Path):
-    """Ollama's q4_K_M files: Q4_K and Q6_K blocks, dequantized by gguf-py and quantized
-    again for MLX with at least as many bits (4 and 6, group size 32)."""
+    """Ollama's q4_K_M files: Q4_K blocks kept exactly as MLX 4-bit; Q6_K and Q5_0 blocks
+    dequantized by gguf-py and quantized again for MLX with as many bits (group size 32)."""
     source = tiny_source("qwen2", hidden_size=256, intermediate_size=256)
     tensors = gguf_tensors(source)
     kinds = {"blk.0.attn_q.weight": Q.Q4_K, "blk.1.ffn_down.weight": Q.Q6_K}
@@ -245,10 +245,6 @@ def test_k_quants_and_q5_0_are_dequantized_and_requantized(tmp_path: Path):
     assert config["quantization"]["model.layers.1.mlp.down_proj"] == {"group_size": 32, "bits": 6}
     assert config["quantization"]["model.layers.1.mlp.up_proj"] == {"group_size": 32, "bits": 5}
     expected = {
-        "model.layers.0.self_attn.q_proj": (
-            gguf.quants.dequantize(raw["blk.0.attn_q.weight"], Q.Q4_K),
-            4,
-        ),
         "model.layers.1.mlp.down_proj": (
             gguf.quants.dequantize(raw["blk.1.ffn_down.weight"], Q.Q6_K),
             6,
@@ -256,6 +252,10 @@ def test_k_quants_and_q5_0_are_dequantized_and_requantized(tmp_path: Path):
         "model.layers.1.mlp.up_proj": (_roundtrip(tensors, "blk.1.ffn_up.weight", Q.Q5_0), 5),
     }
     stored = mx.load(str(result.path / "model.safetensors"))
+    # Q4_K blocks are MLX affine 4-bit already: kept exactly
+    parts = [stored[f"model.layers.0.self_attn.q_proj.{p}"] for p in ("weight", "scales", "biases")]
+    q4_k = gguf.quants.dequantize(raw["blk.0.attn_q.weight"], Q.Q4_K)
+    np.testing.assert_array_equal(np.array(mx.dequantize(*parts, group_size=32, bits=4)), q4_k)
     for module, (want, bits) in expected.items():
         parts = [stored[f"{module}.{part}"] for part in ("weight", "scales", "biases")]
         got = np.array(mx.dequantize(*parts, group_size=32, bits=bits))

@@ -5,9 +5,11 @@ to ``mx.load`` or read tensor by tensor. What differs per architecture (tensor n
 llama.cpp's transforms, config keys) is ``gguf_arch.py``; the tokenizer files are
 ``gguf_tokenizer.py``. Tensors in the block types ``mx.load`` reads natively (Q4_0, Q4_1,
 Q8_0) keep their blocks as MLX affine quantization with group size 32, so nothing is
-re-quantized. Other quantized types (the K-quants of Ollama's ``q4_K_M`` files, Q5_0, IQ4…)
-are dequantized with llama.cpp's reference code (the ``gguf`` package) and quantized again
-to MLX affine, group size 32, with at least as many bits as the source (``_REQUANT_BITS``).
+re-quantized; nor are Q4_K blocks, the bulk of Ollama's ``q4_K_M`` files, which are MLX
+affine 4-bit with group size 32 as they are (``gguf_blocks.py``). Other quantized types
+(Q6_K, Q5_K, Q5_0, IQ4…) are dequantized with llama.cpp's reference code (the ``gguf``
+package) and quantized again to MLX affine, group size 32, with at least as many bits as
+the source (``_REQUANT_BITS``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from gguf.quants import dequantize
 
 from ..errors import BadRequest
 from .gguf_arch import Family, family_for, llama3_rope_scaling, mlx_config
+from .gguf_blocks import q4_k_to_mlx
 from .gguf_reader import GGUFTensor, read_gguf_header, read_gguf_tensors
 from .gguf_tokenizer import check_tokenizer, eos_token_ids, write_tokenizer
 
@@ -43,14 +46,13 @@ _REQUANT_BITS = {
     "Q5_1": 5,
     "Q2_K": 4,
     "Q3_K": 4,
-    "Q4_K": 4,
     "Q5_K": 5,
     "Q6_K": 6,
     "IQ4_NL": 4,
     "IQ4_XS": 4,
 }
 _FLOATS = ("F32", "F16", "BF16")
-SUPPORTED_TENSOR_TYPES = (*_MX_NATIVE, "BF16", *_REQUANT_BITS)
+SUPPORTED_TENSOR_TYPES = (*_MX_NATIVE, "BF16", "Q4_K", *_REQUANT_BITS)
 # general.file_type (llama_ftype) ids -> Ollama's quantization label
 _FILE_TYPES = {
     0: "F32",
@@ -221,6 +223,11 @@ def _source_tensors(
         shape = tensors[name].shape
         if type_name in ("F32", "F16"):
             yield name, mx.array(np.asarray(data).reshape(shape)), None
+            continue
+        if type_name == "Q4_K" and name.endswith(".weight"):  # kept exactly, as MLX affine
+            stem = name[: -len(".weight")]
+            for part, array in q4_k_to_mlx(np.asarray(data), shape).items():
+                yield f"{stem}.{part}", mx.array(array), None
             continue
         values = dequantize(np.asarray(data), GGMLQuantizationType[type_name]).reshape(shape)
         array = mx.array(values)
