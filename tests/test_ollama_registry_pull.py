@@ -15,6 +15,7 @@ from fake_ollama_registry import FakeOllamaRegistry
 from helpers import isolated_env, start_server, stop_server
 from ollama_library import (
     LICENSE,
+    PREFIX,
     SMOLLM2_PARAMS,
     SMOLLM2_SYSTEM,
     SMOLLM2_TEMPLATE,
@@ -27,6 +28,7 @@ from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine.ollama_prompt import render_chat_template
 from mlx_ollama_bridge.registry import Registry
 from mlx_ollama_bridge.store.gguf import convert_gguf
+from mlx_ollama_bridge.store.ollama_store import import_ollama_store
 from mlx_ollama_bridge.store.pull import pull_events
 
 NAME = "smollm2:135m"
@@ -178,6 +180,49 @@ def test_not_in_the_registry_falls_back_to_the_built_in_alias(online):
     lines = pull("qwen3:0.6b")
     assert online.requests("/v2/library/qwen3/manifests/0.6b")
     assert "cannot reach http://127.0.0.1:9" in lines[-1]["error"]
+
+
+def write_ollama_store(fake: FakeOllamaRegistry, root, name: str) -> None:
+    """An Ollama install that pulled ``name`` from the fake: its manifest and blobs."""
+    model, _, tag = name.partition(":")
+    raw = fake.manifests[("library", model, tag)]
+    path = root / "manifests" / "registry.ollama.ai" / "library" / model / tag
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw)
+    data = json.loads(raw)
+    (root / "blobs").mkdir(exist_ok=True)
+    for layer in [data["config"], *data["layers"]]:
+        blob = root / "blobs" / layer["digest"].replace(":", "-")
+        blob.write_bytes(fake.blobs[layer["digest"]])
+
+
+def test_unreachable_registry_pulls_from_a_local_ollama_store(online, isolated_home, monkeypatch):
+    write_ollama_store(online, isolated_home / "ollama-store", "smollm2:135m-mlx")
+    monkeypatch.setenv("MLX_BRIDGE_OLLAMA_REGISTRY", "http://127.0.0.1:9")  # nobody there
+    assert pull("smollm2:135m-mlx")[-1] == {"status": "success"}
+    model = Registry(Settings.from_env()).resolve("smollm2:135m-mlx")
+    assert model.manifest.go_template == SMOLLM2_TEMPLATE and model.details["format"] == "mlx"
+
+
+def test_import_from_an_ollama_store_keeps_mlx_models_and_their_layers(online, isolated_home):
+    root = isolated_home / "ollama-store"
+    write_ollama_store(online, root, "smollm2:135m-mlx")
+    lines = list(import_ollama_store(Registry(Settings.from_env()), root))
+    assert lines == ["smollm2:135m-mlx: imported (4bit)"]
+    model = Registry(Settings.from_env()).resolve("smollm2:135m-mlx")
+    assert model.manifest.go_template == SMOLLM2_TEMPLATE and model.manifest.license == [LICENSE]
+    assert model.parameters == SMOLLM2_PARAMS and model.system == SMOLLM2_SYSTEM
+
+
+def test_a_registry_model_the_bridge_cannot_convert_falls_back_to_the_alias(online, isolated_home):
+    online.add_model("qwen3:0.6b", [(PREFIX + "model", b"GGUF" + bytes(64), "")], {})
+    try:
+        lines = pull("qwen3:0.6b")
+    finally:
+        del online.manifests[("library", "qwen3", "0.6b")]
+    assert online.requests("/cdn/")  # downloaded from the registry, then not convertible:
+    assert "cannot reach http://127.0.0.1:9" in lines[-1]["error"]  # Hugging Face was asked
+    assert not list((isolated_home / "models" / "blobs").glob("sha256-*"))
 
 
 # -- the whole path: gunicorn, the ollama client, the CLI -----------------------------------

@@ -68,7 +68,7 @@ def test_import_from_an_ollama_store(tmp_path, smollm2_gguf):
     lines = result.output.splitlines()
     assert "smollm2:135m: imported (Q4_1)" in lines
     assert any(line.startswith("broken:latest: skipped (") and "GGUF" in line for line in lines)
-    assert any(line.startswith("cloudy:latest: skipped (no GGUF weights") for line in lines)
+    assert any(line.startswith("cloudy:latest: skipped (no GGUF or MLX weights") for line in lines)
     model = Registry(Settings.from_env()).resolve("smollm2:135m")
     assert model.system == "You are terse."
     assert model.parameters["temperature"] == 0.3

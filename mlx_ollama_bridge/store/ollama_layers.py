@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .ollama_registry import Layer, RegistryRefused, safe_relative
+from ..registry import LocalModel, Registry
+from .atomic import scratch_dir
+from .importer import dir_manifest, gguf_manifest
+from .lock import store_lock
+from .manifests import write_manifest
+from .ollama_manifest import Layer, RegistryRefused, safe_relative
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +195,43 @@ def _quantization(metadata: dict[str, str]) -> dict[str, Any] | None:
     return found
 
 
+def import_layers(
+    registry: Registry,
+    name: str,
+    kind: str,
+    layers: tuple[Layer, ...],
+    paths: dict[str, Path],
+    extras: ModelfileLayers,
+    source: str,
+) -> LocalModel:
+    """Import an Ollama model's weights (``paths``: each layer's file) under ``name``, with
+    its Modelfile layers in the manifest: written once, under one store lock, so a crash or
+    a concurrent delete never sees a half-made model."""
+    with store_lock(registry):
+        if kind == "gguf":
+            weights = next(layer for layer in layers if layer.media_type == MODEL)
+            with scratch_dir(registry.models_dir) as scratch:
+                gguf = Path(scratch, "model.gguf")  # the converter goes by suffix
+                gguf.symlink_to(paths[weights.digest])
+                base = gguf_manifest(
+                    registry, gguf, name, parameters=extras.parameters, system=extras.system
+                )
+        else:
+            with scratch_dir(registry.models_dir) as scratch:
+                assemble_mlx_dir(layers, lambda layer: paths[layer.digest], Path(scratch))
+                base = dir_manifest(registry, Path(scratch), name, source=source)
+        manifest = replace(
+            base,
+            source=source,
+            system=extras.system,
+            parameters=dict(extras.parameters),
+            messages=list(extras.messages),
+            go_template=extras.template,
+            license=list(extras.license),
+        )
+        return write_manifest(registry, name, manifest)
+
+
 __all__ = [
     "LICENSE",
     "MODEL",
@@ -200,6 +242,7 @@ __all__ = [
     "JSON_FILE",
     "ModelfileLayers",
     "assemble_mlx_dir",
+    "import_layers",
     "kind_of",
     "read_modelfile_layers",
 ]

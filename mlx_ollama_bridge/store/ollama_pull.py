@@ -25,18 +25,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import BridgeError
 from ..names import ModelName
 from ..registry import LocalModel, Registry
-from .atomic import scratch_dir
-from .importer import dir_manifest, gguf_manifest
-from .lock import store_lock
-from .manifests import write_manifest
-from .ollama_layers import MODEL, ModelfileLayers, assemble_mlx_dir, kind_of, read_modelfile_layers
+from .ollama_layers import import_layers, kind_of, read_modelfile_layers
 from .ollama_registry import (
     Layer,
     NotInRegistry,
@@ -46,7 +41,7 @@ from .ollama_registry import (
     RemoteManifest,
     verify_blob,
 )
-from .ollama_store import ollama_models_dir
+from .ollama_store import local_manifest, ollama_models_dir
 from .pull_errors import PullError
 
 log = logging.getLogger(__name__)
@@ -74,7 +69,10 @@ def pull_from_ollama(
         except NotInRegistry as exc:
             raise NotPulledHere(f"pull model manifest: file does not exist ({exc})") from exc
         except RegistryUnreachable as exc:
-            raise NotPulledHere(str(exc)) from exc
+            remote = local_manifest(ollama_models_dir(), parsed)  # an Ollama here has it?
+            if remote is None:
+                raise NotPulledHere(str(exc)) from exc
+            log.info("registry unreachable, using the local Ollama store model=%s", name)
         return _pull(registry, client, parsed, remote, emit, cancel)
     except RegistryRefused as exc:
         raise PullError(f"pull of {parsed.display} from {base} refused: {exc}") from exc
@@ -109,14 +107,15 @@ def _pull(
     extras = read_modelfile_layers(remote.layers, lambda layer: paths[layer.digest])
     emit({"status": "writing manifest"})
     try:
-        model = _import(registry, name.display, kind, remote.layers, paths, extras, source)
+        model = import_layers(registry, name.display, kind, remote.layers, paths, extras, source)
     except BridgeError as exc:
+        if registry.pull_target(name.display) is not None:  # e.g. an architecture not converted
+            _remove_ours(paths, blobs)  # the next source (a built-in alias) takes over
+            raise NotPulledHere(f"{name.display} from Ollama's registry: {exc.detail}") from exc
         raise PullError(
             f"{name.display} was downloaded but cannot be imported: {exc.detail}", status_code=400
         ) from exc
-    for path in set(paths.values()):
-        if path.parent == blobs:  # ours; a local Ollama store's blobs are only read
-            path.unlink(missing_ok=True)
+    _remove_ours(paths, blobs)
     emit({"status": "success"})
     log.info("pulled model=%s from=%s kind=%s", name.display, client.base_url, kind)
     return model
@@ -154,8 +153,7 @@ def _fetch_all(
         if layer.digest in paths:
             continue
         local = ollama_blobs / f"sha256-{layer.digest}"
-        if local.is_file() and local.stat().st_size == layer.size:
-            verify_blob(local, layer, discard=False)  # never trusted unchecked
+        if local.is_file() and local.stat().st_size == layer.size and _intact(local, layer):
             paths[layer.digest] = local
         else:
             dest = blobs / f"sha256-{layer.digest}"
@@ -167,6 +165,24 @@ def _fetch_all(
     return paths
 
 
+def _intact(path: Path, layer: Layer) -> bool:
+    """A local Ollama store's blob is used only once its SHA-256 is checked."""
+    try:
+        verify_blob(path, layer, discard=False)
+    except RegistryRefused:
+        log.warning("a local Ollama blob differs from its digest, downloading path=%s", path)
+        return False
+    return True
+
+
+def _remove_ours(paths: dict[str, Path], blobs: Path) -> None:
+    """Delete the downloaded blobs (imported, or useless); a local Ollama store's blobs are
+    only read."""
+    for path in set(paths.values()):
+        if path.parent == blobs:
+            path.unlink(missing_ok=True)
+
+
 def _report_done(layers: list[Layer], kind: str, emit: Emit) -> None:
     if kind == "mlx":
         total = sum(layer.size for layer in layers)
@@ -176,42 +192,6 @@ def _report_done(layers: list[Layer], kind: str, emit: Emit) -> None:
             emit(_line(layer.digest, layer.size, layer.size))
         emit({"status": "verifying sha256 digest"})
     emit({"status": "writing manifest"})
-
-
-def _import(
-    registry: Registry,
-    name: str,
-    kind: str,
-    layers: tuple[Layer, ...],
-    paths: dict[str, Path],
-    extras: ModelfileLayers,
-    source: str,
-) -> LocalModel:
-    """Import the weights, then write ``name``'s manifest with the Modelfile layers: once,
-    under one store lock, so a crash or a concurrent delete never sees a half-made model."""
-    with store_lock(registry):
-        if kind == "gguf":
-            weights = next(layer for layer in layers if layer.media_type == MODEL)
-            with scratch_dir(registry.models_dir) as scratch:
-                gguf = Path(scratch, "model.gguf")  # the converter goes by suffix
-                gguf.symlink_to(paths[weights.digest])
-                base = gguf_manifest(
-                    registry, gguf, name, parameters=extras.parameters, system=extras.system
-                )
-        else:
-            with scratch_dir(registry.models_dir) as scratch:
-                assemble_mlx_dir(layers, lambda layer: paths[layer.digest], Path(scratch))
-                base = dir_manifest(registry, Path(scratch), name, source=source)
-        manifest = replace(
-            base,
-            source=source,
-            system=extras.system,
-            parameters=dict(extras.parameters),
-            messages=list(extras.messages),
-            go_template=extras.template,
-            license=list(extras.license),
-        )
-        return write_manifest(registry, name, manifest)
 
 
 def _check_disk(blobs: Path, layers: list[Layer]) -> None:

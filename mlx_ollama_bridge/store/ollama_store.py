@@ -1,44 +1,38 @@
 """Importing the models of an existing Ollama install (``~/.ollama/models``).
 
 Ollama keeps one JSON manifest per name under ``manifests/<host>/<namespace>/<model>/<tag>``
-and content-addressed blobs under ``blobs/sha256-<hex>``; the manifest's
-``application/vnd.ollama.image.model`` layer is a GGUF file. Each such model is converted
-with the GGUF importer under the same Ollama name, with its PARAMETERs and SYSTEM prompt.
-Ollama's store is only read, never written.
+and content-addressed blobs under ``blobs/sha256-<hex>``. A model's weights are a GGUF
+``application/vnd.ollama.image.model`` layer (converted by the GGUF importer) or, for
+Ollama's MLX models, ``image.tensor`` layers (assembled for mlx-lm); its template, system,
+params, messages and license layers go into the bridge's manifest as Ollama wrote them
+(``ollama_layers``), as a pull from the registry does. Ollama's store is only read, never
+written; a registry pull also reads its blobs instead of downloading them again.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import BridgeError, InvalidModelName
 from ..names import ModelName
 from ..registry import Registry
-from .importer import import_gguf
+from .ollama_layers import import_layers, kind_of, read_modelfile_layers
+from .ollama_manifest import MAX_MANIFEST_BYTES, RegistryRefused, RemoteManifest, parse_manifest
 
 log = logging.getLogger(__name__)
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_MODEL = "application/vnd.ollama.image.model"
-_PARAMS = "application/vnd.ollama.image.params"
-_SYSTEM = "application/vnd.ollama.image.system"
 
 
 @dataclass
 class OllamaModel:
-    """One name of an Ollama store and the blobs it points at."""
+    """One name of an Ollama store and its manifest (None: unreadable, ``problem`` says why)."""
 
     name: str  # display form, e.g. "llama3.2:latest"
-    gguf: Path | None  # None: no GGUF weights (a cloud model, or Ollama's newer formats)
-    parameters: dict[str, Any] = field(default_factory=dict)
-    system: str | None = None
+    manifest: RemoteManifest | None
+    problem: str = ""
 
 
 def ollama_models_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -49,8 +43,30 @@ def ollama_models_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path.home() / ".ollama" / "models"
 
 
+def local_manifest(root: Path, name: ModelName) -> RemoteManifest | None:
+    """The manifest of ``name`` in the Ollama store at ``root`` when all its blobs are there;
+    None otherwise (nothing is read outside ``root``: names and digests are checked)."""
+    path = name.filepath(root / "manifests")
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_MANIFEST_BYTES:
+            return None
+        manifest = parse_manifest(path.read_bytes())
+    except (OSError, RegistryRefused) as exc:
+        log.warning("unreadable local Ollama manifest path=%s error=%s", path, exc)
+        return None
+    layers = [*manifest.layers, *([manifest.config] if manifest.config else [])]
+    if all(blob_path(root, layer.digest).is_file() for layer in layers):
+        return manifest
+    return None
+
+
+def blob_path(root: Path, digest: str) -> Path:
+    """Where the store at ``root`` keeps the blob of ``digest`` (64 hex, checked before)."""
+    return root / "blobs" / f"sha256-{digest}"
+
+
 def scan_ollama_store(root: Path) -> list[OllamaModel]:
-    """Every readable manifest of the store at ``root``, in name order."""
+    """Every manifest of the store at ``root``, in name order."""
     manifests = root / "manifests"
     if not manifests.is_dir():
         raise BridgeError(f"no Ollama model store at {root} (expected {manifests})")
@@ -60,27 +76,50 @@ def scan_ollama_store(root: Path) -> list[OllamaModel]:
             continue
         try:
             name = ModelName.from_parts(*path.relative_to(manifests).parts).display
-            found.append(_read_manifest(root, name, path))
-        except (InvalidModelName, OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("skipping unreadable Ollama manifest path=%s error=%s", path, exc)
+        except InvalidModelName:
+            log.warning("skipping an Ollama manifest with an invalid name path=%s", path)
+            continue
+        try:
+            if path.stat().st_size > MAX_MANIFEST_BYTES:
+                raise RegistryRefused("the manifest is too large")
+            found.append(OllamaModel(name, parse_manifest(path.read_bytes())))
+        except (OSError, RegistryRefused) as exc:
+            found.append(OllamaModel(name, None, str(exc)))
     return found
 
 
 def import_ollama_store(
     registry: Registry, root: Path, *, overwrite: bool = False
 ) -> Iterator[str]:
-    """Import each GGUF model of the store; yield one line per model saying what happened."""
+    """Import each model of the store; yield one line per model saying what happened."""
     for model in scan_ollama_store(root):
-        if model.gguf is None:
-            yield f"{model.name}: skipped (no GGUF weights: a cloud model or a newer format)"
+        if model.manifest is None:
+            yield f"{model.name}: skipped (unreadable manifest: {model.problem})"
+            continue
+        try:
+            kind = kind_of(model.manifest.layers)
+        except RegistryRefused as exc:
+            reason = str(exc)
+            if "no model weights" in reason:
+                reason = "no GGUF or MLX weights: a cloud model or a format the bridge cannot run"
+            yield f"{model.name}: skipped ({reason})"
             continue
         if not overwrite and registry.stored_manifest(model.name) is not None:
             yield f"{model.name}: already in the bridge's store (skipped)"
             continue
+        layers = model.manifest.layers
+        paths = {layer.digest: blob_path(root, layer.digest) for layer in layers}
+        missing = [digest for digest, path in paths.items() if not path.is_file()]
+        if missing:
+            yield f"{model.name}: skipped (blob sha256:{missing[0][:12]} is missing)"
+            continue
+        source = f"ollama-store:{model.name}@sha256:{model.manifest.digest}"
         try:
-            imported = import_gguf(
-                registry, model.gguf, model.name, parameters=model.parameters, system=model.system
-            )
+            extras = read_modelfile_layers(layers, lambda layer: blob_path(root, layer.digest))
+            imported = import_layers(registry, model.name, kind, layers, paths, extras, source)
+        except RegistryRefused as exc:
+            yield f"{model.name}: skipped ({exc})"
+            continue
         except BridgeError as exc:
             yield f"{model.name}: skipped ({exc.detail})"  # the CLI's: the full text
             continue
@@ -88,22 +127,11 @@ def import_ollama_store(
         yield f"{model.name}: imported ({quant})"
 
 
-def _read_manifest(root: Path, name: str, path: Path) -> OllamaModel:
-    layers = json.loads(path.read_text()).get("layers") or []
-    model = OllamaModel(name=name, gguf=None)
-    for layer in layers:
-        media, blob = layer["mediaType"], _blob_path(root, layer["digest"])
-        if media == _MODEL:
-            model.gguf = blob
-        elif media == _PARAMS:
-            model.parameters = dict(json.loads(blob.read_text()))
-        elif media == _SYSTEM:
-            model.system = blob.read_text()
-    return model
-
-
-def _blob_path(root: Path, digest: str) -> Path:
-    algorithm, _, hexdigest = digest.partition(":")
-    if algorithm != "sha256" or not _HEX64.fullmatch(hexdigest):  # CVE-2024-37032's class
-        raise ValueError(f"bad layer digest {digest!r}")
-    return root / "blobs" / f"sha256-{hexdigest}"
+__all__ = [
+    "OllamaModel",
+    "blob_path",
+    "import_ollama_store",
+    "local_manifest",
+    "ollama_models_dir",
+    "scan_ollama_store",
+]

@@ -22,7 +22,7 @@ from fake_ollama_registry import FakeOllamaRegistry, Knobs, digest_of, gzip_bomb
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.registry import Registry
-from mlx_ollama_bridge.store.ollama_registry import MAX_MANIFEST_BYTES
+from mlx_ollama_bridge.store.ollama_manifest import MAX_MANIFEST_BYTES
 from mlx_ollama_bridge.store.pull import pull_events
 
 MODEL = "application/vnd.ollama.image.model"
