@@ -193,6 +193,11 @@ def test_quantizing_a_quantized_model_is_a_400(server):
     assert error == "quantization is only supported for F16, BF16 and F32 models"
 
 
+def test_quantizing_a_model_mlx_lm_cannot_run_is_a_400(server):
+    error = refused(server.url, {"model": "bad-bert", "from": "all-minilm", "quantize": "int8"})
+    assert error.startswith("this model cannot be quantized or given an adapter here")
+
+
 def test_adapter_for_a_different_base_is_a_400(server, f16_base, tmp_path):
     other = build_tiny_model(tmp_path / "other", quantized=False)
     config = json.loads((other / "config.json").read_text())

@@ -204,9 +204,11 @@ def plan_create(registry: Registry, spec: CreateSpec) -> CreatePlan:
         base = _resolve_base(registry, spec.base or "")
         check_model_dir(base.path, model=base.name.display)  # stored before the check existed
         if quant is not None:
-            from .derive import check_quantizable
+            from .derive import check_quantizable, load_derived
 
             check_quantizable(base.path, quant)
+            if not spec.adapters:  # mlx-lm can load it (lazily: nothing is read yet)
+                load_derived(base.path, quant=None, adapter_dir=None)
     adapter_dir = _adapter(registry, spec, base) if spec.adapters else None
     return CreatePlan(registry, spec, base, quant, adapter_dir)
 

@@ -141,7 +141,13 @@ def load_derived(
     from mlx_lm.tuner.utils import load_adapters
     from mlx_lm.utils import load_model, quantize_model
 
-    model, config = load_model(base_dir, lazy=True)
+    try:
+        model, config = load_model(base_dir, lazy=True)
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
+        raise BadRequest(
+            f"this model cannot be quantized or given an adapter here (mlx-lm cannot load it "
+            f"as a text model: {type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     if adapter_dir is not None:
         try:
             model = load_adapters(model, str(adapter_dir))
