@@ -3,7 +3,8 @@
 ``run MODEL PROMPT`` (or piped stdin) is one ``/api/generate`` stream, as ``ollama run``
 does; with no prompt on a terminal it becomes the interactive chat: every turn is one
 ``/api/chat`` stream carrying the whole history. In the chat, ``/bye`` leaves, ``/clear``
-forgets the history, and a message between ``\"\"\"`` lines may span several lines.
+forgets the history, and a message between ``\"\"\"`` lines may span several lines. On a
+vision model, image files named in a prompt go as images (``images``), as in Ollama.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import click
 from ..client import Client, ClientError
 from .common import backend_option, state
 from .format import stats
+from .images import extract_images
 from .pull import PullProgress
 
 MULTILINE = '"""'
@@ -41,17 +43,25 @@ class Session:
     verbose: bool = False
     hide_thinking: bool = False
     messages: list[dict[str, Any]] = field(default_factory=list)
+    vision: bool = False  # image files named in a prompt are sent as images (``images``)
 
     def generate(self, prompt: str) -> None:
         """One ``/api/generate`` stream, printed as it arrives."""
         body = {"model": self.model, "prompt": prompt, **self.options}
+        if self.vision:
+            body["prompt"], images = extract_images(prompt)
+            body.update({"images": images} if images else {})
         final = _print_stream(self.client.stream("/api/generate", body), "response", self)
         click.echo()
         self._summary(final)
 
     def chat(self, text: str) -> None:
         """One chat turn; the reply joins the history only if it arrived whole."""
-        self.messages.append({"role": "user", "content": text})
+        message: dict[str, Any] = {"role": "user", "content": text}
+        if self.vision:
+            message["content"], images = extract_images(text)
+            message.update({"images": images} if images else {})
+        self.messages.append(message)
         body = {"model": self.model, "messages": self.messages, **self.options}
         parts: list[str] = []
         try:
@@ -194,6 +204,7 @@ def run(model: str, prompt: tuple[str, ...], backend: str | None, **flags: Any) 
         parts.insert(0, piped)
     session = _session(model, backend, **flags)
     info = _ensure_model(session.client, model)
+    session.vision = "vision" in (info.get("capabilities") or [])
     if "embedding" in (info.get("capabilities") or []):
         _embed(session, " ".join(parts))
     elif interactive:
@@ -209,7 +220,8 @@ def run(model: str, prompt: tuple[str, ...], backend: str | None, **flags: Any) 
 def chat(model: str, backend: str | None, **flags: Any) -> None:
     """Chat with a model: each line of input is a turn (history kept); /bye ends."""
     session = _session(model, backend, **flags)
-    _ensure_model(session.client, model)
+    info = _ensure_model(session.client, model)
+    session.vision = "vision" in (info.get("capabilities") or [])
     session.load()
     chat_loop(session)
 
