@@ -12,19 +12,16 @@ from __future__ import annotations
 import hashlib
 import os
 import resource
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from fake_models import write_safetensors
 from helpers import RunningServer, isolated_env, start_server, stop_server
 
 DISK = 6 << 20
-PAD = 3 << 20 | 512 << 10  # 3.5 MiB: uploads fit, a second copy of it does not
-FILE_LIMIT = 2 << 20  # without tmpfs: smaller than the padding, bigger than the tiny model
+FILE_LIMIT = 2 << 20  # without tmpfs: smaller than a converted model, bigger than the tiny one
 
 
 def _tmpfs_allowed(probe: Path) -> bool:
@@ -40,8 +37,9 @@ def _tmpfs_allowed(probe: Path) -> bool:
 class SmallDisk:
     """Servers whose store has ``DISK`` bytes (tmpfs), or files of at most ``FILE_LIMIT``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, size: int = DISK) -> None:
         self.root = root
+        self.size = size
         self.models = root / "models"
         self.models.mkdir(parents=True)
         self.env = isolated_env(root)
@@ -50,7 +48,7 @@ class SmallDisk:
 
     def start(self, *, limited: bool = True) -> RunningServer:
         if self.tmpfs:
-            mount = f'mount -t tmpfs -o size={DISK} tmpfs "$0" && exec "$@"'
+            mount = f'mount -t tmpfs -o size={self.size} tmpfs "$0" && exec "$@"'
             prefix = ("unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount)
             self.server = start_server(
                 self.env, self.root / "server.log", prefix=(*prefix, str(self.models))
@@ -107,35 +105,41 @@ def test_an_upload_that_does_not_fit_is_a_507_and_leaves_nothing(disk, tmp_path)
     assert not any((disk.view() / "blobs").iterdir())
 
 
-def test_a_create_that_does_not_fit_is_a_507_and_lists_nothing(disk, tiny_model_dir, tmp_path):
-    model = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, model)
-    write_safetensors(model / "a-padding.safetensors", {"pad": ("F32", [PAD // 4])})
-    if not disk.tmpfs:  # a per-file limit: upload with no limit, create with one
-        disk.stop()
-        disk.start(limited=False)
-    files = {}
-    for path in sorted(model.iterdir()):
-        reply, files[path.name] = upload(disk.server.url, path)
+def test_a_create_that_does_not_fit_is_a_507_and_lists_nothing(
+    tmp_path, smollm2_gguf, tiny_model_dir
+):
+    # the real SmolLM2 GGUF fits; its conversion (as much again) does not
+    disk = SmallDisk(tmp_path, size=smollm2_gguf.stat().st_size + (24 << 20))
+    disk.start(limited=disk.tmpfs)  # a per-file limit: upload without it, create with it
+    try:
+        reply, gguf = upload(disk.server.url, smollm2_gguf)
         assert reply.status_code == 201, reply.text
-    if not disk.tmpfs:
+        files = {}
+        for path in sorted(tiny_model_dir.iterdir()):
+            reply, files[path.name] = upload(disk.server.url, path)
+            assert reply.status_code == 201, reply.text
+        if not disk.tmpfs:
+            disk.stop()
+            disk.start()
+        url = disk.server.url
+        body = {"model": "big", "files": {"model.gguf": gguf}, "stream": False}
+        reply = requests.post(f"{url}/api/create", json=body, timeout=600)
+        assert reply.status_code == 507, reply.text
+        assert "nothing was kept" in reply.json()["error"]
+        assert requests.get(f"{url}/api/tags", timeout=30).json() == {"models": []}
+        assert leftovers(disk.view()) == [] and not any((disk.view() / "weights").iterdir())
+        # the store still works: what fits is created, listed and answers
+        body = {"model": "small", "files": files, "stream": False}
+        reply = requests.post(f"{url}/api/create", json=body, timeout=120)
+        assert reply.json() == {"status": "success"}
+        tags = requests.get(f"{url}/api/tags", timeout=30).json()["models"]
+        assert [m["name"] for m in tags] == ["small:latest"]
+        generate = {
+            "model": "small",
+            "prompt": "hi",
+            "stream": False,
+            "options": {"num_predict": 1},
+        }
+        assert requests.post(f"{url}/api/generate", json=generate, timeout=120).status_code == 200
+    finally:
         disk.stop()
-        disk.start()
-    url = disk.server.url
-    body = {"model": "big", "files": files, "stream": False}
-    reply = requests.post(f"{url}/api/create", json=body, timeout=120)
-    assert reply.status_code == 507, reply.text
-    assert "nothing was kept" in reply.json()["error"]
-    assert requests.get(f"{url}/api/tags", timeout=30).json() == {"models": []}
-    assert leftovers(disk.view()) == [] and not any((disk.view() / "weights").iterdir())
-    # the store still works: what fits is created, listed and answers
-    small = {name: digest for name, digest in files.items() if name != "a-padding.safetensors"}
-    body = {"model": "small", "files": small, "stream": False}
-    assert requests.post(f"{url}/api/create", json=body, timeout=120).json() == {
-        "status": "success"
-    }
-    assert [m["name"] for m in requests.get(f"{url}/api/tags", timeout=30).json()["models"]] == [
-        "small:latest"
-    ]
-    generate = {"model": "small", "prompt": "hi", "stream": False, "options": {"num_predict": 1}}
-    assert requests.post(f"{url}/api/generate", json=generate, timeout=120).status_code == 200

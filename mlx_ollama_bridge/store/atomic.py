@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import resource
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -61,29 +62,69 @@ def disk_errors(where: Path, what: str) -> Iterator[None]:
     except OSError as exc:
         if not no_space(exc):
             raise
-        raise store_full(exc, where, what) from exc
+        raise store_full(exc.errno or errno.ENOSPC, where, what) from exc
 
 
-def store_full(exc: OSError, where: Path, what: str) -> StoreFull:
-    """The 507 for a lack-of-space ``exc``: the system's own words first (Ollama reports
-    Go's ``no space left on device``), then the directory and the fix."""
-    cause = os.strerror(exc.errno or errno.ENOSPC).lower()
+@contextlib.contextmanager
+def library_writes(where: Path) -> Iterator[None]:
+    """Around a library's writes that fail without an errno (MLX: ``[write] Unable to write
+    …``): a full disk or the file-size limit becomes the ``OSError`` it was, judged at once,
+    before a cleanup frees the space again."""
+    try:
+        yield
+    except RuntimeError as exc:
+        code = _write_failure(where, exc)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code)) from exc
+
+
+def store_full(code: int, where: Path, what: str) -> StoreFull:
+    """The 507 for a lack-of-space error ``code``: the system's own words first (Ollama
+    reports Go's ``no space left on device``), then the directory and the fix."""
     return StoreFull(
-        f"{cause}: writing {what} to {where} failed; nothing was kept. Free some space "
-        "(or point MLX_BRIDGE_MODELS at a bigger disk) and try again"
+        f"{os.strerror(code).lower()}: writing {what} to {where} failed; nothing was kept. "
+        "Free some space (or point MLX_BRIDGE_MODELS at a bigger disk) and try again"
     )
 
 
-def copy_tree(source: Path, destination: Path) -> None:
+def _write_failure(where: Path, exc: RuntimeError) -> int | None:
+    """``ENOSPC`` or ``EFBIG`` if a library's write error without errno was a full disk (less
+    than 1 MiB left) or the file-size limit; None if it was something else."""
+    if "write" not in str(exc).lower():
+        return None
+    try:
+        stat = os.statvfs(where)
+    except OSError:
+        return None
+    if stat.f_bavail * stat.f_frsize < 1 << 20:
+        return errno.ENOSPC
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return errno.EFBIG
+    return None
+
+
+def copy_tree(source: Path, destination: Path, *, hardlink: bool = False) -> None:
     """``shutil.copytree`` without hidden entries, stopping at the first full-disk error
-    (copytree itself would go on and raise one ``shutil.Error`` of strings at the end)."""
+    (copytree itself would go on and raise one ``shutil.Error`` of strings at the end).
+
+    With ``hardlink``, each file (symlinks followed) is hard-linked where the filesystem
+    allows, copied otherwise: for immutable, content-addressed sources such as blobs.
+    """
 
     def copy(src: str, dst: str) -> object:
+        if hardlink:
+            try:
+                os.link(os.path.realpath(src), dst)
+                return dst
+            except OSError:
+                pass  # another filesystem, or links not allowed: copy
         try:
             return shutil.copy2(src, dst)
         except OSError as exc:
             if no_space(exc):
-                raise store_full(exc, Path(dst).parent, Path(dst).name) from exc
+                code = exc.errno or errno.ENOSPC
+                raise store_full(code, Path(dst).parent, Path(dst).name) from exc
             raise
 
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns(".*"), copy_function=copy)
@@ -253,6 +294,7 @@ __all__ = [
     "discard",
     "disk_errors",
     "fsync_dir",
+    "library_writes",
     "no_space",
     "scratch_dir",
     "staged_dir",

@@ -4,7 +4,8 @@
 file as a blob named by its SHA-256, then sends ``files``: name -> digest. A GGUF file is
 converted like ``mlx-ollama-bridge import``; a safetensors directory (``config.json`` plus
 ``*.safetensors`` and tokenizer files) is copied into the store's weights. Blobs live in
-``<models_dir>/blobs/sha256-<hex>`` until a create consumes them. An upload is received
+``<models_dir>/blobs/sha256-<hex>``: a GGUF until a create converts it, a directory's files
+while a model's weights (hard links to them) use them. An upload is received
 into a locked temporary (``atomic.atomic_file``) and becomes the blob only once its SHA-256
 checks out, so a killed server or a full disk never leaves a blob with the wrong bytes.
 """
@@ -86,8 +87,12 @@ def manifest_from_blobs(
     system: str | None = None,
 ) -> tuple[Manifest, list[Path]]:
     """Bring uploaded files (one GGUF, or a safetensors model directory) into the store's
-    weights; returns the manifest that would name them (not written) and the blobs used,
-    which the caller deletes once the manifest is written. Call with the store lock held."""
+    weights; returns the manifest that would name them (not written) and the blobs the
+    caller deletes once the manifest is written: a GGUF, converted (keeping it would double
+    the disk used). A directory's files are hard-linked into the weights and stay blobs, as
+    Ollama keeps its layers: a concurrent create naming the same file (two models sharing a
+    tokenizer) must still find it. ``manage.prune_weights`` deletes them with the weights.
+    Call with the store lock held."""
     from .importer import dir_manifest, gguf_manifest  # here: the GGUF converter imports MLX
 
     sources = check_model_blobs(registry, files)
@@ -96,13 +101,13 @@ def manifest_from_blobs(
         for rel, path in sources.items():  # the files under their names (loaders go by suffix)
             link = Path(scratch, rel)
             link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(path)  # copied or converted, never linked, into the weights
+            link.symlink_to(path)  # hard-linked, copied or converted into the weights
         if ggufs:
             gguf = Path(scratch, ggufs[0])
             manifest = gguf_manifest(registry, gguf, name, parameters=parameters, system=system)
-        else:
-            manifest = dir_manifest(registry, Path(scratch), name, source="blobs")
-    return manifest, sorted(set(sources.values()))
+            return manifest, [sources[ggufs[0]]]
+        manifest = dir_manifest(registry, Path(scratch), name, source="blobs", hardlink=True)
+    return manifest, []
 
 
 def check_model_blobs(registry: Registry, files: dict[str, str]) -> dict[str, Path]:

@@ -25,6 +25,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import BadRequest
+from .atomic import library_writes
 
 __all__ = ["QuantType", "check_quantizable", "derive_weights", "parse_quantize", "weights_dtype"]
 
@@ -173,7 +174,8 @@ def _save(
     from mlx_lm.utils import save_config, save_model
 
     scratch.mkdir(parents=True)
-    save_model(scratch, model)
+    with library_writes(scratch):  # a full disk is an OSError, not MLX's RuntimeError
+        save_model(scratch, model)
     save_config(dict(config), scratch / "config.json")
     for path in base_dir.iterdir():  # tokenizer, generation config, model_info.json …
         if path.name.startswith(".") or any(path.match(p) for p in _WEIGHT_FILES):

@@ -31,6 +31,7 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 from ..errors import BadRequest
+from .atomic import library_writes
 from .gguf_arch import Family, family_for, llama3_rope_scaling, mlx_config
 from .gguf_blocks import q4_k_to_mlx
 from .gguf_reader import GGUFTensor, read_gguf_header, read_gguf_tensors
@@ -107,7 +108,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> GGUFConversion:
     try:
         weights, extras = _convert_weights(gguf_path, meta, family, tensors)
         config = _model_config(meta, family, tensors, weights, extras)
-        mx.save_safetensors(str(scratch / "model.safetensors"), weights, {"format": "mlx"})
+        with library_writes(scratch):  # a full disk is an OSError before the cleanup
+            mx.save_safetensors(str(scratch / "model.safetensors"), weights, {"format": "mlx"})
         _write_tokenizer(scratch, meta, config)
         model_info = _model_info(meta, tensors)
         _write_json(scratch / "config.json", config)

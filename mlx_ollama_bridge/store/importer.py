@@ -97,9 +97,12 @@ def import_model_dir(registry: Registry, model_dir: Path, name: str, *, source: 
         return write_manifest(registry, name, manifest)
 
 
-def dir_manifest(registry: Registry, model_dir: Path, name: str, *, source: str) -> Manifest:
+def dir_manifest(
+    registry: Registry, model_dir: Path, name: str, *, source: str, hardlink: bool = False
+) -> Manifest:
     """Copy ``model_dir`` into the store's weights (once per content) and return the
-    manifest that would name it; nothing is named yet. Takes the store lock for the copy."""
+    manifest that would name it; nothing is named yet. Takes the store lock for the copy.
+    ``hardlink``: the files are immutable (uploaded blobs), link instead of copying."""
     check_model_dir(model_dir, model=name)
     files = hash_model_dir(model_dir)
     digest = Manifest("", "mlx", source, files, 0.0).digest
@@ -107,7 +110,7 @@ def dir_manifest(registry: Registry, model_dir: Path, name: str, *, source: str)
         weights_dir = registry.weights_root / f"dir-{digest[:16]}"
         if not (weights_dir / "config.json").is_file():
             with staged_dir(weights_dir) as staging:
-                copy_tree(model_dir, staging)
+                copy_tree(model_dir, staging, hardlink=hardlink)
         return Manifest(
             model_dir=str(weights_dir.relative_to(registry.models_dir)),
             format="mlx",

@@ -67,7 +67,9 @@ def prune_weights(registry: Registry, candidates: list[Path]) -> list[Path]:
         directory = candidate.resolve()
         if directory.parent != root or directory in used or not directory.is_dir():
             continue  # outside weights/ (HF cache, user dirs), still used, or already gone
+        linked = _inodes(directory)
         discard(directory)  # renamed away first: a crash never leaves half of it in use
+        _drop_blobs(registry, linked)
         removed.append(directory)
         log.info("removed unused weights dir=%s", directory)
     return removed
@@ -79,6 +81,29 @@ def check_name(name: str, message: str) -> None:
         ModelName.parse(name)
     except InvalidModelName:
         raise InvalidModelName(name, message) from None
+
+
+def _inodes(directory: Path) -> set[tuple[int, int]]:
+    """(device, inode) of the files of ``directory`` that are hard links (to blobs)."""
+    found = set()
+    for path in directory.rglob("*"):
+        stat = path.lstat()
+        if path.is_file() and not path.is_symlink() and stat.st_nlink > 1:
+            found.add((stat.st_dev, stat.st_ino))
+    return found
+
+
+def _drop_blobs(registry: Registry, linked: set[tuple[int, int]]) -> None:
+    """Delete the uploaded blobs whose only other link was in weights just discarded
+    (Ollama deletes a model's layers that no other model uses). Fresh uploads, linked
+    nowhere yet, are kept."""
+    if not linked:
+        return
+    for blob in (registry.models_dir / "blobs").glob("sha256-*"):
+        stat = blob.stat()
+        if (stat.st_dev, stat.st_ino) in linked and stat.st_nlink == 1:
+            blob.unlink(missing_ok=True)
+            log.info("removed blob no model uses blob=%s", blob.name)
 
 
 def _referenced_dirs(registry: Registry) -> set[Path]:

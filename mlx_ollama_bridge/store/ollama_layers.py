@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..registry import LocalModel, Registry
-from .atomic import scratch_dir
+from .atomic import library_writes, scratch_dir
 from .importer import dir_manifest, gguf_manifest
 from .lock import store_lock
 from .manifests import write_manifest
@@ -162,7 +162,8 @@ def assemble_mlx_dir(layers: tuple[Layer, ...], blob: Any, out: Path) -> None:
             quantization = _quantization(metadata) or quantization
             renamed = {_mlx_name(name): array for name, array in tensors.items()}
             index += 1
-            mx.save_safetensors(str(out / f"model-{index:05d}.safetensors"), renamed)
+            with library_writes(out):  # a full disk is an OSError, not MLX's RuntimeError
+                mx.save_safetensors(str(out / f"model-{index:05d}.safetensors"), renamed)
     config_path = out / "config.json"
     if not config_path.is_file():
         raise RegistryRefused("the MLX model has no config.json layer")
