@@ -110,10 +110,9 @@ class CreatePlan:
             else:
                 from .blobs import manifest_from_blobs
 
-                if derive:
-                    yield {
-                        "status": "parsing GGUF" if _has_gguf(spec.files) else "converting model"
-                    }
+                # as Ollama's, before the (possibly long) conversion
+                kind = "parsing GGUF" if _has_gguf(spec.files) else "converting model"
+                yield {"status": kind}
                 base_manifest, used_blobs = manifest_from_blobs(
                     registry, spec.name, spec.files or {}
                 )
