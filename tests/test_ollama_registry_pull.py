@@ -12,7 +12,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 from fake_ollama_registry import FakeOllamaRegistry
-from helpers import isolated_env, start_server, stop_server
+from helpers import in_parallel, isolated_env, start_server, stop_server
 from ollama_library import (
     LICENSE,
     PREFIX,
@@ -182,6 +182,28 @@ def test_not_in_the_registry_falls_back_to_the_built_in_alias(online):
     assert "cannot reach http://127.0.0.1:9" in lines[-1]["error"]
 
 
+def test_two_pulls_of_one_name_at_once_download_once(online):
+    results = in_parallel([pull, pull])
+    assert [r[-1] for r in results] == [{"status": "success"}] * 2
+    weights = json.loads(online.manifests[("library", "smollm2", "135m")])["layers"][0]
+    fetched = [e for e in online.log if e["path"] == "/cdn/" + weights["digest"][7:]]
+    assert len(fetched) == 1
+
+
+def test_a_new_version_of_a_name_replaces_its_old_weights(online, smollm2_gguf):
+    key = ("library", "smollm2", "135m-mlx")
+    pull("smollm2:135m-mlx")
+    old = Registry(Settings.from_env()).resolve("smollm2:135m-mlx").path
+    original = online.manifests[key]
+    try:
+        publish_smollm2(online, smollm2_gguf, name="smollm2:135m-mlx")  # a new version
+        assert pull("smollm2:135m-mlx")[-1] == {"status": "success"}
+    finally:
+        online.manifests[key] = original
+    new = Registry(Settings.from_env()).resolve("smollm2:135m-mlx")
+    assert new.details["format"] == "gguf" and new.path != old and not old.exists()
+
+
 def write_ollama_store(fake: FakeOllamaRegistry, root, name: str) -> None:
     """An Ollama install that pulled ``name`` from the fake: its manifest and blobs."""
     model, _, tag = name.partition(":")
@@ -288,6 +310,30 @@ def test_the_pulled_template_renders_the_prompt_as_ollama_does(registry_server):
     assert rendered.endswith(
         "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n"
     )
+
+
+def test_the_pulled_model_calls_tools_through_its_template(registry_server):
+    client = ollama.Client(host=registry_server.url)
+    client.pull(NAME)
+    history = [
+        {"role": "user", "content": "What is the weather in London?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "London"}}}],
+        },
+    ]
+    ask = {"role": "user", "content": "What is the weather in Paris?"}
+    reply = client.chat(
+        model=NAME,
+        messages=[*history, ask],
+        tools=[WEATHER],
+        options={"temperature": 0, "num_predict": 40},
+    )
+    calls = reply.message.tool_calls
+    assert calls, reply.message.content
+    assert calls[0].function.name == "get_weather"
+    assert dict(calls[0].function.arguments) == {"city": "Paris"}
 
 
 def test_cli_pull_draws_progress_from_the_registry(registry_server, monkeypatch):

@@ -24,6 +24,7 @@ from ..registry import LocalModel, Registry
 from .atomic import library_writes, scratch_dir
 from .importer import dir_manifest, gguf_manifest
 from .lock import store_lock
+from .manage import prune_weights
 from .manifests import write_manifest
 from .ollama_manifest import Layer, RegistryRefused, safe_relative
 
@@ -230,7 +231,11 @@ def import_layers(
             go_template=extras.template,
             license=list(extras.license),
         )
-        return write_manifest(registry, name, manifest)
+        replaced = registry.stored_manifest(name)
+        model = write_manifest(registry, name, manifest)
+        if replaced is not None:  # a newer version of the name: its old weights if unused
+            prune_weights(registry, [replaced.resolve_dir(registry.models_dir)])
+        return model
 
 
 __all__ = [

@@ -39,6 +39,7 @@ from .ollama_registry import (
     RegistryRefused,
     RegistryUnreachable,
     RemoteManifest,
+    name_lock,
     verify_blob,
 )
 from .ollama_store import local_manifest, ollama_models_dir
@@ -83,6 +84,20 @@ def pull_from_ollama(
 
 
 def _pull(
+    registry: Registry,
+    client: RegistryClient,
+    name: ModelName,
+    remote: RemoteManifest,
+    emit: Emit,
+    cancel: threading.Event,
+) -> LocalModel:
+    """One pull of a name at a time (across threads and processes): a second one waits,
+    then finds the model pulled and downloads nothing."""
+    with name_lock(registry.models_dir / "blobs", "pull-" + "-".join(name.key)):
+        return _pull_locked(registry, client, name, remote, emit, cancel)
+
+
+def _pull_locked(
     registry: Registry,
     client: RegistryClient,
     name: ModelName,

@@ -295,13 +295,20 @@ def _discard(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _blob_lock(dest: Path) -> Iterator[None]:
+def _blob_lock(dest: Path) -> contextlib.AbstractContextManager[None]:
     """One download per blob at a time: across threads, and processes (``flock``)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    return name_lock(dest.parent, dest.name)
+
+
+@contextlib.contextmanager
+def name_lock(directory: Path, name: str) -> Iterator[None]:
+    """An exclusive lock named ``name`` in ``directory`` (hidden ``.<name>.lock``), held
+    across threads and processes (``flock``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f".{name}.lock"
     with _locks_guard:
-        lock = _locks.setdefault(str(dest), threading.Lock())
-    with lock, open(dest.with_name(f".{dest.name}.lock"), "a") as handle:
+        lock = _locks.setdefault(str(path), threading.Lock())
+    with lock, open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -333,5 +340,6 @@ __all__ = [
     "parse_digest",
     "parse_manifest",
     "safe_relative",
+    "name_lock",
     "verify_blob",
 ]
