@@ -42,6 +42,10 @@ def test_show_lists_vision(vision_server):
     assert info["llava.vision.patch_size"] == 8
     text = requests.post(vision_server.url + "/api/show", json={"model": "tiny"}).json()
     assert "vision" not in text["capabilities"]
+    listed = requests.get(vision_server.url + "/api/tags").json()["models"]
+    capabilities = {m["name"]: m["capabilities"] for m in listed}
+    assert capabilities["tiny-vision:latest"][:2] == ["completion", "vision"]
+    assert "vision" not in capabilities["tiny:latest"]
 
 
 def test_chat_answers_about_an_image(vision_server):

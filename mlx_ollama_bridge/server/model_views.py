@@ -24,6 +24,8 @@ def tags_entry(model: LocalModel) -> dict[str, Any]:
         "size": model.size,
         "digest": model.digest,
         "details": dict(model.details),
+        # as Ollama's list (model_list_cache.go): clients read `vision` here to allow images
+        "capabilities": list(model.capabilities),
     }
 
 
