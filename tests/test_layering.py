@@ -38,6 +38,10 @@ def test_only_the_listed_engine_modules_and_the_converter_import_mlx():
         PACKAGE / "engine" / "logprobs.py",
         # vision models: mlx-vlm's model behind mlx-lm's face, image features as embeddings
         PACKAGE / "engine" / "vision.py",
+        # distributed groups: collectives (all_sum, send/recv) and sharded loading
+        PACKAGE / "engine" / "group_channel.py",
+        PACKAGE / "engine" / "group_load.py",
+        PACKAGE / "engine" / "group_pipeline.py",
         PACKAGE / "store" / "gguf.py",
         # Ollama's MLX tensor layers: each safetensors blob renamed for mlx-lm (bf16, packed)
         PACKAGE / "store" / "ollama_layers.py",

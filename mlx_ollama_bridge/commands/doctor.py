@@ -23,6 +23,7 @@ from ..client import Client, ClientError
 from ..config import parse_ollama_host
 from .common import CliState, state
 from .format import human_bytes
+from .group_checks import group_checks
 
 MIN_PYTHON = (3, 10)
 MLX_TIMEOUT_S = 120.0  # the first Metal initialisation can take a while on a cold machine
@@ -234,7 +235,7 @@ def _port_in_use(host: str, port: int) -> bool:
 @click.command()
 def doctor() -> None:
     """Check Python, MLX, the CPU BLAS (Linux), memory, the model store, the port, upstream
-    Ollama and the service."""
+    Ollama, the service and, with a hostfile, the distributed group's hosts."""
     cli = state()
     checks = [
         check_python(),
@@ -246,6 +247,10 @@ def doctor() -> None:
         check_upstream(cli),
         check_service(),
     ]
+    # serve --hostfile: the hostfile, SSH to each host, MLX's distributed backend
+    settings = cli.settings
+    for found in group_checks(settings.hostfile, settings.group_backend):
+        checks.append(Check(found.ok, found.text, found.fix))
     checks = [check for check in checks if check is not None]
     for check in checks:
         click.echo(check.render())

@@ -15,6 +15,7 @@ from ..config import CONFIG_FILE_NAME, SETTINGS, trim
 from ..upstream import LOCAL_ONLY_HEADER
 from .common import BACKENDS, CliState, state
 from .format import table
+from .group_checks import group_table
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,9 +43,19 @@ def probe(name: str, url: str | None, local_only: bool = False) -> dict[str, Any
         report["latency_ms"] = (time.perf_counter() - started) * 1000
         report["loaded"] = [str(m.get("name", "")) for m in client.ps()]
         report["up"] = True
+        if local_only:  # serve --hostfile: the ranks (a broken group answers 503)
+            report["group"] = _group_of(client)
     except ClientError as exc:
         report["error"] = exc.message
     return report
+
+
+def _group_of(client: Client) -> dict[str, Any] | None:
+    """``/health``'s ``group`` (None on one machine)."""
+    try:
+        return client.health().get("group")
+    except ClientError:
+        return None
 
 
 @click.command()
@@ -62,6 +73,9 @@ def status() -> None:
         loaded = ", ".join(r.get("loaded", [])) or "-"
         rows.append([r["name"], r["url"], state_text, r.get("version") or "-", latency, loaded])
     click.echo(table(["BACKEND", "URL", "STATE", "VERSION", "LATENCY", "LOADED"], rows))
+    for r in reports:
+        if r.get("group"):
+            click.echo("\n" + group_table(r["group"]))
     backend = cli.preferred_backend()
     click.echo(f"\nrun/chat/list use: {backend} ({_MEANING[backend]})")
     if not any(r["up"] for r in reports):

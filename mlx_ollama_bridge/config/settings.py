@@ -29,11 +29,14 @@ from .values import (
     parse_cpu_blas,
     parse_fraction,
     parse_go_bool,
+    parse_group_backend,
+    parse_group_sharding,
     parse_kv_cache_type,
     parse_load_timeout,
     parse_origins,
     parse_param_count,
     parse_path,
+    parse_positive_seconds,
     parse_rate_limit,
     parse_registry_url,
     parse_uint,
@@ -262,6 +265,42 @@ class Settings:
         64 * _MIB,
         "Bytes of JSON those stored responses may hold in all.",
         parse_uint,
+    )
+
+    hostfile: Path | None = _setting(
+        "MLX_BRIDGE_HOSTFILE",
+        None,
+        "Distributed: serve one model across the machines of this mlx.launch hostfile (JSON "
+        "list of {ssh, ips}); rank 0 answers HTTP (docs/distributed.md); unset = one process.",
+        parse_path,
+    )
+    group_backend: str = _setting(
+        "MLX_BRIDGE_GROUP_BACKEND",
+        "ring",
+        "Distributed: MLX's backend between the ranks: ring (TCP, Ethernet or Thunderbolt "
+        "bridge) or jaccl (Thunderbolt 5 RDMA); the hostfile's own backend wins.",
+        parse_group_backend,
+    )
+    group_sharding: str = _setting(
+        "MLX_BRIDGE_GROUP_SHARDING",
+        "auto",
+        "Distributed: how a model is split: auto (pipeline where mlx-lm supports it, else "
+        "tensor), pipeline or tensor.",
+        parse_group_sharding,
+    )
+    group_port: int = _setting(
+        "MLX_BRIDGE_GROUP_PORT",
+        0,
+        "Distributed: first TCP port of the ring backend (one per rank and address); 0 = a "
+        "free one picked at each launch.",
+        parse_uint,
+    )
+    group_step_timeout_s: float = _setting(
+        "MLX_BRIDGE_GROUP_TIMEOUT_S",
+        60.0,
+        "Distributed: seconds one step may take before the group counts a rank as hung, ends "
+        "the running requests and is started again.",
+        parse_positive_seconds,
     )
 
     @classmethod

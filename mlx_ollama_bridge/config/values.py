@@ -112,6 +112,30 @@ _COUNT_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
 _PARAM_COUNT = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmbg]?)", re.IGNORECASE)
 
 
+def parse_group_backend(text: str) -> str:
+    """``ring`` or ``jaccl``: the MLX distributed backends ``mlx.launch`` starts over SSH."""
+    value = text.strip().lower()
+    if value not in ("ring", "jaccl"):
+        raise ValueError(f"unknown distributed backend {text!r}: ring or jaccl")
+    return value
+
+
+def parse_group_sharding(text: str) -> str:
+    """``auto``, ``pipeline`` or ``tensor``."""
+    value = text.strip().lower()
+    if value not in ("auto", "pipeline", "tensor"):
+        raise ValueError(f"unknown sharding {text!r}: auto, pipeline or tensor")
+    return value
+
+
+def parse_positive_seconds(text: str) -> float:
+    """A positive number of seconds (``60``, ``2.5``)."""
+    value = float(text)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
 def parse_param_count(text: str) -> int:
     """A parameter count: ``600000000``, ``600M``, ``1.5B``; 0 allowed."""
     match = _PARAM_COUNT.fullmatch(text.strip())
@@ -139,6 +163,9 @@ __all__ = [
     "OFF_WORDS",
     "parse_count",
     "parse_cpu_blas",
+    "parse_positive_seconds",
+    "parse_group_backend",
+    "parse_group_sharding",
     "parse_fraction",
     "parse_go_bool",
     "parse_kv_cache_type",

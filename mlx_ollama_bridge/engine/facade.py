@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .backend import MLXBackend
 from .embed_job import EmbeddingRequest, EmbeddingResult
+from .group import GroupBudget, in_group, rank0_backend
 from .interface import Backend
 from .jobs import GenerationJob
 from .preflight import MemoryBudget
@@ -36,8 +37,16 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         budget: MemoryBudget | None = None,
     ) -> None:
+        if backend is None and in_group(settings):  # a rank 0 of ``serve --hostfile``
+            group = rank0_backend(settings)
+            backend, budget = group, budget or GroupBudget.of(settings, group.memory)
         self.backend = backend or MLXBackend.from_settings(settings)
         self._scheduler = Scheduler(settings, self.backend, clock, budget)
+
+    def group_status(self) -> dict | None:
+        """The distributed group's ranks, hosts, memory and faults; None on one machine."""
+        status = getattr(self.backend, "status", None)
+        return status() if callable(status) else None
 
     def start(self) -> None:
         """Start the scheduler thread (idempotent; the server starts it after fork)."""

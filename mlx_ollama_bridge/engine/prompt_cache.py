@@ -123,6 +123,12 @@ class PromptCachePool:
             self._lru.trim_to(n_bytes=nbytes)
             mx.clear_cache()  # give the buffers back rather than keep them in MLX's cache
 
+    def trim_to_count(self, entries: int) -> None:
+        """Drop least recently used caches until at most ``entries`` are left (a distributed
+        group's other ranks follow rank 0's pool this way, ``group_follower``)."""
+        if len(self._lru) > entries:
+            self._lru.trim_to(n_sequences=entries)
+
     def clear(self) -> None:
         """Drop every cache held in memory (the disk store stays)."""
         self._lru.trim_to(n_sequences=0)

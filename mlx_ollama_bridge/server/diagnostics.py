@@ -99,6 +99,7 @@ def diagnostics_report(app: Flask) -> dict[str, Any]:
         # Linux CPU mode: which BLAS MLX's CPU backend uses in this worker
         "cpu_blas": cpu_blas.describe(setting=settings.cpu_blas),
         "loaded_models": loaded,
+        "group": health.get("group"),  # serve --hostfile: ranks, hosts, memory; else null
         "models": state.metrics.model_usage(),
         "settings": settings_view(settings),
     }

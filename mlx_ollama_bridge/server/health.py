@@ -89,7 +89,32 @@ def health_report(engine: Any, watch: EngineWatch) -> tuple[dict[str, Any], int]
         body["engine_latency_ms"] = round(latency * 1000, 3) if latency is not None else None
     else:
         body["ready"] = state == "idle"  # starts on first use
+    group = group_status(engine)
+    if group is not None:  # serve --hostfile: the ranks, and which one failed
+        body["group"] = group
+        if not group["healthy"]:
+            body.update(status="unavailable", ready=False, error=group["fault"])
+            return body, 503
     return body, 200 if healthy else 503
 
 
-__all__ = ["EngineWatch", "health_report", "loaded_models", "queue_depth", "rss_bytes"]
+def group_status(engine: Any) -> dict[str, Any] | None:
+    """The distributed group's state (``Engine.group_status``); None on one machine."""
+    status = getattr(engine, "group_status", None)
+    if status is None:
+        return None
+    try:
+        return status()
+    except Exception:
+        log.exception("group status failed")
+        return None
+
+
+__all__ = [
+    "EngineWatch",
+    "group_status",
+    "health_report",
+    "loaded_models",
+    "queue_depth",
+    "rss_bytes",
+]

@@ -29,8 +29,9 @@ def tags_entry(model: LocalModel) -> dict[str, Any]:
     }
 
 
-def ps_entry(running: RunningModel) -> dict[str, Any]:
-    """One entry of ``/api/ps``."""
+def ps_entry(running: RunningModel, group: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One entry of ``/api/ps``; on a distributed group (``group``: ``/health``'s view) an
+    extra ``distributed`` object: how the model is split and each rank's share."""
     now = datetime.now(timezone.utc)
     if math.isfinite(running.expires_at):
         expires = datetime.fromtimestamp(running.expires_at, timezone.utc)
@@ -45,7 +46,19 @@ def ps_entry(running: RunningModel) -> dict[str, Any]:
         "expires_at": format_rfc3339(expires),
         "size_vram": running.size_vram_bytes,
         "context_length": running.context_length,
+        **_distributed(running, group),
     }
+
+
+def _distributed(running: RunningModel, group: dict[str, Any] | None) -> dict[str, Any]:
+    shards = (group or {}).get("models", {}).get(running.model.path.name)
+    if not group or not shards:
+        return {}
+    ranks = [
+        {"rank": r["rank"], "host": r["host"], "size": size}
+        for r, size in zip(group["ranks"], shards["rank_bytes"], strict=False)
+    ]
+    return {"distributed": {"sharding": shards["sharding"], "ranks": ranks}}
 
 
 def show_response(model: LocalModel, *, verbose: bool = False) -> dict[str, Any]:

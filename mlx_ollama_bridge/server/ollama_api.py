@@ -14,6 +14,7 @@ from . import schemas
 from .context import get_engine, get_registry
 from .embed_api import handle_embed, handle_embeddings
 from .generation import handle_chat, handle_generate
+from .health import group_status
 from .model_views import ps_entry, show_response, tags_entry
 from .models_api import (
     handle_blob,
@@ -64,8 +65,10 @@ def show() -> Response:
 @bp.route("/api/ps", methods=["GET"])
 def ps() -> Response:
     """Loaded models here and upstream, latest to expire first; ``details.backend`` says where."""
-    running = sorted(get_engine().running(), key=lambda r: r.expires_at, reverse=True)
-    local = [ps_entry(r) for r in running]
+    engine = get_engine()
+    running = sorted(engine.running(), key=lambda r: r.expires_at, reverse=True)
+    group = group_status(engine)
+    local = [ps_entry(r, group) for r in running]
     return jsonify({"models": merged_models(local, "/api/ps", "expires_at")})
 
 

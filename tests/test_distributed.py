@@ -1,0 +1,152 @@
+"""A distributed group on loopback: ``serve --hostfile`` with two ranks of MLX's ring backend.
+
+Real ``mlx.launch``, real ranks (rank 0 under gunicorn), real smollm2 split across them, the
+official ``ollama`` client. The greedy answer must equal one process's; a killed rank ends
+the running stream with an error line, ``/health`` names it and the group comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import ollama
+import psutil
+import pytest
+import requests
+from helpers import RunningServer, clean_environ, free_port, wait_until
+
+SMOL = "smollm2:135m"
+GREEDY = {"temperature": 0, "num_predict": 16}
+QUESTION = [{"role": "user", "content": "Write one sentence about the sea."}]
+BOOT_S = 240  # two ranks loading on a shared 2-core machine
+
+
+def write_hostfile(path: Path, ranks: int = 2) -> Path:
+    """mlx.launch's hostfile with ``ranks`` loopback hosts."""
+    path.write_text(json.dumps([{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}] * ranks))
+    return path
+
+
+def start_group(env: dict[str, str], root: Path, **settings: str) -> RunningServer:
+    """``serve --hostfile`` (two loopback ranks) and wait until rank 0 answers."""
+    port = free_port()
+    hostfile = write_hostfile(root / "hosts.json")
+    log_path = root / "group.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlx_ollama_bridge", "serve", "--host", f"127.0.0.1:{port}"]
+        + ["--hostfile", str(hostfile)],
+        env={**clean_environ(), **env, **settings},
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
+    if not wait_until(lambda: _answers(server), timeout=BOOT_S, poll=0.5):
+        stop_group(server)
+        raise RuntimeError(f"group did not come up:\n{log_path.read_text(errors='replace')}")
+    return server
+
+
+def stop_group(server: RunningServer) -> None:
+    """SIGTERM to the supervisor (it stops rank 0, then the rest); SIGKILL what remains."""
+    children = psutil.Process(server.process.pid).children(recursive=True)
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+    for child in children:
+        if child.is_running():
+            child.kill()
+
+
+def _answers(server: RunningServer) -> bool:
+    if server.process.poll() is not None:
+        raise RuntimeError(f"supervisor exited:\n{server.log()}")
+    try:
+        return requests.get(server.url, timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def ranks(server: RunningServer) -> dict[int, psutil.Process]:
+    """The rank processes (rank 0: its server's master), by rank."""
+    found: dict[int, psutil.Process] = {}
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            rank = child.environ().get("MLX_RANK")
+        except psutil.Error:
+            continue
+        if rank is not None and int(rank) not in found:
+            found[int(rank)] = child
+    return found
+
+
+@pytest.fixture(scope="module")
+def group(shared_store, tmp_path_factory) -> Iterator[RunningServer]:
+    """One two-rank group over the shared store (smollm2 split in pipeline)."""
+    server = start_group(shared_store.env, tmp_path_factory.mktemp("group"))
+    yield server
+    stop_group(server)
+
+
+@pytest.mark.real_model
+def test_two_ranks_answer_as_one_process(group, server):
+    single = ollama.Client(host=server.url).chat(model=SMOL, messages=QUESTION, options=GREEDY)
+    client = ollama.Client(host=group.url)
+    split = client.chat(model=SMOL, messages=QUESTION, options=GREEDY)
+    assert split.message.content == single.message.content
+    assert split.eval_count == single.eval_count
+    # streamed, and from the prompt cache the first call left on every rank
+    streamed = list(client.chat(model=SMOL, messages=QUESTION, options=GREEDY, stream=True))
+    assert "".join(c.message.content for c in streamed) == single.message.content
+
+
+@pytest.mark.real_model
+def test_group_is_visible(group):
+    health = requests.get(f"{group.url}/health", timeout=30).json()
+    assert health["group"]["size"] == 2 and health["group"]["healthy"]
+    ps = requests.get(f"{group.url}/api/ps", timeout=30).json()
+    assert any(m["name"] == SMOL for m in ps["models"])
+    diagnostics = requests.get(f"{group.url}/diagnostics", timeout=30).json()
+    hosts = [r["host"] for r in diagnostics["group"]["ranks"]]
+    assert hosts == ["127.0.0.1", "127.0.0.1"]
+    assert all(r["total_bytes"] > 0 and r["rss_bytes"] > 0 for r in diagnostics["group"]["ranks"])
+
+
+def _health(server: RunningServer) -> dict | None:
+    try:
+        return requests.get(f"{server.url}/health", timeout=10).json()
+    except (requests.RequestException, ValueError):
+        return None  # between launches nothing listens
+
+
+@pytest.mark.real_model
+def test_killed_rank_ends_the_stream_with_an_error_and_the_group_comes_back(group):
+    # last in this module: it breaks the module's group (and checks that it comes back)
+    body = {"model": SMOL, "messages": QUESTION, "options": {"temperature": 0, "num_predict": 400}}
+    with requests.post(f"{group.url}/api/chat", json=body, stream=True, timeout=300) as response:
+        lines = response.iter_lines()
+        first = json.loads(next(lines))
+        assert "message" in first and not first["done"]
+        os.kill(ranks(group)[1].pid, signal.SIGKILL)
+        rest = [json.loads(line) for line in lines if line]
+    assert rest and "error" in rest[-1], rest[-3:]
+    assert "rank" in rest[-1]["error"]
+    # the supervisor starts a new group; its /health names the rank that failed
+    came_back = wait_until(
+        lambda: (h := _health(group)) is not None and h.get("group", {}).get("launch", 1) > 1,
+        timeout=BOOT_S,
+        poll=1.0,
+    )
+    assert came_back, group.log()[-3000:]
+    health = _health(group)
+    assert health["status"] == "ok"
+    assert health["group"]["last_fault"].startswith("rank 1 (127.0.0.1) was killed by SIGKILL")
+    again = ollama.Client(host=group.url).chat(model=SMOL, messages=QUESTION, options=GREEDY)
+    assert again.message.content
