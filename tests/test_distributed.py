@@ -119,6 +119,42 @@ def test_group_is_visible(group):
     assert all(r["total_bytes"] > 0 and r["rss_bytes"] > 0 for r in diagnostics["group"]["ranks"])
 
 
+def test_tiny_model_split_both_ways_decodes_as_one_process(tiny_model_dir, tmp_path):
+    # mlx.launch runs tests/group_tensor_rank.py on two loopback ranks: tensor parallel (the
+    # tiny model's 4 heads divide by 2; SmolLM2's 9 do not) and pipeline, each against the
+    # unsplit model's greedy tokens
+    hostfile = write_hostfile(tmp_path / "hosts.json")
+    launch = Path(sys.executable).parent / "mlx.launch"
+    command = [str(launch), "--hostfile", str(hostfile), "--backend", "ring"]
+    command += ["--starting-port", str(free_port_pair()), "--python", sys.executable]
+    command += [str(Path(__file__).parent / "group_tensor_rank.py"), str(tiny_model_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, env=clean_environ())
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["sharding"] for r in rows] == ["tensor", "pipeline"], done.stderr[-3000:]
+    for row in rows:
+        assert row["got"] == row["expected"]
+        assert len(row["rank_bytes"]) == 2 and all(b > 0 for b in row["rank_bytes"])
+
+
+def free_port_pair() -> int:
+    """A port whose next one is free too (the ring backend takes one per rank)."""
+    while True:
+        port = free_port()
+        if port < 65000 and _free(port + 1):
+            return port
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _health(server: RunningServer) -> dict | None:
     try:
         return requests.get(f"{server.url}/health", timeout=10).json()

@@ -8,6 +8,9 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
+import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +57,22 @@ def rank0_backend(settings: Settings) -> GroupBackend:
     server = int(os.environ.get("MLX_BRIDGE_GROUP_SERVER_PID", "0") or 0)
     channel.on_fault = stop_after_fault(server or os.getpid())
     atexit.register(backend.shutdown)  # the other ranks end with rank 0's server
+    _note_sigterm(backend)
     return backend
+
+
+def _note_sigterm(backend: GroupBackend) -> None:
+    """Chain a SIGTERM handler that tells the backend it is stopping (its watchdog then
+    gives a hung step seconds, not a minute: mlx.launch stops rank 0 when a rank died)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals can only be set from the main thread (tests build engines elsewhere)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> Any:
+        backend.stopping_since = time.monotonic()
+        return previous(signum, frame) if callable(previous) else None
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def follow(settings: Settings) -> None:

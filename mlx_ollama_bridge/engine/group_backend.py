@@ -45,6 +45,9 @@ from .sampling import LogitsProcessor, Sampler
 log = logging.getLogger(__name__)
 
 
+_STOPPING_STEP_S = 8.0  # after SIGTERM, a step this long means a rank is gone
+
+
 class MirroredLane(BatchLane):
     """A batch lane whose every change is replayed by the other ranks."""
 
@@ -119,6 +122,9 @@ class GroupBackend(MLXBackend):
         self.channel = channel
         self.sharding = sharding
         self.hosts = hosts or [f"rank{r}" for r in range(channel.size)]
+        if channel.size == 2:  # rank 0's only peer: a fault names it and its host
+            channel.peer = f"rank 1 ({self.hosts[1]})"
+        self.stopping_since: float | None = None  # set on SIGTERM (``group.rank0_backend``)
         self._keys: dict[int, int] = {}  # id(loaded) -> the key every rank knows it by
         self._shards: dict[str, dict[str, Any]] = {}  # model dir name -> sharding, bytes
         self._next_key = 0
@@ -253,8 +259,6 @@ class GroupBackend(MLXBackend):
                 row.update(self.memory[rank])
             ranks.append(row)
         fault = self.channel.fault
-        if fault and self.channel.size == 2:  # rank 0's only peer: name it
-            fault = f"rank 1 ({self.hosts[1]}): {fault}"
         return {
             "size": self.channel.size,
             "healthy": fault is None,
@@ -294,9 +298,15 @@ class GroupBackend(MLXBackend):
             if stepping is None or self.channel.fault:
                 continue
             began, jobs = stepping
-            if time.monotonic() - began < self._step_timeout:
+            # stopping (mlx.launch stops rank 0 when another rank died): a step that still
+            # hangs is waiting for that rank; else only a step past the timeout is a fault
+            limit = _STOPPING_STEP_S if self.stopping_since is not None else self._step_timeout
+            if time.monotonic() - max(began, self.stopping_since or 0.0) < limit:
                 continue
-            reason = f"a rank stopped answering: one step took over {self._step_timeout:.0f} s"
+            peer = self.channel.peer
+            reason = (
+                f"{peer} of the distributed group stopped answering (a step took {limit:.0f} s)"
+            )
             self._fail(jobs, reason)  # the scheduler thread is stuck in MLX: answer for it
             self.channel.mark_broken(reason)
 

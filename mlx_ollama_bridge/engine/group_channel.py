@@ -49,6 +49,8 @@ class Channel:
         self.lock = threading.RLock()
         self.fault: str | None = None  # why the group broke, once it did
         self.on_fault: Callable[[str], None] = lambda _reason: None  # called once
+        # who failed, as rank 0 can tell: with two ranks its only peer (the owner names it)
+        self.peer = "rank 1" if self.size == 2 else "a rank"
 
     def broadcast(self, command: dict[str, Any] | None = None) -> dict[str, Any]:
         """Rank 0 passes ``command`` and every other rank gets it back (blocking until rank
@@ -103,7 +105,7 @@ class Channel:
 
     def broken(self, exc: BaseException) -> GroupFault:
         """Record that the group broke (a collective failed) and say so as a GroupFault."""
-        self.mark_broken(f"a rank of the distributed group was lost ({exc})")
+        self.mark_broken(f"{self.peer} of the distributed group was lost ({exc})")
         assert self.fault is not None
         return GroupFault(self.fault)
 
