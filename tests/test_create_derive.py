@@ -14,12 +14,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import gguf
 import mlx.core as mx
 import numpy as np
 import ollama
 import pytest
 import requests
-from gguf_layouts import tiny_source, write_gguf
+from gguf_layouts import LAYOUTS, tiny_source, write_gguf
 from lora_helpers import make_adapter, upload
 from mlx_lm import load
 from tiny_model import build_tiny_model
@@ -276,3 +277,21 @@ def test_gguf_adapter_is_a_400(server, f16_base, tmp_path):
     (adapter / "lora.gguf").write_bytes(b"GGUF" + bytes(60))
     body = {"model": "bad-gguf-lora", "from": f16_base, "adapters": upload(server.url, adapter)}
     assert refused(server.url, body).startswith("GGUF adapters are not supported")
+
+
+@pytest.mark.parametrize(
+    "model_type", ["mistral", "gemma2", "gemma3_text", "phi3", "qwen3_moe", "granite", "olmo2"]
+)
+def test_each_gguf_family_runs_over_http(server, tmp_path, model_type):
+    """``ollama create`` FROM a GGUF of each family (llama.cpp's layout), then generate."""
+    path = write_gguf(tmp_path / f"{model_type}.gguf", tiny_source(model_type))
+    client = ollama.Client(host=server.url)
+    name = f"gguf-{model_type.replace('_', '-')}"
+    client.create(model=name, files={path.name: client.create_blob(path)})
+    try:
+        reply = client.generate(model=name, prompt="the he", raw=True, options=GREEDY)
+        assert reply.done and reply.eval_count
+        info = client.show(name).modelinfo
+        assert info["general.architecture"] == gguf.MODEL_ARCH_NAMES[LAYOUTS[model_type][0]]
+    finally:
+        client.delete(name)
