@@ -82,10 +82,12 @@ def build_tiny_model(
     special_tokens: tuple[str, ...] = (),
     template: str | None = "",
     quantized: bool = True,
+    config: dict[str, Any] | None = None,
 ) -> Path:
     """Write a tiny random llama checkpoint to ``out_dir`` and return ``out_dir``.
 
     ``quantized=False`` keeps the weights in float16 (a model ``/api/create`` can quantize).
+    ``config`` overrides entries of the llama ``config.json`` (layers, heads, ``head_dim``).
     ``seed`` fixes the weights (the tokenizer is deterministic anyway).
     ``with_tools_template`` renders ``tools`` and ``tool`` messages the Qwen2.5 way;
     ``thinking`` adds ``<think>``/``</think>`` tokens and a Qwen3-style ``enable_thinking`` switch.
@@ -105,7 +107,10 @@ def build_tiny_model(
     _write_json(out_dir / "tokenizer_config.json", _tokenizer_config(template))
 
     ids = {token: tokenizer.token_to_id(token) for token in (BOS_TOKEN, EOS_TOKEN)}
-    config = _model_config(tokenizer.get_vocab_size(), ids[BOS_TOKEN], ids[EOS_TOKEN])
+    config = {
+        **_model_config(tokenizer.get_vocab_size(), ids[BOS_TOKEN], ids[EOS_TOKEN]),
+        **(config or {}),
+    }
     config = _write_weights(
         out_dir, config, seed=seed, muted_ids=_muted_ids(tokenizer), quantized=quantized
     )
