@@ -124,17 +124,23 @@ format: install-test
 # llama.cpp's server (llama-cpp-python), the peer standing for Ollama's engine in `make bench`
 # only (bench/peers.py): it compiles llama.cpp from source, a long build on a small machine, so
 # it has its own venv and is never part of `make test`. Best effort: bench runs without it.
-# GGML_NATIVE=OFF: a -march=native build (AMX on this box's EPYC) crashed on batched prompts.
+# Portable build, AMX off: this box's EPYC reports AMX (cpuid), so a -march=native build takes
+# ggml's AMX matmul for batched prompts, but the container's kernel does not grant the tile
+# state and the first `ldtilecfg` is a SIGSEGV (gdb: ggml_backend_amx_mul_mat). Single
+# tokens never reach that path, hence "only multi-token prompts crash". The stamp's name
+# changed with the flags, so a venv of the old native build is rebuilt.
 LLAMACPP_VENV := .cache/llamacpp-venv
 LLAMACPP_PKG := llama-cpp-python[server]==0.3.36
+LLAMACPP_CMAKE := -DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-$(LLAMACPP_VENV)/.installed:
+$(LLAMACPP_VENV)/.installed-portable:
+	rm -rf $(LLAMACPP_VENV)
 	$(PYTHON) -m venv $(LLAMACPP_VENV)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) \
+	CMAKE_ARGS="$(LLAMACPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) \
 		$(LLAMACPP_VENV)/bin/pip install -q --no-cache-dir "$(LLAMACPP_PKG)"
 	touch $@
 
-llamacpp-venv: $(LLAMACPP_VENV)/.installed
+llamacpp-venv: $(LLAMACPP_VENV)/.installed-portable
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[bench]"
