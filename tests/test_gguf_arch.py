@@ -212,6 +212,14 @@ def _k_quant_bytes(rows: int, cols: int, kind: Q, seed: int) -> np.ndarray:
     return raw
 
 
+EXACT_IN_A_K_FILE = {
+    "blk.1.ffn_up.weight": Q.Q5_0,
+    "blk.0.ffn_up.weight": Q.Q8_0,
+    "blk.0.attn_k.weight": Q.Q4_0,
+    "blk.1.attn_v.weight": Q.Q4_1,
+}
+
+
 def test_k_quants_and_q5_0_are_dequantized_and_requantized(tmp_path: Path):
     """Ollama's q4_K_M files: Q4_K blocks kept exactly as MLX 4-bit; Q6_K and Q5_0 blocks
     dequantized by gguf-py and quantized again for MLX with as many bits (group size 32)."""
@@ -231,8 +239,9 @@ def test_k_quants_and_q5_0_are_dequantized_and_requantized(tmp_path: Path):
     for name, array in tensors.items():
         if name in raw:
             writer.add_tensor(name, raw[name], raw_dtype=kinds[name])
-        elif name == "blk.1.ffn_up.weight":
-            writer.add_tensor(name, gguf.quants.quantize(array, Q.Q5_0), raw_dtype=Q.Q5_0)
+        elif name in EXACT_IN_A_K_FILE:
+            kind = EXACT_IN_A_K_FILE[name]
+            writer.add_tensor(name, gguf.quants.quantize(array, kind), raw_dtype=kind)
         else:
             writer.add_tensor(name, array)
     writer.write_header_to_file()
@@ -256,6 +265,18 @@ def test_k_quants_and_q5_0_are_dequantized_and_requantized(tmp_path: Path):
     parts = [stored[f"model.layers.0.self_attn.q_proj.{p}"] for p in ("weight", "scales", "biases")]
     q4_k = gguf.quants.dequantize(raw["blk.0.attn_q.weight"], Q.Q4_K)
     np.testing.assert_array_equal(np.array(mx.dequantize(*parts, group_size=32, bits=4)), q4_k)
+    for name, kind in EXACT_IN_A_K_FILE.items():  # read by gguf-py here, not mx.load: exact
+        if kind == Q.Q5_0:
+            continue
+        module = {
+            "blk.0.ffn_up": "model.layers.0.mlp.up_proj",
+            "blk.0.attn_k": "model.layers.0.self_attn.k_proj",
+            "blk.1.attn_v": "model.layers.1.self_attn.v_proj",
+        }[name[:-7]]
+        parts = [stored[f"{module}.{part}"] for part in ("weight", "scales", "biases")]
+        bits = 8 if kind == Q.Q8_0 else 4
+        got = np.array(mx.dequantize(*parts, group_size=32, bits=bits))
+        np.testing.assert_array_equal(got, _roundtrip(tensors, name, kind))
     for module, (want, bits) in expected.items():
         parts = [stored[f"{module}.{part}"] for part in ("weight", "scales", "biases")]
         got = np.array(mx.dequantize(*parts, group_size=32, bits=bits))

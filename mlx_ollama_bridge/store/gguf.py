@@ -33,7 +33,7 @@ from gguf.quants import dequantize
 from ..errors import BadRequest
 from .atomic import library_writes
 from .gguf_arch import Family, family_for, llama3_rope_scaling, mlx_config
-from .gguf_blocks import q4_k_to_mlx
+from .gguf_blocks import EXACT_TYPES, blocks_to_mlx
 from .gguf_reader import GGUFTensor, read_gguf_header, read_gguf_tensors
 from .gguf_tokenizer import check_tokenizer, eos_token_ids, write_tokenizer
 
@@ -226,9 +226,9 @@ def _source_tensors(
         if type_name in ("F32", "F16"):
             yield name, mx.array(np.asarray(data).reshape(shape)), None
             continue
-        if type_name == "Q4_K" and name.endswith(".weight"):  # kept exactly, as MLX affine
+        if type_name in EXACT_TYPES and name.endswith(".weight"):  # kept exactly: MLX affine
             stem = name[: -len(".weight")]
-            for part, array in q4_k_to_mlx(np.asarray(data), shape).items():
+            for part, array in blocks_to_mlx(type_name, np.asarray(data), shape).items():
                 yield f"{stem}.{part}", mx.array(array), None
             continue
         values = dequantize(np.asarray(data), GGMLQuantizationType[type_name]).reshape(shape)
