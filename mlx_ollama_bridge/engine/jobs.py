@@ -89,6 +89,8 @@ class GenerationJob:
         request = self.request
         self.prompt_text, tokens = build_prompt(backend, loaded, request, context_length)
         check_image_room(tokens, context_length)  # images are not cut to fit
+        if loaded.vision is not None and not request.render_only:
+            loaded.vision.images.prepare(tokens)  # encode failures stay this request's
         if not request.render_only:  # a render (or a token count) shows the whole prompt
             self._bos = added_bos(loaded.tokenizer)
             tokens = fit_to_context(tokens, request, context_length, bos_token_id=self._bos)

@@ -10,12 +10,12 @@ Ollama's timings) runs it unchanged.
 Images enter the token stream as *image tokens*: each position where the model reads an
 image feature carries an id of its own, ``IMAGE_TOKEN_BASE + handle * IMAGE_STRIDE + k`` (the
 ``k``-th feature of the image registered as ``handle``, one handle per distinct image,
-found by its SHA-256). ``VisionLM`` turns those ids into the image's features when a chunk of
-prompt passes through it; the vision tower runs the first time an image's features are
-needed, then they are kept (``ImageStore``). Because the ids name the image, the prompt
-cache's prefix match tells images apart: the next turn of a chat about the same image (the
-client resends it) reuses the KV cache past the image and neither the vision tower nor the
-image's prefill runs again.
+found by its SHA-256). ``VisionLM`` turns those ids into the image's features when a chunk
+of prompt passes through it; the vision tower runs when a request bringing a new image is
+admitted (``ImageStore.prepare``), then the features are kept (``ImageStore``). Because the
+ids name the image, the prompt cache's prefix match tells images apart: the next turn of a
+chat about the same image (the client resends it) reuses the KV cache past the image and
+neither the vision tower nor the image's prefill runs again.
 
 mlx-vlm is imported only here and only when a vision model loads (``load_vision_model``),
 so text-only users never pay for it. Runs on the loading thread (load) and the scheduler
@@ -177,6 +177,21 @@ class ImageStore:
             ids = ids[1:]  # the tokenizer's BOS: the prompt has its own
         inputs = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask")}
         return ids, inputs
+
+    def prepare(self, tokens: list[int]) -> None:
+        """Encode every image of a prompt now, at admission: an image the model cannot
+        encode is that request's 400, never an error in a batch shared with others."""
+        handles = dict.fromkeys(
+            (t - IMAGE_TOKEN_BASE) // IMAGE_STRIDE for t in tokens if is_image_token(t)
+        )
+        for handle in handles:
+            try:
+                self.features(handle)
+            except BadRequest:
+                raise
+            except Exception as exc:  # mlx-vlm's encoders raise many types on odd inputs
+                log.warning("image not encoded handle=%d error=%s", handle, exc)
+                raise BadRequest(f"the model could not encode the image: {exc}") from exc
 
     def features(self, handle: int) -> Any:
         """The image's features, running the vision tower the first time."""
