@@ -53,6 +53,17 @@ class Manifest:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     @property
+    def listed_digest(self) -> str:
+        """The digest ``/api/tags`` lists: for a model pulled from Ollama's registry (or a
+        local Ollama store) the SHA-256 of its registry manifest, as Ollama lists it (update
+        checks compare it); else :attr:`digest`."""
+        if self.source.startswith(("ollama:", "ollama-store:")):
+            _, _, pulled = self.source.rpartition("@sha256:")
+            if _SHA256.fullmatch(pulled):
+                return pulled
+        return self.digest
+
+    @property
     def size(self) -> int:
         """Total size of the model's files in bytes."""
         return sum(int(entry.get("size", 0)) for entry in self.files.values())

@@ -175,12 +175,9 @@ class Registry:
         return hf_repo(parsed)
 
     def asks_ollama_registry(self, name: str) -> bool:
-        """True if a pull of ``name`` asks Ollama's registry (before any built-in alias).
-
-        The pull order: a user alias → Ollama's registry (when ``MLX_BRIDGE_OLLAMA_REGISTRY``
-        is not off, for names on its host) → a built-in alias or ``org/repo`` on Hugging Face.
-        ``hf.co/…`` names never ask Ollama's registry.
-        """
+        """True if a pull of ``name`` asks Ollama's registry. The pull order: a user alias →
+        Ollama's registry (``MLX_BRIDGE_OLLAMA_REGISTRY`` not off, names on its host) → a
+        built-in alias or ``org/repo`` on Hugging Face; ``hf.co/…`` never asks the registry."""
         if self.settings.ollama_registry is None:
             return False
         parsed = ModelName.parse(name)
@@ -280,7 +277,7 @@ class Registry:
             manifest=manifest,
             path=path.absolute(),
             modified_at=datetime.fromtimestamp(mtime).astimezone(),
-            digest=manifest.digest,
+            digest=manifest.listed_digest,
             size=manifest.size,
             details=dict(description.details),
             model_info=dict(description.model_info),

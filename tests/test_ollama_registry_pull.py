@@ -4,6 +4,7 @@ CLI for the whole path, ending in a chat with the pulled model."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -82,6 +83,9 @@ def test_pull_streams_ollamas_lines_and_keeps_the_library_layers(online):
     assert model.manifest.license == [LICENSE]
     assert model.capabilities == ["completion", "tools"]
     assert model.details["format"] == "gguf" and model.details["family"] == "llama"
+    # the digest Ollama lists for a pulled model: its manifest's SHA-256
+    raw = online.manifests[("library", "smollm2", "135m")]
+    assert model.digest == hashlib.sha256(raw).hexdigest()
 
 
 def test_the_auth_challenge_is_answered_and_the_token_stays_home(online):
@@ -139,8 +143,6 @@ def test_mlx_tensor_layers_import_natively(online):
 def test_a_local_ollama_store_blob_is_reused(online, isolated_home, smollm2_gguf):
     blobs = isolated_home / "ollama-store" / "blobs"
     blobs.mkdir(parents=True)
-    import hashlib
-
     digest = hashlib.sha256(smollm2_gguf.read_bytes()).hexdigest()
     shutil.copy(smollm2_gguf, blobs / f"sha256-{digest}")
     assert pull()[-1] == {"status": "success"}
