@@ -271,6 +271,41 @@ def stored_manifest(store, name: str) -> dict[str, Any]:
     return json.loads(manifest.read_text())
 
 
+def test_misfit_adapter_on_a_gguf_leaves_no_converted_weights(server, shared_store, tmp_path):
+    """From files, the adapter is checked once the GGUF is converted: the 400 comes as the
+    last line, and the conversion is not kept."""
+    path = write_gguf(tmp_path / "tiny-qwen2.gguf", tiny_source("qwen2"))
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    mx.save_safetensors(
+        str(wrong / "adapters.safetensors"),
+        {"model.layers.0.self_attn.nope.lora_a": mx.zeros((64, 4))},
+    )
+    lora = {"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": {"rank": 4, "scale": 1.0}}
+    (wrong / "adapter_config.json").write_text(json.dumps(lora))
+    body = {
+        "model": "bad-gguf-adapter",
+        "files": upload(server.url, _only(path, tmp_path)),
+        "adapters": upload(server.url, wrong),
+        "stream": False,
+    }
+    answer = requests.post(f"{server.url}/api/create", json=body, timeout=120)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"].startswith("the adapter does not fit the base model:")
+    assert "bad-gguf-adapter:latest" not in tags(server.url)
+    weights = Path(shared_store.env["MLX_BRIDGE_MODELS"]) / "weights"
+    converted = weights / f"gguf-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+    assert not converted.exists()
+
+
+def _only(path: Path, tmp_path: Path) -> Path:
+    """A directory holding only ``path`` (``upload`` sends a directory's files)."""
+    directory = tmp_path / f"only-{path.stem}"
+    directory.mkdir()
+    shutil.copy(path, directory / path.name)
+    return directory
+
+
 def test_gguf_adapter_is_a_400(server, f16_base, tmp_path):
     adapter = tmp_path / "lora"
     adapter.mkdir()

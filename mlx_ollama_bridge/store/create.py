@@ -122,7 +122,11 @@ class CreatePlan:
                 else:
                     yield {"status": f"creating new layer sha256:{base_manifest.digest}"}
             if derive:
-                base_manifest = yield from self._derive(base_manifest)
+                try:
+                    base_manifest = yield from self._derive(base_manifest)
+                except BaseException:  # no converted weights left behind that no name uses
+                    prune_weights(registry, converted)
+                    raise
             manifest = dataclasses.replace(
                 base_manifest,
                 created_at=time.time(),
