@@ -53,6 +53,13 @@ def render_chat_template(
     return "".join(out)
 
 
+def render_fim_template(template: str, prompt: str, suffix: str) -> str:
+    """A fill-in-the-middle prompt: Ollama runs the whole template with only ``.Prompt`` and
+    ``.Suffix`` (and the think flags) when a request has both."""
+    root = {"Prompt": prompt, "Suffix": suffix, "Response": ""}
+    return execute(template, {**root, "Think": False, "ThinkLevel": "", "IsThinkSet": False})
+
+
 def _collate(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     systems: list[str] = []
     collated: list[dict[str, Any]] = []
@@ -159,4 +166,4 @@ def _property(prop: Any) -> Any:
     )
 
 
-__all__ = ["render_chat_template"]
+__all__ = ["render_chat_template", "render_fim_template"]

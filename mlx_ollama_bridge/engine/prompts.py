@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest
 from .context_fit import added_bos
-from .ollama_prompt import render_chat_template
+from .gotemplate_exec import template_vars
+from .ollama_prompt import render_chat_template, render_fim_template
 from .tool_formats import TokenizerMarkup
 
 if TYPE_CHECKING:
@@ -85,7 +86,11 @@ def go_template_for(model: LocalModel) -> str | None:
 
 def fim_prompt(model: LocalModel, prompt: str, suffix: str) -> str:
     """A fill-in-the-middle prompt in the model's format (``fim``); BadRequest if it has
-    none (the server checks the ``insert`` capability first)."""
+    none (the server checks the ``insert`` capability first). A pulled model whose Ollama
+    template reads ``.Suffix`` runs that template with the prompt and suffix, as Ollama."""
+    template = go_template_for(model)
+    if template is not None and "suffix" in template_vars(template):
+        return render_fim_template(template, prompt, suffix)
     fim = model.form.fim if model.form is not None else None
     if fim is None:
         raise BadRequest(f"{model.name.fully_qualified} does not support insert")

@@ -68,7 +68,8 @@ def pull_from_ollama(
         try:
             remote = client.manifest(parsed)
         except NotInRegistry as exc:
-            raise NotPulledHere(f"pull model manifest: file does not exist ({exc})") from exc
+            log.info("not in the registry url=%s", exc)
+            raise NotPulledHere("pull model manifest: file does not exist") from exc  # Ollama's
         except RegistryUnreachable as exc:
             remote = local_manifest(ollama_models_dir(), parsed)  # an Ollama here has it?
             if remote is None:
