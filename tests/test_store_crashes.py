@@ -256,3 +256,17 @@ def test_kill_the_import_command_mid_copy(crashy, tiny_model_dir, tmp_path):
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "imp:latest" in assert_sound(crashy)  # the next writer swept the leftovers
+
+
+def test_kill_between_a_deletes_manifest_and_its_weights(crashy, tiny_model_dir, tmp_path):
+    files = upload(crashy.url, own_variant(tiny_model_dir, tmp_path, "orphan"))
+    assert create(crashy.url, "orphan:latest", files).json() == {"status": "success"}
+    weights = {p.name for p in (crashy.root / "models" / "weights").iterdir()}
+    delete = crashy.url + "/api/delete"
+    gone = {"model": "orphan:latest"}
+    crash_during(crashy, "store.unlinked", lambda: requests.delete(delete, json=gone, timeout=60))
+    assert {p.name for p in (crashy.root / "models" / "weights").iterdir()} == weights
+    kill_and_recover(crashy)  # the new worker deletes the weights no manifest names
+    assert "orphan:latest" not in assert_sound(crashy)
+    left = {p.name for p in (crashy.root / "models" / "weights").iterdir()}
+    assert len(left) == len(weights) - 1

@@ -50,12 +50,12 @@ class BridgeApplication(BaseApplication):
 
     def load(self):
         # Runs in the worker process.
-        from ..store.lock import recover_store
+        from ..store.manage import recover
         from . import create_app
 
         app = create_app(self.settings)
         extension = app.extensions["mlx_ollama_bridge"]
-        recover_store(extension["registry"])  # what a killed worker's writes left behind
+        recover(extension["registry"])  # what a killed worker's writes left behind
         extension["engine"].start()
         install_sigterm_hook(float(self.cfg.graceful_timeout))  # after gunicorn's handlers
         return app

@@ -23,6 +23,7 @@ POINTS = (
     "store.file",  # an atomic file written and flushed, not yet renamed into place
     "store.staged",  # a directory (weights) built under its temporary name, not renamed
     "store.discard",  # a directory renamed to its trash name, not yet deleted
+    "store.unlinked",  # a deleted name's manifest gone, its weights not yet
     "blob.upload",  # an uploaded blob half received
     "pull.download",  # a weights file half downloaded
 )

@@ -64,10 +64,4 @@ def clean_interrupted(registry: Registry) -> list[Path]:
     return removed
 
 
-def recover_store(registry: Registry) -> None:
-    """At startup: take the lock once, deleting what interrupted writes left behind."""
-    with store_lock(registry):
-        pass
-
-
-__all__ = ["clean_interrupted", "recover_store", "store_lock"]
+__all__ = ["clean_interrupted", "store_lock"]

@@ -19,6 +19,7 @@ from ..manifest import read_manifest_file
 from ..names import ModelName
 from ..registry import LocalModel, Registry
 from .atomic import discard
+from .faults import crash_point
 from .lock import store_lock
 from .manifests import delete_manifest, write_manifest
 
@@ -50,15 +51,17 @@ def delete_model(registry: Registry, name: str) -> list[Path]:
     with store_lock(registry):
         manifest = registry.stored_manifest(name)  # None if unreadable: delete it all the same
         delete_manifest(registry, name)  # ModelNotFound if there is no such name
+        crash_point("store.unlinked")  # a crash here leaves weights no name uses: recover()
         if manifest is None:
             return []
         return prune_weights(registry, [manifest.resolve_dir(registry.models_dir)])
 
 
-def prune_weights(registry: Registry, candidates: list[Path]) -> list[Path]:
-    """Delete those ``candidates`` that are store weights directories no manifest uses.
-
-    Call with the store lock held.
+def prune_weights(
+    registry: Registry, candidates: list[Path], *, drop_blobs: bool = True
+) -> list[Path]:
+    """Delete those ``candidates`` that are store weights directories no manifest uses, and
+    (``drop_blobs``) the uploaded blobs only they used. Call with the store lock held.
     """
     root = registry.weights_root.resolve()
     used = _referenced_dirs(registry)
@@ -69,10 +72,27 @@ def prune_weights(registry: Registry, candidates: list[Path]) -> list[Path]:
             continue  # outside weights/ (HF cache, user dirs), still used, or already gone
         linked = _inodes(directory)
         discard(directory)  # renamed away first: a crash never leaves half of it in use
-        _drop_blobs(registry, linked)
+        if drop_blobs:
+            _drop_blobs(registry, linked)
         removed.append(directory)
         log.info("removed unused weights dir=%s", directory)
     return removed
+
+
+def recover(registry: Registry) -> list[Path]:
+    """At the worker's start: delete what interrupted writes left behind: temporaries (taking
+    the store lock sweeps them) and weights directories no manifest names (a delete killed
+    between its manifest and its weights). Skipped while any manifest cannot be read, whose
+    weights those might be."""
+    with store_lock(registry):
+        if not registry.weights_root.is_dir():
+            return []
+        if _unreadable_manifests(registry):
+            log.warning("a manifest cannot be read: unused weights are kept for now")
+            return []
+        stored = [p for p in registry.weights_root.iterdir() if not p.name.startswith(".")]
+        # blobs stay: these weights may be a killed create's, which its client will retry
+        return prune_weights(registry, sorted(stored), drop_blobs=False)
 
 
 def check_name(name: str, message: str) -> None:
@@ -106,6 +126,17 @@ def _drop_blobs(registry: Registry, linked: set[tuple[int, int]]) -> None:
             log.info("removed blob no model uses blob=%s", blob.name)
 
 
+def _unreadable_manifests(registry: Registry) -> list[Path]:
+    bad = []
+    for path in registry.manifests_root.glob("*/*/*/*"):
+        if path.is_file() and not path.name.startswith("."):
+            try:
+                read_manifest_file(path)
+            except (OSError, ValueError):
+                bad.append(path)
+    return bad
+
+
 def _referenced_dirs(registry: Registry) -> set[Path]:
     """Weights directories named by any readable manifest (cheap: no model details)."""
     used = set()
@@ -119,4 +150,4 @@ def _referenced_dirs(registry: Registry) -> set[Path]:
     return used
 
 
-__all__ = ["check_name", "copy_model", "delete_model", "prune_weights"]
+__all__ = ["check_name", "copy_model", "delete_model", "prune_weights", "recover"]
