@@ -121,13 +121,17 @@ def vision_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def vision_server(
     tmp_path_factory: pytest.TempPathFactory, vision_model_dir: Path, tiny_model_dir: Path
 ) -> Iterator[RunningServer]:
-    """A real server with ``tiny-vision`` (the tiny LLaVA), ``tiny-gemma3`` (a tiny Gemma 3)
-    and ``tiny`` (text only)."""
-    from tiny_vision_model import build_tiny_gemma3
+    """A real server with ``tiny-vision`` (the tiny LLaVA), ``tiny-gemma3`` (a tiny Gemma 3),
+    ``tiny-qwen25vl`` (a tiny Qwen2.5-VL) and ``tiny`` (text only)."""
+    from tiny_vision_model import build_tiny_gemma3, build_tiny_qwen25vl
 
     root = tmp_path_factory.mktemp("vision-server")
-    gemma3 = build_tiny_gemma3(root / "tiny-gemma3")
-    models = {"tiny-vision": vision_model_dir, "tiny-gemma3": gemma3, "tiny": tiny_model_dir}
+    models = {
+        "tiny-vision": vision_model_dir,
+        "tiny-gemma3": build_tiny_gemma3(root / "tiny-gemma3"),
+        "tiny-qwen25vl": build_tiny_qwen25vl(root / "tiny-qwen25vl"),
+        "tiny": tiny_model_dir,
+    }
     running = own_server(root, models)
     yield running
     stop_server(running)

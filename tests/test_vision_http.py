@@ -147,3 +147,28 @@ def test_raw_generate_and_render_with_images(vision_server):
     render = {"model": "tiny-vision", "messages": [message], "_debug_render_only": True}
     info = requests.post(url + "/api/chat", json=render, timeout=120).json()["_debug_info"]
     assert info["image_count"] == 2 and info["rendered_template"].count("<image>") == 2
+
+
+def test_qwen25vl_architecture(vision_server):
+    """A third architecture: Qwen2.5-VL (windowed ViT, 2x2 patch merging, its real
+    Qwen2VLImageProcessor): shown, asked about one image and two, the image reused."""
+    url = vision_server.url
+    shown = requests.post(url + "/api/show", json={"model": "tiny-qwen25vl"}).json()
+    assert "vision" in shown["capabilities"]
+    assert shown["model_info"]["qwen2_5_vl.vision.block_count"] == 2
+    body = {"model": "tiny-qwen25vl", "stream": False, "options": OPTIONS}
+    plain = {"role": "user", "content": "What colour is this?"}
+    one = {**plain, "images": [b64(RED)]}
+    two = {**plain, "images": [b64(RED), b64(BLUE)]}
+    counts = []
+    for message in (plain, one, two):
+        reply = requests.post(url + "/api/chat", json={**body, "messages": [message]}, timeout=120)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["message"]["content"]
+        counts.append(reply.json()["prompt_eval_count"])
+    image = counts[1] - counts[0]  # begin, 4 merged patches (64x48 -> 56x56), end
+    assert image == 6 and counts[2] - counts[0] == 2 * image
+    before = _stats(vision_server)
+    again = requests.post(url + "/api/chat", json={**body, "messages": [one]}, timeout=120)
+    assert again.status_code == 200
+    assert _stats(vision_server)["image_encodes"] == before["image_encodes"]

@@ -33,6 +33,7 @@ __all__ = [
     "IMAGE_TOKENS_PER_IMAGE",
     "b64",
     "build_tiny_gemma3",
+    "build_tiny_qwen25vl",
     "build_tiny_vision_model",
     "picture",
 ]
@@ -251,6 +252,106 @@ def build_tiny_gemma3(out_dir: Path, *, seed: int = 0) -> Path:
     processor = {"processor_class": "Gemma3Processor", "image_seq_length": GEMMA3_SOFT_TOKENS}
     _write_json(out_dir / "processor_config.json", processor)
     _write_json(out_dir / "generation_config.json", {"eos_token_id": [ids["<end_of_turn>"]]})
+    return out_dir
+
+
+QWEN_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN_TEMPLATE = TEMPLATE.replace("'<image>\\n'", "'<|vision_start|><|image_pad|><|vision_end|>'")
+
+
+def build_tiny_qwen25vl(out_dir: Path, *, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2.5-VL (mlx-vlm's ``qwen2_5_vl`` classes: a windowed ViT with
+    2x2 patch merging, a Qwen2 text model with M-RoPE) and its real ``Qwen2VLImageProcessor``
+    files (images resized to 3136-12544 pixels, so a small image is 4 image tokens);
+    return ``out_dir``."""
+    from mlx_vlm.models import qwen2_5_vl
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer(tools=True, thinking=False)
+    tokenizer.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in QWEN_TOKENS]
+    )
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    tokenizer_config = _tokenizer_config(QWEN_TEMPLATE)
+    names = {
+        "image_token": "<|image_pad|>",
+        "video_token": "<|video_pad|>",
+        "vision_bos_token": "<|vision_start|>",
+        "vision_eos_token": "<|vision_end|>",
+    }
+    tokenizer_config.update(image_token="<|image_pad|>", extra_special_tokens=names)
+    _write_json(out_dir / "tokenizer_config.json", tokenizer_config)
+    ids = {t: tokenizer.token_to_id(t) for t in QWEN_TOKENS + [BOS_TOKEN, EOS_TOKEN]}
+    vocab = tokenizer.get_vocab_size()
+    text = {
+        "model_type": "qwen2_5_vl",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": vocab,
+        "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+        "tie_word_embeddings": True,
+        "max_position_embeddings": 2048,
+    }
+    vision = {
+        "model_type": "qwen2_5_vl",
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "out_hidden_size": 64,
+        "num_heads": 2,
+        "patch_size": 14,
+        "spatial_patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [1],
+        "in_channels": 3,
+    }
+    config = {
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl",
+        "text_config": text,
+        "vision_config": vision,
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+        "bos_token_id": ids[BOS_TOKEN],
+        "eos_token_id": ids[EOS_TOKEN],
+        **{k: v for k, v in text.items() if k != "model_type"},
+    }
+    model_config = qwen2_5_vl.ModelConfig.from_dict(config)
+    model_config.text_config = qwen2_5_vl.TextConfig.from_dict(text)
+    model_config.vision_config = qwen2_5_vl.VisionConfig.from_dict(vision)
+    model = qwen2_5_vl.Model(model_config)
+    _init_weights(model, seed, _muted_ids(tokenizer))
+    weights = dict(tree_flatten(model.parameters()))
+    mx.eval(weights)
+    mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
+    _write_json(out_dir / "config.json", config)
+    preprocessor = {
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "do_resize": True,
+        "min_pixels": 3136,
+        "max_pixels": 12544,
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "image_mean": _PREPROCESSOR["image_mean"],
+        "image_std": _PREPROCESSOR["image_std"],
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+    }
+    _write_json(out_dir / "preprocessor_config.json", preprocessor)
+    _write_json(out_dir / "processor_config.json", {"processor_class": "Qwen2_5_VLProcessor"})
+    _write_json(out_dir / "generation_config.json", {"eos_token_id": ids[EOS_TOKEN]})
     return out_dir
 
 
