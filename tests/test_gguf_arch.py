@@ -294,6 +294,19 @@ def test_sentencepiece_vocabulary_becomes_a_working_tokenizer(tmp_path: Path):
     assert tokenizer.decode(tokenizer.encode("é!", add_special_tokens=False)) == "é!"  # bytes
 
 
+@pytest.mark.parametrize(
+    ("model_type", "pieces"),
+    [("phi3", ["▁the", "▁he"]), ("gemma2", ["t", "he", "▁he"])],  # Gemma: no prefix space
+)
+def test_sentencepiece_families_tokenize_as_their_converters(tmp_path, model_type, pieces):
+    write_gguf(tmp_path / "model.gguf", tiny_source(model_type))
+    _, tokenizer = load(str(convert_gguf(tmp_path / "model.gguf", tmp_path / "out").path))
+    ids = tokenizer.encode("the he")
+    assert ids == [1] + [SPM_TOKENS.index(piece) for piece in pieces]
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "the he"
+    assert tokenizer.decode(tokenizer.encode("é! x", add_special_tokens=False)) == "é! x"
+
+
 def test_qwen2_pre_tokenizer_comes_from_transformers_table(tmp_path: Path):
     write_gguf(tmp_path / "model.gguf", tiny_source("qwen2"))
     _, tokenizer = load(str(convert_gguf(tmp_path / "model.gguf", tmp_path / "out").path))
