@@ -104,9 +104,13 @@ class RegistryClient:
             if done > layer.size:
                 partial.unlink()
                 done = 0
-            if done < layer.size:
-                self._fetch(name, layer, partial, done, progress)
-            verify_blob(partial, layer)
+            if done < layer.size:  # hashed as it arrives: no second read of the blob
+                got = self._fetch(name, layer, partial, done, progress)
+                if got != layer.digest:
+                    _discard(partial)
+                    raise RegistryRefused(_mismatch(layer, got))
+            else:
+                verify_blob(partial, layer)
             os.replace(partial, dest)
 
     def _fetch(
@@ -116,7 +120,8 @@ class RegistryClient:
         partial: Path,
         done: int,
         progress: Callable[[int], None],
-    ) -> None:
+    ) -> str:
+        """Download the rest of the blob into ``partial``; its SHA-256 (whole file)."""
         url = f"{self.base_url}/v2/{name.namespace}/{name.model}/blobs/{layer.ref}"
         headers = {"Range": f"bytes={done}-"} if done else {}
         with self._open(url, headers, redirects=True) as response:
@@ -130,7 +135,10 @@ class RegistryClient:
                     f"the registry sent {announced} bytes for {layer.ref[:19]}, its manifest "
                     f"says {remaining}: refused"
                 )
-            with open(partial, "r+b" if done else "wb") as handle:
+            hasher = hashlib.sha256()
+            with open(partial, "r+b" if done else "w+b") as handle:
+                for block in iter(lambda: handle.read(min(_CHUNK, done - handle.tell())), b""):
+                    hasher.update(block)  # the part downloaded before
                 handle.seek(done)
                 handle.truncate()
                 for chunk in response.iter_raw(_CHUNK):
@@ -143,11 +151,13 @@ class RegistryClient:
                             "manifest says: refused"
                         )
                     handle.write(chunk)
+                    hasher.update(chunk)
                     progress(done)
         if done != layer.size:
             raise RegistryUnreachable(
                 f"the download of {layer.ref[:19]} stopped at {done} of {layer.size} bytes"
             )
+        return hasher.hexdigest()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -285,10 +295,11 @@ def verify_blob(path: Path, layer: Layer, *, discard: bool = True) -> None:
     if digest.hexdigest() != layer.digest:
         if discard:
             _discard(path)
-        raise RegistryRefused(
-            f'digest mismatch, expected "{layer.ref}", got "sha256:{digest.hexdigest()}": the '
-            "blob was discarded"
-        )
+        raise RegistryRefused(_mismatch(layer, digest.hexdigest()))
+
+
+def _mismatch(layer: Layer, got: str) -> str:
+    return f'digest mismatch, expected "{layer.ref}", got "sha256:{got}": the blob was discarded'
 
 
 def _discard(path: Path) -> None:
