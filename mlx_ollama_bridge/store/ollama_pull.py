@@ -75,6 +75,10 @@ def pull_from_ollama(
             if remote is None:
                 raise NotPulledHere(str(exc)) from exc
             log.info("registry unreachable, using the local Ollama store model=%s", name)
+        except RegistryRefused as exc:  # e.g. a namespace it guards, a name it rejects
+            if registry.pull_target(name) is None:
+                raise
+            raise NotPulledHere(f"Ollama's registry refused {parsed.display}: {exc}") from exc
         return _pull(registry, client, parsed, remote, emit, cancel)
     except RegistryRefused as exc:
         raise PullError(f"pull of {parsed.display} from {base} refused: {exc}") from exc

@@ -65,6 +65,17 @@ def test_cve_2025_51471_token_realm_on_another_host_gets_nothing(fake, isolated_
         trap.stop()
 
 
+def test_cve_2025_51471_with_a_built_in_alias_the_pull_moves_on(fake, isolated_home, monkeypatch):
+    trap = FakeOllamaRegistry().start()
+    try:
+        fake.knobs = Knobs(realm=f"{trap.url}/v2/token")
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # Hugging Face: nobody there
+        error = pull("qwen3:0.6b")["error"]  # a built-in alias: Hugging Face is next
+        assert "cannot reach http://127.0.0.1:9" in error and trap.log == []
+    finally:
+        trap.stop()
+
+
 @pytest.mark.parametrize(
     "digest",
     [
