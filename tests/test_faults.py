@@ -51,6 +51,10 @@ def test_sigterm_during_a_stream_finishes_it_gracefully(private):
     assert last.get("done") is True or "error" in last, last
     assert running.process.wait(timeout=GRACEFUL_S) == 0
     assert _half_written(store) == []
+    # The exiting worker stopped the engine (unloading its model) before Python finalized.
+    log = running.log()
+    assert "unloaded model=tiny" in log and "scheduler stopped" in log
+    assert "terminate called" not in log
 
 
 def test_sigterm_ends_a_stream_longer_than_the_grace_with_an_error_line(tmp_path, tiny_model_dir):

@@ -39,8 +39,10 @@ class BridgeApplication(BaseApplication):
             "proc_name": "mlx-ollama-bridge",
             # gunicorn >= 24 opens a control socket in ~/.gunicorn shared by every instance.
             "control_socket_disable": True,
+            "worker_exit": self._stop_engine,
             **(overrides or {}),
         }
+        self._engine = None
         super().__init__()
 
     def load_config(self) -> None:
@@ -56,9 +58,17 @@ class BridgeApplication(BaseApplication):
         app = create_app(self.settings)
         extension = app.extensions["mlx_ollama_bridge"]
         recover(extension["registry"])  # what a killed worker's writes left behind
-        extension["engine"].start()
+        self._engine = extension["engine"]
+        self._engine.start()
         install_sigterm_hook(float(self.cfg.graceful_timeout))  # after gunicorn's handlers
         return app
+
+    def _stop_engine(self, server: Any, worker: Any) -> None:
+        # gunicorn calls this in the worker as it exits. Joining the scheduler thread here,
+        # before the interpreter finalizes, keeps MLX from being torn down under a thread
+        # still inside it (seen as a SIGABRT at shutdown).
+        if self._engine is not None:
+            self._engine.stop(timeout=float(self.cfg.graceful_timeout))
 
 
 def serve(settings: Settings, overrides: dict[str, Any] | None = None) -> None:
