@@ -55,14 +55,16 @@ def test_cve_2024_37032_digest_traversal_in_blob_upload(client, isolated_home, d
     "digest", ["sha256:../../../../secret", "sha256:" + "z" * 64, "sha256:" + "0" * 64 + "/.."]
 )
 def test_cve_2024_37032_digest_traversal_in_an_ollama_store(tmp_path, digest):
-    """An Ollama store's manifest is read, never trusted: a bad layer digest skips it."""
+    """An Ollama store's manifest is read, never trusted: a bad layer digest makes the model
+    a problem the import reports, before any layer is opened."""
     root = tmp_path / "ollama"
     manifest = root / "manifests" / "registry.ollama.ai" / "library" / "evil" / "latest"
     manifest.parent.mkdir(parents=True)
     (tmp_path / "secret").write_text('{"temperature": 9}')
-    layer = {"mediaType": "application/vnd.ollama.image.params", "digest": digest}
+    layer = {"mediaType": "application/vnd.ollama.image.params", "digest": digest, "size": 18}
     manifest.write_text(json.dumps({"layers": [layer]}))
-    assert scan_ollama_store(root) == []  # skipped, with a warning; the secret was not read
+    (model,) = scan_ollama_store(root)
+    assert model.manifest is None and "digest that is not sha256:<64 hex>" in model.problem
 
 
 # CVE-2024-39719: /api/create told whether a path exists on the server.
