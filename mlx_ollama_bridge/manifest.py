@@ -56,8 +56,8 @@ class Manifest:
     def listed_digest(self) -> str:
         """The digest ``/api/tags`` lists: for a model pulled from Ollama's registry (or a
         local Ollama store) the SHA-256 of its registry manifest, as Ollama lists it (update
-        checks compare it); else :attr:`digest`."""
-        if self.source.startswith(("ollama:", "ollama-store:")):
+        checks compare it; a model created from it has its own); else :attr:`digest`."""
+        if self.source.startswith(("ollama:", "ollama-store:")) and not self.parent_model:
             _, _, pulled = self.source.rpartition("@sha256:")
             if _SHA256.fullmatch(pulled):
                 return pulled

@@ -268,7 +268,7 @@ class Registry:
     def _build(self, name: ModelName, manifest: Manifest, path: Path, mtime: float) -> LocalModel:
         description = self._describe(manifest, path)
         form, capabilities = description.form, list(description.capabilities)
-        if manifest.go_template is not None:  # pulled from Ollama's registry: its template
+        if manifest.go_template is not None and not manifest.template:  # Ollama's template
             form = with_go_template(form, manifest.go_template)
             if "embedding" not in capabilities:
                 capabilities = ["completion", *go_template_capabilities(manifest.go_template)]

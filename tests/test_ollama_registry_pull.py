@@ -182,6 +182,22 @@ def test_not_in_the_registry_falls_back_to_the_built_in_alias(online):
     assert "cannot reach http://127.0.0.1:9" in lines[-1]["error"]
 
 
+def test_a_model_created_from_a_pulled_one_keeps_its_template_until_given_one(online):
+    from mlx_ollama_bridge.store.create import CreateSpec, create_model
+
+    pull()
+    registry = Registry(Settings.from_env())
+    create_model(registry, CreateSpec(name="terse", base=NAME, system="Be terse."))
+    terse = Registry(Settings.from_env()).resolve("terse")
+    assert terse.manifest.go_template == SMOLLM2_TEMPLATE and terse.system == "Be terse."
+    assert terse.capabilities == ["completion", "tools"]
+    assert terse.digest != Registry(Settings.from_env()).resolve(NAME).digest
+    jinja = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    create_model(registry, CreateSpec(name="jinja", base=NAME, template=jinja))
+    model = Registry(Settings.from_env()).resolve("jinja")
+    assert model.form is None or model.form.go_template != SMOLLM2_TEMPLATE
+
+
 def test_two_pulls_of_one_name_at_once_download_once(online):
     results = in_parallel([pull, pull])
     assert [r[-1] for r in results] == [{"status": "success"}] * 2
