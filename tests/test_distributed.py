@@ -19,7 +19,10 @@ import ollama
 import psutil
 import pytest
 import requests
+from click.testing import CliRunner
 from helpers import RunningServer, clean_environ, free_port, wait_until
+
+from mlx_ollama_bridge.cli import main
 
 SMOL = "smollm2:135m"
 GREEDY = {"temperature": 0, "num_predict": 16}
@@ -117,6 +120,11 @@ def test_group_is_visible(group):
     hosts = [r["host"] for r in diagnostics["group"]["ranks"]]
     assert hosts == ["127.0.0.1", "127.0.0.1"]
     assert all(r["total_bytes"] > 0 and r["rss_bytes"] > 0 for r in diagnostics["group"]["ranks"])
+    shares = next(m for m in ps["models"] if m["name"] == SMOL)["distributed"]
+    assert shares["sharding"] == "pipeline" and len(shares["ranks"]) == 2
+    status = CliRunner().invoke(main, ["--host", group.url, "status"])
+    assert "distributed group: 2 ranks, healthy" in status.output, status.output
+    assert status.output.count("127.0.0.1 ") >= 2  # one row per rank
 
 
 def test_tiny_model_split_both_ways_decodes_as_one_process(tiny_model_dir, tmp_path):

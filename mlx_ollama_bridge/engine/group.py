@@ -35,7 +35,7 @@ def open_channel(settings: Settings) -> Channel:
     """Join the group (``mx.distributed.init`` with the configured backend)."""
     from .group_channel import join
 
-    return join(settings.group_backend)
+    return join(settings.group_backend, os.environ.get("MLX_BRIDGE_GROUP_DOORBELL", ""))
 
 
 def rank0_backend(settings: Settings) -> GroupBackend:

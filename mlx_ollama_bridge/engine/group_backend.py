@@ -41,6 +41,7 @@ from .mlx_models import LoadedModel, ModelSetup
 from .options import Options
 from .requests import Failed
 from .sampling import LogitsProcessor, Sampler
+from .vision import is_vision_dir
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,11 @@ class GroupBackend(MLXBackend):
         """Load the model at ``path`` split across the ranks (``group_load``)."""
         if embeddings.is_encoder_dir(path):  # small, and not splittable: rank 0 alone
             return super().load(path)
+        if is_vision_dir(path):
+            raise ModelLoadError(
+                "vision models cannot be split across a distributed group; serve this model "
+                "from a bridge without --hostfile"
+            )
         with self.channel.lock:
             self._check_group()
             key = self._next_key

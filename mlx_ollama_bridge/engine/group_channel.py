@@ -27,6 +27,7 @@ import numpy as np
 from mlx_lm.generate import generation_stream
 
 from ..errors import BridgeError
+from .group_doorbell import Doorbell, parse_address
 
 FRAME = 2048  # bytes of one broadcast; a longer command takes a second, sized, all_sum
 _HEAD = 8  # the frame starts with the command's length
@@ -51,10 +52,12 @@ class Channel:
         self.on_fault: Callable[[str], None] = lambda _reason: None  # called once
         # who failed, as rank 0 can tell: with two ranks its only peer (the owner names it)
         self.peer = "rank 1" if self.size == 2 else "a rank"
+        self.doorbell: Doorbell | None = None  # wakes idle ranks (``group_doorbell``)
 
     def broadcast(self, command: dict[str, Any] | None = None) -> dict[str, Any]:
         """Rank 0 passes ``command`` and every other rank gets it back (blocking until rank
         0 sends one). Raises GroupFault when a peer is gone."""
+        self._wake()
         frame = np.zeros(FRAME, dtype=np.uint8)
         data = b""
         if self.rank == 0:
@@ -71,6 +74,19 @@ class Channel:
                 rest = np.frombuffer(data[len(body) :], dtype=np.uint8).copy()
             body += self.all_sum_bytes(rest).tobytes()
         return command if self.rank == 0 and command is not None else json.loads(body)
+
+    def _wake(self) -> None:
+        """Rank 0 rings before each command; the others sleep until it does (no spinning in
+        a collective while the group is idle)."""
+        if self.doorbell is None:
+            return
+        try:
+            if self.rank == 0:
+                self.doorbell.ring()
+            else:
+                self.doorbell.wait()
+        except OSError as exc:
+            raise self.broken(exc) from exc
 
     def all_sum_bytes(self, values: np.ndarray) -> np.ndarray:
         """``all_sum`` of a uint8 vector (only one rank writes non-zero bytes)."""
@@ -116,9 +132,14 @@ class Channel:
             self.on_fault(reason)
 
 
-def join(backend: str) -> Channel:
-    """Join the group ``mlx.launch`` started (``mx.distributed.init`` on ``backend``)."""
-    return Channel(mx.distributed.init(strict=True, backend=backend))
+def join(backend: str, doorbell: str = "", timeout_s: float = 300.0) -> Channel:
+    """Join the group ``mlx.launch`` started (``mx.distributed.init`` on ``backend``), and
+    its doorbell at ``doorbell`` (``host:port``; empty: none, idle ranks then spin)."""
+    channel = Channel(mx.distributed.init(strict=True, backend=backend))
+    if doorbell:
+        address = parse_address(doorbell)
+        channel.doorbell = Doorbell.open(channel.rank, channel.size, address, timeout_s)
+    return channel
 
 
 def leader_sampler(sampler: Callable[[Any], Any], group: Any) -> Callable[[Any], Any]:

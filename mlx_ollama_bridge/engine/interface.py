@@ -3,9 +3,9 @@
 The scheduler (``scheduler``) and the resident set (``residency``) schedule, admit, keep
 models loaded and expire them; a ``Backend`` does the model work: load, prepare and unload
 a model, start a job on it and step its jobs. ``backend.MLXBackend`` is the one that runs
-mlx-lm; the scheduler's policy tests run on a fake one (``tests/fake_backend.py``). A vision
-backend or a group of distributed ranks would be other implementations. As Ollama's
-``server/sched.go`` schedules against its ``llm.LlamaServer`` interface.
+mlx-lm; the scheduler's policy tests run on a fake one (``tests/fake_backend.py``);
+``group_backend.GroupBackend`` runs a model split across the ranks of a distributed group.
+As Ollama's ``server/sched.go`` schedules against its ``llm.LlamaServer`` interface.
 
 Nothing here imports MLX.
 """

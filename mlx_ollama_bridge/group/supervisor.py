@@ -83,7 +83,9 @@ def launch_command(settings: Settings, hostfile: Hostfile, port: int) -> list[st
     return command + ["-m", "mlx_ollama_bridge.group.rank"]
 
 
-def rank_environment(settings: Settings, hostfile: Hostfile, state: LaunchState) -> list[str]:
+def rank_environment(
+    settings: Settings, hostfile: Hostfile, state: LaunchState, doorbell: str = ""
+) -> list[str]:
     """``KEY=value`` pairs every rank gets (``--env``: SSH does not pass the environment)."""
     pairs = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED)}
     pairs |= {
@@ -93,6 +95,7 @@ def rank_environment(settings: Settings, hostfile: Hostfile, state: LaunchState)
         "MLX_BRIDGE_GROUP_HOSTS": json.dumps([h.ssh for h in hostfile.hosts]),
         "MLX_BRIDGE_GROUP_LAUNCH": str(state.launches),
         "MLX_BRIDGE_GROUP_LAST_FAULT": state.last_fault,
+        "MLX_BRIDGE_GROUP_DOORBELL": doorbell,
     }
     return [f"{k}={v}" for k, v in sorted(pairs.items())]
 
@@ -140,21 +143,25 @@ def run_group(settings: Settings) -> int:
 
 
 def _launch_once(settings: Settings, hostfile: Hostfile, state: LaunchState) -> None:
-    count = sum(max(len(h.ips), 1) for h in hostfile.hosts)
-    port = settings.group_port or free_port_block(count)
+    count = sum(max(len(h.ips), 1) for h in hostfile.hosts)  # the ring's ports
+    port = settings.group_port or free_port_block(count + 1)
+    first = hostfile.hosts[0]
+    doorbell = f"{first.ips[0] if first.ips else first.ssh}:{port + count}"  # rank 0's
     command = launch_command(settings, hostfile, port)
-    for pair in rank_environment(settings, hostfile, state):
+    for pair in rank_environment(settings, hostfile, state, doorbell):
         command[1:1] = ["--env", pair]
     log.info(
         "starting distributed group launch=%d ranks=%d port=%d", state.launches, hostfile.size, port
     )
     process = subprocess.Popen(
         command,
-        stdin=subprocess.PIPE,  # mlx.launch forwards stdin; an open, silent pipe keeps it idle
+        stdin=subprocess.PIPE,  # mlx.launch forwards stdin to every rank (see _quiet_stdin)
         stderr=subprocess.PIPE,
         start_new_session=True,  # its ranks can be stopped as one process group
     )
     state.process = process
+    if all(host.local for host in hostfile.hosts):
+        _quiet_stdin(process)
     assert process.stderr is not None
     found = ""
     for raw in process.stderr:
@@ -169,6 +176,25 @@ def _launch_once(settings: Settings, hostfile: Hostfile, state: LaunchState) -> 
     if found:
         state.last_fault = found
         state.faults.append(found)
+
+
+_FILL_BYTES = 256 * 1024  # more than a pipe holds (64 KiB on Linux) for each rank
+
+
+def _quiet_stdin(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``mlx.launch`` from spinning: its I/O thread for each rank polls the rank's stdin
+    for writing, which an empty pipe always is, so it never sleeps (a quarter of a core
+    measured on loopback). Newlines the ranks never read fill their stdin pipes; a full pipe
+    is not writable, and the thread then sleeps in ``select``. Only for local ranks: a rank
+    over SSH has a terminal for stdin."""
+
+    def fill() -> None:
+        assert process.stdin is not None
+        with contextlib.suppress(OSError):  # the launch ended
+            process.stdin.write(b"\n" * _FILL_BYTES)
+            process.stdin.flush()
+
+    threading.Thread(target=fill, name="quiet-stdin", daemon=True).start()
 
 
 def _stop(state: LaunchState, settings: Settings) -> None:
