@@ -18,10 +18,11 @@ text; no MLX.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
+from .errors import BadRequest
 from .fim import FimFormat
+from .gotemplate import infer_thinking_tags, template_vars
 from .tool_prompts import SMOLLM2_TOOLS
 
 _CHATML = """{{- range .Messages }}<|im_start|>{{ .Role }}
@@ -277,34 +278,22 @@ def template_form(jinja: str | None, fim: FimFormat | None) -> TemplateForm:
     return TemplateForm(family, body, tools, fim, tool_prompt)
 
 
-_ACTION = re.compile(r"\{\{-?(.*?)-?\}\}", re.DOTALL)
-_FIELD = re.compile(r"(?<![\w)])\.([A-Za-z_]\w*)")
-
-
-def go_template_vars(template: str) -> set[str]:
-    """The fields a Go template reads, lower-cased (Ollama's ``Template.Vars``): ``.Tools``
-    and ``$.Tools`` give ``tools``; fields of fields (``.Function.Name``) count by their
-    first name."""
-    found = set()
-    for action in _ACTION.findall(template):
-        if action.lstrip().startswith("/*"):
-            continue
-        found.update(name.lower() for name in _FIELD.findall(action))
-    return found
-
-
 def go_template_capabilities(template: str) -> tuple[str, ...]:
     """What Ollama derives from a model's Go template (``goTemplateCapabilities``): ``tools``
     when it reads ``.Tools``, ``insert`` for ``.Suffix``, ``thinking`` when it writes a
-    message's ``.Thinking`` between tags (``thinking.InferTags``, approximated: ``.Thinking``
-    read in a template that ranges over ``.Messages``)."""
-    names = go_template_vars(template)
+    message's ``.Thinking`` between tags (``thinking.InferTags``). A template with errors
+    gives none, as Ollama logs and moves on."""
+    try:
+        names = template_vars(template)
+        opening, closing = infer_thinking_tags(template)
+    except BadRequest:
+        return ()
     found = []
     if "tools" in names:
         found.append("tools")
     if "suffix" in names:
         found.append("insert")
-    if "thinking" in names and "messages" in names:
+    if opening and closing:
         found.append("thinking")
     return tuple(found)
 
@@ -323,7 +312,6 @@ __all__ = [
     "TemplateForm",
     "chat_family",
     "go_template_capabilities",
-    "go_template_vars",
     "jinja_has_tools",
     "template_form",
     "with_go_template",

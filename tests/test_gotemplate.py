@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from ollama_library import SMOLLM2_TEMPLATE
 
-from mlx_ollama_bridge.engine.gotemplate_exec import execute, render_legacy_template, template_vars
+from mlx_ollama_bridge.engine.gotemplate_exec import execute, render_legacy_template
 from mlx_ollama_bridge.engine.ollama_prompt import render_chat_template
 from mlx_ollama_bridge.errors import BadRequest
+from mlx_ollama_bridge.gotemplate import template_vars
 
 CHATML = (
     "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
@@ -171,3 +172,33 @@ def smollm2_tokenizer(smollm2_gguf, tmp_path_factory):
     out = tmp_path_factory.mktemp("smollm2-tokenizer") / "model"
     convert_gguf(smollm2_gguf, out)
     return AutoTokenizer.from_pretrained(str(out))
+
+
+QWEN3_LIKE = (
+    '{{- range $i, $_ := .Messages }}{{ if eq .Role "assistant" }}<|im_start|>assistant\n'
+    "{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}{{ end }}{{ end }}"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "tags", "capabilities"),
+    [
+        (QWEN3_LIKE, ("<think>", "</think>"), ("thinking",)),
+        # .Thinking outside a range over .Messages, or via $.Messages: not inferred (as Ollama)
+        ("<think>{{ .Thinking }}</think>", ("", ""), ()),
+        ("{{ range $.Messages }}<t>{{ .Thinking }}</t>{{ end }}", ("", ""), ()),
+        (
+            "{{ if .Tools }}T{{ end }}{{ if .Suffix }}S{{ end }}{{ .Prompt }}",
+            ("", ""),
+            ("tools", "insert"),
+        ),
+        ("{{ if .Tools }}broken", ("", ""), ()),  # a template with errors gives nothing
+    ],
+)
+def test_capabilities_come_from_the_template_as_ollama_infers_them(template, tags, capabilities):
+    from mlx_ollama_bridge.gotemplate import infer_thinking_tags
+    from mlx_ollama_bridge.ollama_templates import go_template_capabilities
+
+    assert go_template_capabilities(template) == capabilities
+    if "broken" not in template:
+        assert infer_thinking_tags(template) == tags

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .gotemplate import Node, Operand, Pipeline, parse, template_error
+from ..gotemplate import Node, Operand, Pipeline, parse, template_error, template_vars
 from .gotemplate_funcs import FUNCS, MISSING, field_of, go_print, truth
 
 
@@ -179,27 +179,6 @@ def execute(template: str, root: Any, *, stop_at_response: bool = False) -> str:
     except RecursionError:
         raise template_error("template nests too deeply") from None
     return "".join(run.out)
-
-
-def template_vars(template: str) -> set[str]:
-    """Ollama's ``Template.Vars``: every field name read, lower-cased."""
-    found: set[str] = set()
-
-    def operands(pipe: Pipeline | None) -> None:
-        for command in pipe.commands if pipe else []:
-            for operand in command:
-                found.update(name.lower() for name in operand.chain)
-                if operand.kind == "call":
-                    operands(operand.value)
-
-    def walk(nodes: list[Node]) -> None:
-        for node in nodes:
-            operands(node.pipe)
-            walk(node.body)
-            walk(node.otherwise)
-
-    walk(parse(template))
-    return found
 
 
 def render_legacy_template(template: str, values: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from .gotemplate import template_error
+from ..gotemplate import template_error
 
 MISSING = type("Missing", (), {"__repr__": lambda self: "<no value>"})()
 

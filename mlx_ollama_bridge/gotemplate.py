@@ -13,10 +13,11 @@ they are a 400, as is any syntax error. Executed by :mod:`.gotemplate_exec`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BadRequest
+from .errors import BadRequest
 
 _ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.DOTALL)
 _TOKEN = re.compile(
@@ -255,4 +256,66 @@ def _unquote(literal: str) -> str:
         raise template_error(f"bad string {literal}") from None
 
 
-__all__ = ["Node", "Operand", "Pipeline", "parse", "template_error"]
+def template_vars(template: str) -> set[str]:
+    """Ollama's ``Template.Vars``: every field name read, lower-cased."""
+    found: set[str] = set()
+
+    def operands(pipe: Pipeline | None) -> None:
+        for command in pipe.commands if pipe else []:
+            for operand in command:
+                found.update(name.lower() for name in operand.chain)
+                if operand.kind == "call":
+                    operands(operand.value)
+
+    def walk(nodes: list[Node]) -> None:
+        for node in nodes:
+            operands(node.pipe)
+            walk(node.body)
+            walk(node.otherwise)
+
+    walk(parse(template))
+    return found
+
+
+def infer_thinking_tags(template: str) -> tuple[str, str]:
+    """Ollama's ``thinking.InferTags``: the text around the last ``.Thinking`` read inside a
+    ``range`` over ``.Messages`` (the first and last nodes of the innermost list holding it,
+    when both are text), e.g. ``("<think>", "</think>")``; empty strings when there is none."""
+    found = ("", "")
+
+    def fields(pipe: Pipeline | None) -> Iterator[Operand]:
+        for command in pipe.commands if pipe else []:
+            for operand in command:
+                yield operand
+                if operand.kind == "call":
+                    yield from fields(operand.value)
+
+    def walk(nodes: list[Node], in_messages: bool | None) -> None:
+        nonlocal found
+        for node in nodes:
+            reads = any(
+                o.kind == "field" and o.chain[:1] == ("Thinking",) for o in fields(node.pipe)
+            )
+            if reads and in_messages and nodes[0].kind == "text" and nodes[-1].kind == "text":
+                found = (nodes[0].text.strip(), nodes[-1].text.strip())
+            inner = in_messages
+            if node.kind == "range":
+                inner = any(
+                    o.kind == "field" and o.chain[:1] == ("Messages",) for o in fields(node.pipe)
+                )
+            walk(node.body, inner)
+            walk(node.otherwise, inner)
+
+    walk(parse(template), None)
+    return found
+
+
+__all__ = [
+    "Node",
+    "Operand",
+    "Pipeline",
+    "infer_thinking_tags",
+    "parse",
+    "template_error",
+    "template_vars",
+]
