@@ -28,7 +28,9 @@ import pytest
 import requests
 from fake_hub import FakeHub
 from fake_models import write_safetensors
+from fake_ollama_registry import FakeOllamaRegistry
 from helpers import clean_environ, make_store, start_server, stop_server, wait_until
+from ollama_library import publish_smollm2
 
 PULL_REPO = "test-org/crash-pull"
 PAD_BYTES = 24 << 20  # > huggingface_hub's 10 MiB read: the kill lands mid-file
@@ -270,3 +272,38 @@ def test_kill_between_a_deletes_manifest_and_its_weights(crashy, tiny_model_dir,
     assert "orphan:latest" not in assert_sound(crashy)
     left = {p.name for p in (crashy.root / "models" / "weights").iterdir()}
     assert len(left) == len(weights) - 1
+
+
+@pytest.fixture(scope="module")
+def registry_crashy(tmp_path_factory, tiny_model_dir, smollm2_gguf):
+    """A real server pulling from a fake Ollama registry publishing SmolLM2's GGUF."""
+    fake = FakeOllamaRegistry().start()
+    publish_smollm2(fake, smollm2_gguf)
+    root = tmp_path_factory.mktemp("registry-crashy")
+    env = make_store(root, {"tiny": tiny_model_dir})
+    faults = root / "faults"
+    faults.write_text("")
+    env.pop("HF_HUB_OFFLINE")  # the registry pull honours it too
+    env.update(MLX_BRIDGE_OLLAMA_REGISTRY=fake.url, MLX_BRIDGE_TEST_FAULTS=str(faults))
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # Hugging Face: nobody there
+    server = start_server(env, root / "server.log")
+    server.root, server.faults, server.fake = root, faults, fake  # type: ignore[attr-defined]
+    yield server
+    stop_server(server)
+    fake.stop()
+
+
+def test_kill_during_an_ollama_registry_pull_then_it_continues(registry_crashy):
+    server, fake = registry_crashy, registry_crashy.fake
+    body = {"model": "smollm2:135m", "stream": False}
+    url = server.url + "/api/pull"
+    crash_during(server, "pull.download", lambda: requests.post(url, json=body, timeout=600))
+    (partial,) = (server.root / "models" / "blobs").glob("*-partial")
+    kill_and_recover(server)
+    assert "smollm2:135m" not in assert_sound(server)
+    assert partial.is_file()  # kept for the next pull
+    fake.log.clear()
+    assert requests.post(url, json=body, timeout=600).json() == {"status": "success"}
+    ranges = [e["headers"].get("Range") for e in fake.log if e["path"].startswith("/cdn/")]
+    assert any(r and int(r.removeprefix("bytes=").rstrip("-")) > 0 for r in ranges), ranges
+    assert "smollm2:135m" in assert_sound(server)

@@ -42,6 +42,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import httpx2
 
 from ..names import ModelName
+from .faults import crash_point
 from .ollama_manifest import (
     MANIFEST_MEDIA_TYPE,
     MAX_MANIFEST_BYTES,
@@ -153,6 +154,7 @@ class RegistryClient:
                     handle.write(chunk)
                     hasher.update(chunk)
                     progress(done)
+                    crash_point("pull.download")  # the store's crash tests stop here
         if done != layer.size:
             raise RegistryUnreachable(
                 f"the download of {layer.ref[:19]} stopped at {done} of {layer.size} bytes"
