@@ -213,7 +213,12 @@ def test_a_new_version_of_a_name_replaces_its_old_weights(online, smollm2_gguf):
     original = online.manifests[key]
     try:
         publish_smollm2(online, smollm2_gguf, name="smollm2:135m-mlx")  # a new version
-        assert pull("smollm2:135m-mlx")[-1] == {"status": "success"}
+        lines = pull("smollm2:135m-mlx")
+        assert [x["status"] for x in lines[-3:]] == [
+            "writing manifest",
+            "removing unused layers",
+            "success",
+        ]
     finally:
         online.manifests[key] = original
     new = Registry(Settings.from_env()).resolve("smollm2:135m-mlx")

@@ -136,6 +136,8 @@ def _pull_locked(
             f"{name.display} was downloaded but cannot be imported: {exc.detail}", status_code=400
         ) from exc
     _remove_ours(paths, blobs)
+    if existing is not None and kind == "gguf":  # an older version's layers went (Ollama's line)
+        emit({"status": "removing unused layers"})
     emit({"status": "success"})
     log.info("pulled model=%s from=%s kind=%s", name.display, client.base_url, kind)
     return model
