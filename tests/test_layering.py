@@ -38,6 +38,7 @@ def test_only_the_listed_engine_modules_and_the_converter_import_mlx():
         PACKAGE / "engine" / "logprobs.py",
         # vision models: mlx-vlm's model behind mlx-lm's face, image features as embeddings
         PACKAGE / "engine" / "vision.py",
+        PACKAGE / "engine" / "vision_rope.py",  # M-RoPE positions for the language model
         # distributed groups: collectives (all_sum, send/recv) and sharded loading
         PACKAGE / "engine" / "group_channel.py",
         PACKAGE / "engine" / "group_load.py",

@@ -39,6 +39,9 @@ def test_vision_requests_batch_with_each_other_and_text(vision_server):
         ("tiny", {"role": "user", "content": "hello there"}),
         ("tiny-gemma3", {"role": "user", "content": "what is it?", "images": [b64(BLUE)]}),
         ("tiny-gemma3", {"role": "user", "content": "what is it?", "images": [b64(RED)]}),
+        # M-RoPE: one sequence at a time beside the batched others, answers unchanged
+        ("tiny-qwen25vl", {"role": "user", "content": "what is it?", "images": [b64(RED)]}),
+        ("tiny-qwen25vl", {"role": "user", "content": "and this?", "images": [b64(BLUE)]}),
     ]
     alone = [chat(url, model, message).json()["message"]["content"] for model, message in asks]
     before = stats(url)

@@ -42,6 +42,7 @@ from mlx_lm.models.cache import KVCache
 
 from ..errors import BadRequest, ModelLoadError
 from .vision_prompt import IMAGE_TOKEN_BASE  # far above any vocabulary, inside int32
+from .vision_rope import ImageRope, has_mrope, image_rope, positions
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class _Image:
     span: list[int]  # the image's tokens as the processor expands it, image tokens renamed
     inputs: dict[str, Any] | None  # the processor's pixel values etc., until encoded
     features: Any = None  # (positions, hidden) once the vision tower has run
+    rope: ImageRope | None = None  # its M-RoPE positions, for models that have them
 
 
 @dataclass
@@ -99,6 +101,7 @@ class ImageStore:
     kept_bytes: int = KEPT_BYTES
     encodes: int = 0  # vision-tower runs since load (the cache's measure)
     on_encode: Callable[[], None] = lambda: None  # told of each run (the backend counts)
+    mrope: bool = False  # the model takes 3-D positions (``vision_rope``)
     _by_digest: OrderedDict[str, _Image] = field(default_factory=OrderedDict)
     _by_handle: dict[int, _Image] = field(default_factory=dict)
     _next: int = 0
@@ -124,6 +127,8 @@ class ImageStore:
         for k, position in enumerate(positions):
             span[position] = base + k
         image = _Image(handle, span, inputs)
+        if self.mrope:
+            image.rope = image_rope(self.model, self.image_token_id, len(positions), inputs)
         self._by_digest[digest] = image
         self._by_handle[handle] = image
         self._trim()
@@ -225,6 +230,13 @@ class ImageStore:
             )
         return image.features
 
+    def rope(self, handle: int) -> ImageRope:
+        """The M-RoPE positions of a registered image (``vision_rope``)."""
+        image = self._by_handle.get(handle)
+        if image is None or image.rope is None:
+            raise BadRequest("an image of this prompt is no longer held; send the request again")
+        return image.rope
+
     def embed(self, ids: Any, text_embed: Any) -> Any:
         """Input embeddings for ``ids`` (batch, length) holding image tokens, or None."""
         host = np.array(ids)
@@ -281,8 +293,18 @@ class VisionLM(nn.Module):
             embeds = self.images.embed(inputs, self._text_embed)
         # the language model sees the real image token where features stand in for it
         real = mx.where(inputs >= IMAGE_TOKEN_BASE, self.images.image_token_id, inputs)
-        out = self.vlm.language_model(real, inputs_embeds=embeds, cache=cache)
+        extra = {}
+        if self.images.mrope:  # always passed: the language model's own guess is stateful
+            host = np.array(inputs) if self._may_hold_images(inputs) else np.zeros(inputs.shape)
+            extra["position_ids"] = positions(host, cache, self.images.rope, IMAGE_STRIDE)
+        out = self.vlm.language_model(real, inputs_embeds=embeds, cache=cache, **extra)
         return out.logits if hasattr(out, "logits") else out
+
+    @property
+    def batchable(self) -> bool:
+        """False for M-RoPE models: a batch lane's merged caches cannot carry each
+        sequence's position shifts (``vision_rope``), so they run one sequence at a time."""
+        return not self.images.mrope
 
     def _may_hold_images(self, inputs: mx.array) -> bool:
         """Whether ``inputs`` (batch, length) may hold image tokens. A one-token call is a
@@ -336,7 +358,7 @@ def load_vision_model(path: Path) -> tuple[VisionLM, Any, VisionParts]:
     if tokenizer.chat_template is None and getattr(text_tokenizer, "chat_template", None):
         tokenizer._tokenizer.chat_template = text_tokenizer.chat_template  # the processor's
         tokenizer.has_chat_template = True
-    images = ImageStore(vlm, processor, image_token_id, placeholder)
+    images = ImageStore(vlm, processor, image_token_id, placeholder, mrope=has_mrope(vlm))
     return VisionLM(vlm, images), tokenizer, VisionParts(images, processor)
 
 

@@ -1,0 +1,100 @@
+"""3-D rotary positions (M-RoPE) for Qwen2-VL, Qwen2.5-VL and Qwen3-VL behind ``VisionLM``.
+
+These language models give every token three positions (time, height, width). A text token
+at index ``i`` has ``i + delta`` on all three, where ``delta`` is what the images before it
+shifted the text by; an image token has its image's first position plus its place in the
+image's (merged) patch grid, and the text after an image continues past the grid's largest
+extent, not past the image's token count. mlx-vlm computes this for a whole prompt with the
+model's ``get_rope_index``; the bridge runs prompts in chunks, from a prompt cache, one token
+at a time when decoding, so the same positions are put together here:
+
+- per image (``image_rope``), once, at registration: mlx-vlm's own ``get_rope_index`` on the
+  image alone (a vision-start token and its image tokens) gives each image token's offset
+  from the image's first position, and the image's ``delta``;
+- per call (``positions``): the tokens of the chunk and the cache's offset give the rest.
+  The shift in force at each index is kept on the sequence's first cache layer
+  (``SHIFTS``, a tuple of ``(index, delta)``): it travels with the cache into the prompt-cache
+  pool (which deep-copies caches), and entries past a trimmed cache's offset are ignored.
+
+One sequence per call: a batch lane's merged caches cannot carry each row's shifts, so
+models with M-RoPE run on the single-sequence path (``VisionLM.batchable``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from .vision_prompt import IMAGE_TOKEN_BASE
+
+__all__ = ["SHIFTS", "ImageRope", "has_mrope", "image_rope", "positions"]
+
+SHIFTS = "bridge_mrope_shifts"  # the attribute on a sequence's first cache layer
+
+
+@dataclass(frozen=True)
+class ImageRope:
+    """Where one image's tokens sit in M-RoPE's three position axes."""
+
+    offsets: np.ndarray  # (3, n): each image token's positions less the image's first index
+    delta: int  # the shift the image adds to the text after it (grid extent - token count)
+
+
+def has_mrope(vlm: Any) -> bool:
+    """True if the mlx-vlm model's language model takes 3-D positions (``get_rope_index``)."""
+    language = getattr(vlm, "language_model", None)
+    config = getattr(vlm, "config", None)
+    return (
+        hasattr(language, "get_rope_index")
+        and getattr(config, "vision_start_token_id", None) is not None
+    )
+
+
+def image_rope(vlm: Any, image_token_id: int, count: int, inputs: dict[str, Any]) -> ImageRope:
+    """The positions of an image of ``count`` tokens whose processor output is ``inputs``
+    (its ``image_grid_thw``), by mlx-vlm's ``get_rope_index`` on the image alone."""
+    grid = inputs.get("image_grid_thw")
+    if grid is None:
+        return ImageRope(np.tile(np.arange(count), (3, 1)), 0)
+    start = int(vlm.config.vision_start_token_id)
+    ids = mx.array([[start] + [image_token_id] * count])
+    position_ids, deltas = vlm.language_model.get_rope_index(ids, mx.array(grid).reshape(-1, 3))
+    grid_positions = np.array(position_ids)[:, 0, 1:].astype(np.int64)
+    return ImageRope(grid_positions - 1, int(np.array(deltas).reshape(-1)[0]))
+
+
+def positions(
+    tokens: np.ndarray, cache: Any, rope: Callable[[int], ImageRope], stride: int
+) -> mx.array:
+    """The (3, 1, length) positions of ``tokens`` (one sequence, host ids) evaluated next on
+    ``cache``; records the shifts of images ending here on the cache (``SHIFTS``)."""
+    first = cache[0] if cache else None
+    start = int(first.offset) if first is not None else 0
+    shifts = [s for s in getattr(first, SHIFTS, ()) if s[0] <= start]
+    delta = shifts[-1][1] if shifts else 0
+    ids = tokens.reshape(-1).astype(np.int64)
+    index = np.arange(start, start + ids.size, dtype=np.int64)
+    out = np.tile(index, (3, 1))
+    images = np.nonzero(ids >= IMAGE_TOKEN_BASE)[0]
+    if images.size == 0:
+        out += delta
+    else:
+        done = 0  # tokens placed so far; text runs take the shift in force
+        for j in images.tolist():
+            out[:, done:j] += delta
+            handle, k = divmod(int(ids[j]) - IMAGE_TOKEN_BASE, stride)
+            image = rope(handle)
+            # the image's first index plus the shift before it, plus the token's grid place
+            out[:, j] = int(index[j]) - k + delta + image.offsets[:, k]
+            if k == image.offsets.shape[1] - 1:
+                delta += image.delta
+                shifts.append((int(index[j]) + 1, delta))
+            done = j + 1
+        out[:, done:] += delta
+    if first is not None:
+        setattr(first, SHIFTS, tuple(shifts))
+    return mx.array(out.astype(np.int32))[:, None, :]

@@ -1,0 +1,145 @@
+"""Qwen2.5-VL's 3-D rotary positions (M-RoPE) through the bridge's ``VisionLM``: the logits
+equal mlx-vlm's own forward pass of the same prompt and images (its ``get_rope_index`` over
+the whole prompt, its rope deltas when decoding), prompt chunk by chunk, decode step by step,
+and on the next turn from a prompt cache holding the first turn."""
+
+from __future__ import annotations
+
+import copy
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_lm.models.cache import KVCache, trim_prompt_cache
+from tiny_vision_model import build_tiny_qwen25vl, picture
+
+from mlx_ollama_bridge.engine.vision import load_vision_model
+
+WIDE = picture((220, 20, 20), size=(112, 56))  # a 2x4 merged grid: 8 tokens, extent 4
+SMALL = picture((20, 20, 220))  # 2x2: 4 tokens
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    path = build_tiny_qwen25vl(tmp_path_factory.mktemp("qwen") / "tiny-qwen25vl")
+    model, tokenizer, parts = load_vision_model(path)
+    return model, tokenizer, parts
+
+
+def prompt(qwen, pieces: list) -> list[int]:
+    """Bridge tokens for ``pieces`` (text, or encoded images between vision start/end)."""
+    model, tokenizer, parts = qwen
+    config = model.vlm.config
+    tokens: list[int] = []
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            span = parts.images.span(piece)
+            tokens += [config.vision_start_token_id, *span, config.vision_end_token_id]
+        else:
+            tokens += tokenizer.encode(piece, add_special_tokens=False)
+    parts.images.prepare(tokens)
+    return tokens
+
+
+def reference(qwen, tokens: list[int], images: list[bytes], decode: list[int]) -> list:
+    """mlx-vlm's own logits: the whole prompt in one call (pixels and grids given), then one
+    call per decoded token on its cache, as mlx-vlm generates."""
+    import io
+
+    from PIL import Image
+
+    model, _tokenizer, parts = qwen
+    vlm, image_id = model.vlm, parts.images.image_token_id
+    ids = mx.array([[image_id if t >= 1 << 30 else t for t in tokens]])
+    pixels, grids = [], []
+    for data in images:
+        with Image.open(io.BytesIO(data)) as opened:
+            out = parts.processor(text=["<|image_pad|>"], images=[opened.convert("RGB")])
+        pixels.append(mx.array(np.asarray(out["pixel_values"])))
+        grids.append(mx.array(np.asarray(out["image_grid_thw"])))
+    cache = [KVCache() for _ in vlm.language_model.layers]
+    # a fresh generation: mlx-vlm keeps the last prompt's positions on the language model
+    vlm.language_model._rope_deltas = vlm.language_model._position_ids = None
+    kwargs = {"image_grid_thw": mx.concatenate(grids)} if images else {}
+    pixel_values = mx.concatenate(pixels) if images else None
+    logits = [vlm(ids, pixel_values, cache=cache, **kwargs).logits[0]]
+    for token in decode:
+        logits.append(vlm.language_model(mx.array([[token]]), cache=cache).logits[0])
+    return logits
+
+
+def bridge(model, tokens: list[int], cache: list, decode: list[int], chunk: int) -> list:
+    """The bridge's logits: the prompt in chunks of ``chunk`` tokens, then one token a call."""
+    rows = []
+    for at in range(0, len(tokens), chunk):
+        rows.append(model(mx.array([tokens[at : at + chunk]]), cache=cache)[0])
+    logits = [mx.concatenate(rows)]
+    for token in decode:
+        logits.append(model(mx.array([[token]]), cache=cache)[0])
+    return logits
+
+
+def assert_same(ours: list, theirs: list) -> None:
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.shape == b.shape
+        assert np.allclose(np.array(a), np.array(b), **TOLERANCE), float(mx.abs(a - b).max())
+
+
+def greedy(model, tokens: list[int], steps: int) -> list[int]:
+    cache = model.make_cache()
+    logits = model(mx.array([tokens]), cache=cache)[0, -1]
+    out = []
+    for _ in range(steps):
+        out.append(int(mx.argmax(logits).item()))
+        logits = model(mx.array([[out[-1]]]), cache=cache)[0, -1]
+    return out
+
+
+def test_prefill_and_decode_equal_mlx_vlm(qwen):
+    model = qwen[0]
+    pieces = ["look: ", WIDE, " and ", SMALL, " which is red?"]
+    tokens = prompt(qwen, pieces)
+    decode = greedy(model, tokens, 4)
+    theirs = reference(qwen, tokens, [WIDE, SMALL], decode)
+    for chunk in (len(tokens), 5, 3):  # chunks that start and end inside images
+        assert_same(bridge(model, tokens, model.make_cache(), decode, chunk), theirs)
+    # 1-D positions (the old behaviour) differ: the test sees positions at all
+    plain = model.vlm.language_model(
+        mx.array([[t if t < 1 << 30 else model.images.image_token_id for t in tokens]]),
+        inputs_embeds=model.images.embed(mx.array([tokens]), model._text_embed),
+        position_ids=mx.arange(len(tokens))[None],
+    ).logits[0]
+    assert not np.allclose(np.array(plain), np.array(theirs[0]), **TOLERANCE)
+
+
+def test_next_turn_from_a_cached_prefix_equals_mlx_vlm(qwen):
+    model = qwen[0]
+    first = prompt(qwen, ["what is ", WIDE, "?"])
+    answer = greedy(model, first, 3)
+    cache = model.make_cache()
+    bridge(model, first, cache, answer, len(first))  # turn 1 as the engine runs it
+    held = first + answer
+    # turn 2 resends turn 1 and adds an image: the pool deep-copies the cache, trims it
+    # to the common prefix (here one token short, as an exact hit does) and goes on
+    second = held + prompt(qwen, [" now ", SMALL, " and?"])
+    reused = copy.deepcopy(cache)
+    trim_prompt_cache(reused, 1)
+    rest = second[len(held) - 1 :]
+    decode = greedy(model, second, 3)
+    ours = bridge(model, rest, reused, decode, 4)
+    theirs = reference(qwen, second, [WIDE, SMALL], decode)
+    assert_same([ours[0]], [theirs[0][len(held) - 1 :]])
+    assert_same(ours[1:], theirs[1:])
+
+
+def test_text_only_and_unbatched(qwen):
+    model = qwen[0]
+    tokens = prompt(qwen, ["just words here"])
+    decode = greedy(model, tokens, 3)
+    assert_same(
+        bridge(model, tokens, model.make_cache(), decode, 4), reference(qwen, tokens, [], decode)
+    )
+    # a batch lane's merged caches cannot carry each sequence's shifts: one at a time
+    assert model.batchable is False
