@@ -1,7 +1,8 @@
-"""Qwen2.5-VL's 3-D rotary positions (M-RoPE) through the bridge's ``VisionLM``: the logits
-equal mlx-vlm's own forward pass of the same prompt and images (its ``get_rope_index`` over
-the whole prompt, its rope deltas when decoding), prompt chunk by chunk, decode step by step,
-and on the next turn from a prompt cache holding the first turn."""
+"""Qwen2.5-VL's and Qwen3-VL's 3-D rotary positions (M-RoPE), and Qwen3-VL's DeepStack
+features, through the bridge's ``VisionLM``: the logits equal mlx-vlm's own forward pass of
+the same prompt and images (its ``get_rope_index`` over the whole prompt, its rope deltas
+when decoding), prompt chunk by chunk, decode step by step, and on the next turn from a
+prompt cache holding the first turn."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx_lm.models.cache import KVCache, trim_prompt_cache
-from tiny_vision_model import build_tiny_qwen25vl, picture
+from tiny_vision_model import build_tiny_qwen3vl, build_tiny_qwen25vl, picture
 
 from mlx_ollama_bridge.engine.vision import load_vision_model
 
@@ -20,9 +21,9 @@ SMALL = picture((20, 20, 220))  # 2x2: 4 tokens
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 
 
-@pytest.fixture(scope="module")
-def qwen(tmp_path_factory):
-    path = build_tiny_qwen25vl(tmp_path_factory.mktemp("qwen") / "tiny-qwen25vl")
+@pytest.fixture(scope="module", params=[build_tiny_qwen25vl, build_tiny_qwen3vl])
+def qwen(request, tmp_path_factory):
+    path = request.param(tmp_path_factory.mktemp("qwen") / "tiny")
     model, tokenizer, parts = load_vision_model(path)
     return model, tokenizer, parts
 
@@ -112,6 +113,14 @@ def test_prefill_and_decode_equal_mlx_vlm(qwen):
         position_ids=mx.arange(len(tokens))[None],
     ).logits[0]
     assert not np.allclose(np.array(plain), np.array(theirs[0]), **TOLERANCE)
+    if model.vlm.config.model_type == "qwen3_vl":  # and without DeepStack features too
+        images = model.images
+        images.deepstack, kept = (lambda _host: None), images.deepstack
+        try:
+            shallow = bridge(model, tokens, model.make_cache(), [], len(tokens))[0]
+        finally:
+            images.deepstack = kept
+        assert not np.allclose(np.array(shallow), np.array(theirs[0]), **TOLERANCE)
 
 
 def test_next_turn_from_a_cached_prefix_equals_mlx_vlm(qwen):

@@ -25,7 +25,7 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 from tiny_model import BOS_TOKEN, EOS_TOKEN, _muted_ids, _tokenizer_config, _train_tokenizer
-from tokenizers import AddedToken
+from tokenizers import AddedToken, Tokenizer
 
 __all__ = [
     "GEMMA3_IMAGE_SPAN",
@@ -34,6 +34,7 @@ __all__ = [
     "b64",
     "build_tiny_gemma3",
     "build_tiny_qwen25vl",
+    "build_tiny_qwen3vl",
     "build_tiny_vision_model",
     "picture",
 ]
@@ -352,6 +353,71 @@ def build_tiny_qwen25vl(out_dir: Path, *, seed: int = 0) -> Path:
     _write_json(out_dir / "preprocessor_config.json", preprocessor)
     _write_json(out_dir / "processor_config.json", {"processor_class": "Qwen2_5_VLProcessor"})
     _write_json(out_dir / "generation_config.json", {"eos_token_id": ids[EOS_TOKEN]})
+    return out_dir
+
+
+def build_tiny_qwen3vl(out_dir: Path, *, seed: int = 0) -> Path:
+    """Write a tiny random Qwen3-VL (mlx-vlm's ``qwen3_vl`` classes: a ViT whose layers 0 and 1
+    also feed the language model's first layers (DeepStack), a Qwen3 text model with M-RoPE)
+    and its processor files (16-pixel patches, 2x2 merging, 4096-16384 pixels); return
+    ``out_dir``."""
+    from mlx_vlm.models import qwen3_vl
+
+    out_dir = build_tiny_qwen25vl(out_dir, seed=seed)  # the tokenizer and its files
+    config = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
+    text = {
+        "model_type": "qwen3_vl",
+        "hidden_size": 64,
+        "num_hidden_layers": 3,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": config["text_config"]["vocab_size"],
+        "rope_theta": 5000000.0,
+        "rope_scaling": {"rope_type": "default", "mrope_section": [2, 3, 3]},
+        "tie_word_embeddings": True,
+        "max_position_embeddings": 2048,
+    }
+    vision = {
+        "model_type": "qwen3_vl",
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "out_hidden_size": 64,
+        "num_heads": 2,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "num_position_embeddings": 16,
+        "deepstack_visual_indexes": [0, 1],
+        "in_channels": 3,
+    }
+    keep = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    config = {
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "model_type": "qwen3_vl",
+        "text_config": text,
+        "vision_config": vision,
+        **{k: config[k] for k in (*keep, "bos_token_id", "eos_token_id")},
+    }
+    model_config = qwen3_vl.ModelConfig.from_dict(config)
+    model = qwen3_vl.Model(model_config)
+    _init_weights(model, seed, _muted_ids(Tokenizer.from_file(str(out_dir / "tokenizer.json"))))
+    weights = dict(tree_flatten(model.parameters()))
+    mx.eval(weights)
+    mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
+    _write_json(out_dir / "config.json", config)
+    preprocessor = json.loads((out_dir / "preprocessor_config.json").read_text(encoding="utf-8"))
+    preprocessor.update(
+        image_processor_type="Qwen3VLImageProcessor",
+        patch_size=16,
+        min_pixels=4096,
+        max_pixels=16384,
+    )
+    _write_json(out_dir / "preprocessor_config.json", preprocessor)
+    _write_json(out_dir / "processor_config.json", {"processor_class": "Qwen3VLProcessor"})
     return out_dir
 
 

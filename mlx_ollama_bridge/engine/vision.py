@@ -41,7 +41,7 @@ import numpy as np
 from mlx_lm.models.cache import KVCache
 
 from ..errors import BadRequest, ModelLoadError
-from .vision_prompt import IMAGE_TOKEN_BASE  # far above any vocabulary, inside int32
+from .vision_prompt import IMAGE_TOKEN_BASE, image_token_id_of, placeholder_of
 from .vision_rope import ImageRope, has_mrope, image_rope, positions
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class _Image:
     inputs: dict[str, Any] | None  # the processor's pixel values etc., until encoded
     features: Any = None  # (positions, hidden) once the vision tower has run
     rope: ImageRope | None = None  # its M-RoPE positions, for models that have them
+    deep: Any = None  # (layers, positions, hidden): Qwen3-VL's DeepStack features, if any
 
 
 @dataclass
@@ -158,7 +159,7 @@ class ImageStore:
         """Bytes held: features, and pixels of images not yet encoded."""
         total = 0
         for image in self._by_digest.values():
-            arrays = [image.features, *(image.inputs or {}).values()]
+            arrays = [image.features, image.deep, *(image.inputs or {}).values()]
             total += sum(int(getattr(a, "nbytes", 0)) for a in arrays if a is not None)
         return total
 
@@ -213,7 +214,10 @@ class ImageStore:
             out = self.model.get_input_embeddings(ids, pixel_values, **inputs)
             positions = mx.array([i for i, t in enumerate(image.span) if is_image_token(t)])
             image.features = out.inputs_embeds[0][positions]
-            mx.eval(image.features)
+            deep = getattr(out, "deepstack_visual_embeds", None)
+            if deep is not None:  # one row per image token of the span, in order
+                image.deep = mx.stack(list(deep)) if isinstance(deep, (list, tuple)) else deep
+            mx.eval(image.features, image.deep)
             image.inputs = None  # the pixels are no longer needed
             for digest, held in self._by_digest.items():  # the image in use is the newest
                 if held is image:
@@ -243,20 +247,41 @@ class ImageStore:
         mask = host >= IMAGE_TOKEN_BASE
         if not mask.any():
             return None
-        pseudo = host[mask].astype(np.int64) - IMAGE_TOKEN_BASE
+        tables, picked = self._rows(host[mask], lambda h: self.features(h))
+        text = text_embed(mx.array(np.where(mask, 0, host)))
+        rows = np.full(host.shape, sum(t.shape[0] for t in tables), dtype=np.int32)
+        rows[mask] = picked  # text positions read the zero row after the images' features
+        tables.append(mx.zeros((1, text.shape[-1]), dtype=tables[0].dtype))
+        gathered = mx.concatenate(tables)[mx.array(rows)].astype(text.dtype)
+        return mx.where(mx.array(mask)[..., None], gathered, text)
+
+    def deepstack(self, host: np.ndarray) -> tuple[mx.array, mx.array] | None:
+        """Qwen3-VL's DeepStack inputs for ``host`` ids (batch, length): where the image
+        tokens are, and per early layer their features (row-major order), or None."""
+        mask = host >= IMAGE_TOKEN_BASE
+        if not mask.any():
+            return None
+        tables, picked = self._rows(host[mask], lambda h: self._deep(h))
+        if any(t is None for t in tables):
+            return None
+        return mx.array(mask), mx.concatenate(tables)[mx.array(picked)].swapaxes(0, 1)
+
+    def _deep(self, handle: int) -> Any:
+        self.features(handle)
+        deep = self._by_handle[handle].deep
+        return None if deep is None else deep.swapaxes(0, 1)  # (positions, layers, hidden)
+
+    def _rows(self, pseudo_ids: np.ndarray, table: Callable[[int], Any]) -> tuple[list, Any]:
+        """Each distinct image's table (``table(handle)``, one row per image token) and,
+        for each image token of ``pseudo_ids``, its row in the tables concatenated."""
+        pseudo = pseudo_ids.astype(np.int64) - IMAGE_TOKEN_BASE
         handles, index = pseudo // IMAGE_STRIDE, pseudo % IMAGE_STRIDE
         tables, offsets, start = [], {}, 0
         for handle in dict.fromkeys(handles.tolist()):
-            table = self.features(int(handle))
+            tables.append(table(int(handle)))
             offsets[handle] = start
-            start += table.shape[0]
-            tables.append(table)
-        text = text_embed(mx.array(np.where(mask, 0, host)))
-        tables.append(mx.zeros((1, text.shape[-1]), dtype=tables[0].dtype))
-        rows = np.full(host.shape, start, dtype=np.int32)
-        rows[mask] = np.array([offsets[h] for h in handles.tolist()]) + index
-        gathered = mx.concatenate(tables)[mx.array(rows)].astype(text.dtype)
-        return mx.where(mx.array(mask)[..., None], gathered, text)
+            start += tables[-1].shape[0] if tables[-1] is not None else 0
+        return tables, np.array([offsets[h] for h in handles.tolist()]) + index
 
     def clear(self) -> None:
         """Forget every image (the model is unloading)."""
@@ -293,10 +318,13 @@ class VisionLM(nn.Module):
             embeds = self.images.embed(inputs, self._text_embed)
         # the language model sees the real image token where features stand in for it
         real = mx.where(inputs >= IMAGE_TOKEN_BASE, self.images.image_token_id, inputs)
-        extra = {}
+        extra: dict[str, Any] = {}
         if self.images.mrope:  # always passed: the language model's own guess is stateful
             host = np.array(inputs) if self._may_hold_images(inputs) else np.zeros(inputs.shape)
             extra["position_ids"] = positions(host, cache, self.images.rope, IMAGE_STRIDE)
+            deep = self.images.deepstack(host)
+            if deep is not None:  # Qwen3-VL: image features added after its first layers
+                extra["visual_pos_masks"], extra["deepstack_visual_embeds"] = deep
         out = self.vlm.language_model(real, inputs_embeds=embeds, cache=cache, **extra)
         return out.logits if hasattr(out, "logits") else out
 
@@ -347,10 +375,10 @@ def load_vision_model(path: Path) -> tuple[VisionLM, Any, VisionParts]:
     except Exception as exc:  # mlx-vlm and transformers raise many types
         raise ModelLoadError(f"failed to load vision model from {path}: {exc}") from exc
     text_tokenizer = _tokenizer(processor)
-    image_token_id = _image_token_id(config, processor)
+    image_token_id = image_token_id_of(config, processor)
     if image_token_id is None:
         raise ModelLoadError(f"no image token found for the vision model in {path}")
-    placeholder = _placeholder(processor, text_tokenizer, image_token_id)
+    placeholder = placeholder_of(processor, text_tokenizer, image_token_id)
     eos = config.get("eos_token_id") or config.get("text_config", {}).get("eos_token_id")
     tokenizer = load_tokenizer(
         path, {"trust_remote_code": False}, eos_token_ids=[eos] if isinstance(eos, int) else eos
@@ -374,21 +402,3 @@ def _to_mx(value: Any) -> Any:
 
 def _tokenizer(processor: Any) -> Any:
     return getattr(processor, "tokenizer", processor)
-
-
-def _image_token_id(config: dict[str, Any], processor: Any) -> int | None:
-    for key in ("image_token_index", "image_token_id"):
-        value = config.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    value = getattr(processor, "image_token_id", None)
-    return value if isinstance(value, int) else None
-
-
-def _placeholder(processor: Any, tokenizer: Any, image_token_id: int) -> str:
-    """The text a chat template writes for an image (Gemma 3 its begin-of-image token)."""
-    for name in ("boi_token", "image_token"):
-        value = getattr(processor, name, None) or getattr(tokenizer, name, None)
-        if isinstance(value, str) and value:
-            return value
-    return str(tokenizer.convert_ids_to_tokens(image_token_id))

@@ -24,8 +24,10 @@ IMAGE_TOKEN_BASE = 1 << 30
 
 __all__ = [
     "check_image_room",
+    "image_token_id_of",
     "images_of",
     "parts_messages",
+    "placeholder_of",
     "raw_tokens",
     "render_tokens",
     "splice",
@@ -162,3 +164,22 @@ def _pieces(content: str, count: int) -> list[tuple[str, bool]]:
 
 def _without_images(message: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in message.items() if k != "images"}
+
+
+def image_token_id_of(config: dict[str, Any], processor: Any) -> int | None:
+    """The id of a VLM's image token: its config's, else its processor's."""
+    for key in ("image_token_index", "image_token_id"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    value = getattr(processor, "image_token_id", None)
+    return value if isinstance(value, int) else None
+
+
+def placeholder_of(processor: Any, tokenizer: Any, image_token_id: int) -> str:
+    """The text a chat template writes for an image (Gemma 3 its begin-of-image token)."""
+    for name in ("boi_token", "image_token"):
+        value = getattr(processor, name, None) or getattr(tokenizer, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return str(tokenizer.convert_ids_to_tokens(image_token_id))
