@@ -8,6 +8,7 @@ sleep, and reading the package's imports for the layering tests.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import shutil
@@ -382,3 +383,15 @@ def make_app(monkeypatch: Any, engine: StubEngine | None = None, **env: str) -> 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return create_app(Settings.from_env(), engine=engine or StubEngine())
+
+
+def upload_blobs(url: str, directory: Path) -> dict[str, str]:
+    """POST each file of ``directory`` to /api/blobs; the ``files``/``adapters`` mapping."""
+    files = {}
+    for path in sorted(directory.iterdir()):
+        data = path.read_bytes()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        answer = requests.post(f"{url}/api/blobs/{digest}", data=data, timeout=60)
+        assert answer.status_code in (200, 201), answer.text
+        files[path.name] = digest
+    return files

@@ -3,12 +3,10 @@ files as blobs the way ``ollama create`` does."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import mlx.core as mx
-import requests
 from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.tuner.utils import linear_to_lora_layers
 from mlx_lm.utils import load_model
@@ -48,15 +46,3 @@ def make_adapter(base_dir: Path, out_dir: Path, *, seed: int = 1, peft: bool = F
         }
     (out_dir / "adapter_config.json").write_text(json.dumps(adapter_config))
     return out_dir
-
-
-def upload(url: str, directory: Path) -> dict[str, str]:
-    """POST each file of ``directory`` to /api/blobs; the ``files``/``adapters`` mapping."""
-    files = {}
-    for path in sorted(directory.iterdir()):
-        data = path.read_bytes()
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        answer = requests.post(f"{url}/api/blobs/{digest}", data=data, timeout=60)
-        assert answer.status_code in (200, 201), answer.text
-        files[path.name] = digest
-    return files

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import requests
-from lora_helpers import make_adapter, upload
+from helpers import upload_blobs
+from lora_helpers import make_adapter
 from openai.types import completion_create_params, embedding_create_params
 from openai.types.chat import completion_create_params as chat_create_params
 from openai.types.responses import response_create_params
@@ -79,12 +80,12 @@ PROBES = {
     },
     ("/api/create", "adapters"): lambda url, tmp: {
         "model": "probe-adapter",
-        "files": upload(url, float_tiny(tmp)),
-        "adapters": upload(url, make_adapter(float_tiny(tmp), tmp / "adapter")),
+        "files": upload_blobs(url, float_tiny(tmp)),
+        "adapters": upload_blobs(url, make_adapter(float_tiny(tmp), tmp / "adapter")),
     },
     ("/api/create", "quantize"): lambda url, tmp: {
         "model": "probe-quant",
-        "files": upload(url, float_tiny(tmp)),
+        "files": upload_blobs(url, float_tiny(tmp)),
         "quantize": "q4_K_M",
     },
     ("/api/embed", "dimensions"): {"model": "all-minilm", "input": "a", "dimensions": 8},

@@ -21,7 +21,8 @@ import ollama
 import pytest
 import requests
 from gguf_layouts import LAYOUTS, tiny_source, write_gguf
-from lora_helpers import make_adapter, upload
+from helpers import upload_blobs
+from lora_helpers import make_adapter
 from mlx_lm import load
 from tiny_model import build_tiny_model
 
@@ -39,7 +40,7 @@ def f16_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def f16_base(server, f16_dir: Path) -> str:
     """``tiny-f16``: the float16 tiny model created from uploaded files."""
-    body = {"model": "tiny-f16", "files": upload(server.url, f16_dir), "stream": False}
+    body = {"model": "tiny-f16", "files": upload_blobs(server.url, f16_dir), "stream": False}
     answer = requests.post(f"{server.url}/api/create", json=body, timeout=120)
     assert answer.status_code == 200, answer.text
     yield "tiny-f16"
@@ -60,7 +61,7 @@ def f32_dir(f16_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def f32_base(server, f32_dir: Path) -> str:
-    body = {"model": "tiny-f32", "files": upload(server.url, f32_dir), "stream": False}
+    body = {"model": "tiny-f32", "files": upload_blobs(server.url, f32_dir), "stream": False}
     answer = requests.post(f"{server.url}/api/create", json=body, timeout=120)
     assert answer.status_code == 200, answer.text
     yield "tiny-f32"
@@ -153,8 +154,8 @@ def test_adapter_changes_the_answer_and_matches_mlx_lm(
 
 
 def test_peft_adapter_gives_the_same_model_as_mlx_layout(server, f16_base, f16_dir, tmp_path):
-    mlx_files = upload(server.url, make_adapter(f16_dir, tmp_path / "mlx"))
-    peft_files = upload(server.url, make_adapter(f16_dir, tmp_path / "peft", peft=True))
+    mlx_files = upload_blobs(server.url, make_adapter(f16_dir, tmp_path / "mlx"))
+    peft_files = upload_blobs(server.url, make_adapter(f16_dir, tmp_path / "peft", peft=True))
     for name, files in (("lora-mlx", mlx_files), ("lora-peft", peft_files)):
         body = {"model": name, "from": f16_base, "adapters": files, "stream": False}
         answer = requests.post(f"{server.url}/api/create", json=body, timeout=120)
@@ -165,7 +166,7 @@ def test_peft_adapter_gives_the_same_model_as_mlx_layout(server, f16_base, f16_d
 
 
 def test_adapter_with_quantize_runs(server, f16_base, f16_dir, tmp_path):
-    files = upload(server.url, make_adapter(f16_dir, tmp_path / "adapter", seed=5))
+    files = upload_blobs(server.url, make_adapter(f16_dir, tmp_path / "adapter", seed=5))
     body = {"model": "lora-q8", "from": f16_base, "adapters": files, "quantize": "q8_0"}
     statuses = [line["status"] for line in create(server.url, body)]
     assert "converting adapter" in statuses and "quantizing F16 model to Q8_0" in statuses
@@ -217,7 +218,7 @@ def test_adapter_for_a_different_base_is_a_400(server, f16_base, tmp_path):
     )
     lora = {"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": LORA}
     (wrong / "adapter_config.json").write_text(json.dumps(lora))
-    body = {"model": "bad-lora", "from": f16_base, "adapters": upload(server.url, wrong)}
+    body = {"model": "bad-lora", "from": f16_base, "adapters": upload_blobs(server.url, wrong)}
     error = refused(server.url, body)
     assert error.startswith("the adapter does not fit the base model:")
     assert "does not match" in error
@@ -228,10 +229,10 @@ def test_malformed_adapter_files_are_a_400(server, f16_base, tmp_path):
     bad.mkdir()
     (bad / "adapters.safetensors").write_bytes(b"\xff" * 64)
     (bad / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8}))
-    body = {"model": "bad-st", "from": f16_base, "adapters": upload(server.url, bad)}
+    body = {"model": "bad-st", "from": f16_base, "adapters": upload_blobs(server.url, bad)}
     assert refused(server.url, body).startswith("malformed adapter safetensors")
     (bad / "adapter_config.json").write_text("{not json")
-    body = {"model": "bad-cfg", "from": f16_base, "adapters": upload(server.url, bad)}
+    body = {"model": "bad-cfg", "from": f16_base, "adapters": upload_blobs(server.url, bad)}
     assert refused(server.url, body).startswith("adapter_config.json is not valid JSON")
 
 
@@ -285,8 +286,8 @@ def test_misfit_adapter_on_a_gguf_leaves_no_converted_weights(server, shared_sto
     (wrong / "adapter_config.json").write_text(json.dumps(lora))
     body = {
         "model": "bad-gguf-adapter",
-        "files": upload(server.url, _only(path, tmp_path)),
-        "adapters": upload(server.url, wrong),
+        "files": upload_blobs(server.url, _only(path, tmp_path)),
+        "adapters": upload_blobs(server.url, wrong),
         "stream": False,
     }
     answer = requests.post(f"{server.url}/api/create", json=body, timeout=120)
@@ -310,7 +311,8 @@ def test_gguf_adapter_is_a_400(server, f16_base, tmp_path):
     adapter = tmp_path / "lora"
     adapter.mkdir()
     (adapter / "lora.gguf").write_bytes(b"GGUF" + bytes(60))
-    body = {"model": "bad-gguf-lora", "from": f16_base, "adapters": upload(server.url, adapter)}
+    adapters = upload_blobs(server.url, adapter)
+    body = {"model": "bad-gguf-lora", "from": f16_base, "adapters": adapters}
     assert refused(server.url, body).startswith("GGUF adapters are not supported")
 
 

@@ -10,14 +10,13 @@ are there, no weights directory is left that no manifest uses, nothing half-writ
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
 from pathlib import Path
 
 import requests
-from helpers import in_parallel, own_server, stop_server
+from helpers import in_parallel, own_server, stop_server, upload_blobs
 
 from mlx_ollama_bridge.manifest import read_manifest_file
 
@@ -33,22 +32,11 @@ def variant(tiny_model_dir: Path, base: Path, tag: str) -> Path:
     return directory
 
 
-def upload(url: str, directory: Path) -> dict[str, str]:
-    files = {}
-    for path in sorted(directory.iterdir()):
-        data = path.read_bytes()
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        reply = requests.post(f"{url}/api/blobs/{digest}", data=data, timeout=60)
-        assert reply.status_code in (200, 201), reply.text
-        files[path.name] = digest
-    return files
-
-
 def test_concurrent_create_copy_delete_of_one_name(tmp_path, tiny_model_dir):
     server = own_server(tmp_path, {})
     url = server.url
     try:
-        base_files = upload(url, variant(tiny_model_dir, tmp_path / "src", "base"))
+        base_files = upload_blobs(url, variant(tiny_model_dir, tmp_path / "src", "base"))
         body = {"model": "base", "files": base_files, "stream": False}
         assert requests.post(f"{url}/api/create", json=body, timeout=120).status_code == 200
         own = [variant(tiny_model_dir, tmp_path / "src", f"client{i}") for i in range(CLIENTS)]
@@ -65,7 +53,8 @@ def test_concurrent_create_copy_delete_of_one_name(tmp_path, tiny_model_dir):
                     body = {"model": "race", "from": "base", "system": system, "stream": False}
                     reply = requests.post(f"{url}/api/create", json=body, timeout=120)
                 elif action == "from-files":
-                    body = {"model": "race", "files": upload(url, own[index]), "stream": False}
+                    files = upload_blobs(url, own[index])
+                    body = {"model": "race", "files": files, "stream": False}
                     reply = requests.post(f"{url}/api/create", json=body, timeout=120)
                 elif action == "copy":
                     body = {"source": "base", "destination": "race"}

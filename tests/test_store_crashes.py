@@ -29,7 +29,14 @@ import requests
 from fake_hub import FakeHub
 from fake_models import write_safetensors
 from fake_ollama_registry import FakeOllamaRegistry
-from helpers import clean_environ, make_store, start_server, stop_server, wait_until
+from helpers import (
+    clean_environ,
+    make_store,
+    start_server,
+    stop_server,
+    upload_blobs,
+    wait_until,
+)
 from ollama_library import publish_smollm2
 
 PULL_REPO = "test-org/crash-pull"
@@ -132,17 +139,6 @@ def assert_sound(server) -> list[str]:
     return names
 
 
-def upload(url: str, directory: Path) -> dict[str, str]:
-    files = {}
-    for path in sorted(directory.iterdir()):
-        data = path.read_bytes()
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        reply = requests.post(f"{url}/api/blobs/{digest}", data=data, timeout=60)
-        assert reply.status_code in (200, 201), reply.text
-        files[path.name] = digest
-    return files
-
-
 def own_variant(tiny_model_dir: Path, base: Path, tag: str) -> Path:
     """The tiny model with one file changed, so its weights directory is its own."""
     variant = base / f"variant-{tag}"
@@ -161,7 +157,7 @@ def create(url: str, name: str, files: dict[str, str]) -> requests.Response:
 
 
 def test_kill_while_create_stages_the_weights(crashy, tiny_model_dir, tmp_path):
-    files = upload(crashy.url, own_variant(tiny_model_dir, tmp_path, "staged"))
+    files = upload_blobs(crashy.url, own_variant(tiny_model_dir, tmp_path, "staged"))
     crash_during(crashy, "store.staged", lambda: create(crashy.url, "made:staged", files))
     held = [p for p in partials(crashy.root) if p.parent.name == "weights"]
     assert any(c.name.startswith("dir-") for p in held for c in p.iterdir())  # not renamed
@@ -172,7 +168,7 @@ def test_kill_while_create_stages_the_weights(crashy, tiny_model_dir, tmp_path):
 
 
 def test_kill_while_create_writes_the_manifest(crashy, tiny_model_dir, tmp_path):
-    files = upload(crashy.url, own_variant(tiny_model_dir, tmp_path, "manifest"))
+    files = upload_blobs(crashy.url, own_variant(tiny_model_dir, tmp_path, "manifest"))
     crash_during(crashy, "store.file", lambda: create(crashy.url, "made:manifest", files))
     temp = [p for p in partials(crashy.root) if "manifests" in p.parts]
     assert temp and json.loads(temp[0].read_text())["files"]  # written whole, not renamed
@@ -189,7 +185,7 @@ def test_kill_while_copying_and_while_deleting(crashy, tiny_model_dir, tmp_path)
     assert "tiny-copy:v1" not in assert_sound(crashy)
     assert requests.post(crashy.url + "/api/copy", json=body, timeout=60).status_code == 200
 
-    files = upload(crashy.url, own_variant(tiny_model_dir, tmp_path, "doomed"))
+    files = upload_blobs(crashy.url, own_variant(tiny_model_dir, tmp_path, "doomed"))
     assert create(crashy.url, "doomed:latest", files).json() == {"status": "success"}
     weights = {p.name for p in (crashy.root / "models" / "weights").iterdir()}
     gone = {"model": "doomed:latest"}
@@ -261,7 +257,7 @@ def test_kill_the_import_command_mid_copy(crashy, tiny_model_dir, tmp_path):
 
 
 def test_kill_between_a_deletes_manifest_and_its_weights(crashy, tiny_model_dir, tmp_path):
-    files = upload(crashy.url, own_variant(tiny_model_dir, tmp_path, "orphan"))
+    files = upload_blobs(crashy.url, own_variant(tiny_model_dir, tmp_path, "orphan"))
     assert create(crashy.url, "orphan:latest", files).json() == {"status": "success"}
     weights = {p.name for p in (crashy.root / "models" / "weights").iterdir()}
     delete = crashy.url + "/api/delete"
