@@ -118,9 +118,19 @@ class RequestCanceled(BridgeError):
         super().__init__(message)
 
 
+class ErrorLine(dict):
+    """The final ``{"error": …}`` line of a streamed create or pull, carrying the HTTP status
+    a non-streamed answer gets (``status``: 400 for a refused model, else 500)."""
+
+    def __init__(self, message: str, status: int = 500) -> None:
+        super().__init__(error=message)
+        self.status = status
+
+
 __all__ = [
     "BadRequest",
     "BridgeError",
+    "ErrorLine",
     "InvalidModelName",
     "ModelLoadError",
     "ModelNotFound",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadRequest, BridgeError, InvalidModelName, ModelNotFound
+from ..errors import BadRequest, BridgeError, ErrorLine, InvalidModelName, ModelNotFound
 from ..manifest import Manifest, hash_model_dir
 from ..model_code import check_model_dir
 from ..registry import LocalModel, Registry
@@ -57,14 +57,6 @@ class CreateSpec:
     messages: list[dict[str, Any]] | None = None
     quantize: str | None = None  # Ollama's quantize/quantization: q4_K_M, q8_0, int4, …
     adapters: dict[str, str] | None = None  # LoRA adapter files: name -> blob digest
-
-
-class ErrorLine(dict):
-    """The final ``{"error": …}`` line, with the HTTP status a non-streamed answer gets."""
-
-    def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(error=message)
-        self.status = status
 
 
 @dataclass

@@ -34,7 +34,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidModelName
+from ..errors import ErrorLine, InvalidModelName
 from ..manifest import Manifest, file_sha256
 from ..model_code import CustomCodeRefused, check_config_text, is_config_file
 from ..names import ModelName
@@ -62,15 +62,6 @@ Emit = Callable[[dict[str, Any]], None]
 WANTED = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 _SKIPPED = ("*.gguf", "*.bin", "*.pt", "*.pth", "*.onnx", "*.h5", "*.msgpack", "*.ot")
 _PROGRESS_EVERY_S = 0.1  # Ollama sends a layer update roughly every 60-100 ms
-
-
-class ErrorLine(dict):
-    """The final ``{"error": …}`` line of a pull, with the HTTP status a non-streamed answer
-    gets (``status``: 400 for a refused model, else 500)."""
-
-    def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(error=message)
-        self.status = status
 
 
 @dataclass
