@@ -122,17 +122,20 @@ def vision_server(
     tmp_path_factory: pytest.TempPathFactory, vision_model_dir: Path, tiny_model_dir: Path
 ) -> Iterator[RunningServer]:
     """A real server with ``tiny-vision`` (the tiny LLaVA), ``tiny-gemma3`` (a tiny Gemma 3),
-    ``tiny-qwen25vl`` (a tiny Qwen2.5-VL) and ``tiny`` (text only)."""
-    from tiny_vision_model import build_tiny_gemma3, build_tiny_qwen25vl
+    ``tiny-qwen25vl`` (a tiny Qwen2.5-VL), ``tiny-qwen3vl`` (a tiny Qwen3-VL) and ``tiny``
+    (text only)."""
+    from tiny_vision_model import build_tiny_gemma3, build_tiny_qwen3vl, build_tiny_qwen25vl
 
     root = tmp_path_factory.mktemp("vision-server")
     models = {
         "tiny-vision": vision_model_dir,
         "tiny-gemma3": build_tiny_gemma3(root / "tiny-gemma3"),
         "tiny-qwen25vl": build_tiny_qwen25vl(root / "tiny-qwen25vl"),
+        "tiny-qwen3vl": build_tiny_qwen3vl(root / "tiny-qwen3vl"),
         "tiny": tiny_model_dir,
     }
     running = own_server(root, models)
+    running.model_dirs = models  # tests compare with mlx-vlm on the same files
     yield running
     stop_server(running)
 
