@@ -27,7 +27,14 @@ from mlx_lm.utils import load_model, load_tokenizer
 
 from ..errors import ModelLoadError
 from ..model_code import check_model_dir
-from .cpu_dense import densify, is_quantized, maybe_densify
+from .cpu_dense import (
+    configured_max_params,
+    dense_decision,
+    densify,
+    is_quantized,
+    openblas_in_use,
+    parameter_count,
+)
 from .group_channel import Channel
 from .group_pipeline import can_pipeline, pipeline
 from .mlx_models import LoadedModel, ModelSetup, _context_length
@@ -79,8 +86,7 @@ def load_shard(channel: Channel, path: Path, setup: ModelSetup, wanted: str) -> 
             path, {"trust_remote_code": False}, eos_token_ids=config.get("eos_token_id")
         )
         if channel.rank == 0 and is_quantized(model):
-            model = maybe_densify(model, on_gpu=False, max_params=setup.dense_max_params)
-            dense = 0 if is_quantized(model) else 1
+            dense = 1 if _dense_wanted(model, setup) else 0
     except Exception as exc:  # every rank still takes part in the vote below
         error = str(exc) or type(exc).__name__
     (ok_all, dense_all) = _vote(channel, [0 if error else 1, dense])
@@ -88,13 +94,19 @@ def load_shard(channel: Channel, path: Path, setup: ModelSetup, wanted: str) -> 
         raise ModelLoadError(_failure(path, error, ok_all))
     mode = ""
     try:
-        if dense_all[0] and channel.rank != 0:
-            model = densify(model)
         mode = sharding_of(model, channel.size, wanted)
-        if mode == "pipeline":
+        # a Llama body is cut first, so only this rank's layers are made dense; mlx-lm's own
+        # pipelines leave None in place of the other layers, and a quantized matrix cannot
+        # be cut across its quantization groups: those are made dense first
+        cut_first = mode == "pipeline" and not hasattr(model.model, "pipeline")
+        if cut_first:
             pipeline(model, channel.group)
-        else:
+        if dense_all[0]:
+            model = densify(model)
+        if mode == "tensor":
             model.shard(channel.group)
+        elif not cut_first:
+            pipeline(model, channel.group)
         mx.eval(model.parameters())
     except Exception as exc:
         error = str(exc) or type(exc).__name__
@@ -111,6 +123,22 @@ def load_shard(channel: Channel, path: Path, setup: ModelSetup, wanted: str) -> 
     loaded.sharding = mode  # type: ignore[attr-defined]  # shown by /api/ps and diagnostics
     loaded.rank_bytes = sizes  # type: ignore[attr-defined]
     return loaded
+
+
+def _dense_wanted(model: Any, setup: ModelSetup) -> bool:
+    """Rank 0's Linux CPU mode decision for the whole model (``cpu_dense.dense_decision``)."""
+    max_params = setup.dense_max_params
+    if max_params is None:
+        max_params = configured_max_params()
+    reason = dense_decision(
+        parameter_count(model),
+        on_cpu=mx.default_device().type == mx.DeviceType.cpu,
+        quantized=True,
+        max_params=max_params,
+        openblas=openblas_in_use(),
+        available_bytes=int(psutil.virtual_memory().available),
+    )
+    return reason is None
 
 
 def memory_report(channel: Channel) -> list[dict[str, int]]:
