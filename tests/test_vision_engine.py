@@ -39,7 +39,7 @@ def test_vision_requests_batch_with_each_other_and_text(vision_server):
         ("tiny", {"role": "user", "content": "hello there"}),
         ("tiny-gemma3", {"role": "user", "content": "what is it?", "images": [b64(BLUE)]}),
         ("tiny-gemma3", {"role": "user", "content": "what is it?", "images": [b64(RED)]}),
-        # M-RoPE: one sequence at a time beside the batched others, answers unchanged
+        # M-RoPE: each batch row keeps its own 3-D positions, answers unchanged
         ("tiny-qwen25vl", {"role": "user", "content": "what is it?", "images": [b64(RED)]}),
         ("tiny-qwen25vl", {"role": "user", "content": "and this?", "images": [b64(BLUE)]}),
     ]

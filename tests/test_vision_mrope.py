@@ -11,6 +11,7 @@ import copy
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import KVCache, trim_prompt_cache
 from tiny_vision_model import build_tiny_qwen3vl, build_tiny_qwen25vl, picture
 
@@ -88,11 +89,15 @@ def assert_same(ours: list, theirs: list) -> None:
         assert np.allclose(np.array(a), np.array(b), **TOLERANCE), float(mx.abs(a - b).max())
 
 
-def greedy(model, tokens: list[int], steps: int) -> list[int]:
+def greedy(model, tokens: list[int], steps: int, logprobs: list | None = None) -> list[int]:
+    """The greedy tokens of the bridge's model alone; each step's log-probabilities into
+    ``logprobs`` if given."""
     cache = model.make_cache()
     logits = model(mx.array([tokens]), cache=cache)[0, -1]
     out = []
     for _ in range(steps):
+        if logprobs is not None:
+            logprobs.append(logits - mx.logsumexp(logits))
         out.append(int(mx.argmax(logits).item()))
         logits = model(mx.array([[out[-1]]]), cache=cache)[0, -1]
     return out
@@ -143,12 +148,60 @@ def test_next_turn_from_a_cached_prefix_equals_mlx_vlm(qwen):
     assert_same(ours[1:], theirs[1:])
 
 
-def test_text_only_and_unbatched(qwen):
+def test_text_only(qwen):
     model = qwen[0]
     tokens = prompt(qwen, ["just words here"])
     decode = greedy(model, tokens, 3)
-    assert_same(
-        bridge(model, tokens, model.make_cache(), decode, 4), reference(qwen, tokens, [], decode)
-    )
-    # a batch lane's merged caches cannot carry each sequence's shifts: one at a time
-    assert model.batchable is False
+    theirs = reference(qwen, tokens, [], decode)
+    assert_same(bridge(model, tokens, model.make_cache(), decode, 4), theirs)
+
+
+def test_batch_lane_rows_keep_their_positions(qwen):
+    """In mlx-lm's BatchGenerator (the bridge's batch lanes): prompts of different images
+    and lengths prefilled together in chunks, one joining later from a cached prefix, rows
+    leaving: each row's tokens equal the row alone (which equal mlx-vlm's, above), and a
+    row's extracted cache goes on with its own positions."""
+    model = qwen[0]
+    first = prompt(qwen, ["what is ", WIDE, "?"])
+    turn1 = model.make_cache()
+    bridge(model, first, turn1, [], len(first))
+    asks = [
+        prompt(qwen, ["look: ", WIDE, " and ", SMALL, " which is red?"]),
+        prompt(qwen, ["what is ", SMALL, "?"]),
+        prompt(qwen, ["just words"]),
+    ]
+    later = first + prompt(qwen, [" now ", SMALL, " and?"])
+    steps = 5
+    alone_logprobs: list[list] = [[], [], [], []]
+    alone = [
+        greedy(model, t, steps, lp) for t, lp in zip([*asks, later], alone_logprobs, strict=True)
+    ]
+    big = 1 << 20
+    lane = BatchGenerator(model, max_tokens=big, prefill_step_size=7)
+    uids = lane.insert(asks, max_tokens=[big] * 3)
+    out: dict[int, list[int]] = {u: [] for u in uids}
+    logprobs: dict[int, list] = {u: [] for u in uids}
+    cached = copy.deepcopy(turn1)  # as the prompt-cache pool hands out an exact prefix
+    trim_prompt_cache(cached, 1)
+    joined = extracted = None
+    while joined is None or any(len(v) < steps for v in out.values()):
+        _prompts, generated = lane.next()
+        for response in generated:
+            out[response.uid].append(int(response.token))
+            logprobs[response.uid].append(response.logprobs)
+        if joined is None and any(out.values()):  # joins while the others decode
+            (joined,) = lane.insert([later[len(first) - 1 :]], max_tokens=[big], caches=[cached])
+            out[joined], logprobs[joined] = [], []
+        if extracted is None and len(out[uids[0]]) >= steps:  # the first row leaves
+            extracted = lane.remove([uids[0]], return_prompt_caches=True)[uids[0]]
+    lane.close()
+    assert [out[u][:steps] for u in (*uids, joined)] == alone
+    for uid, expected in zip((*uids, joined), alone_logprobs, strict=True):
+        assert_same(logprobs[uid][:steps], expected)  # not just the same argmax
+    # the row's extracted cache goes on with its own positions
+    cache, held = extracted  # the cache and exactly the tokens it holds
+    assert list(held[: len(asks[0])]) == asks[0]
+    nxt = out[uids[0]][-1]
+    ours = model(mx.array([[nxt]]), cache=cache)[0, -1]
+    want = model(mx.array([[*held, nxt]]), cache=model.make_cache())[0, -1]
+    assert np.allclose(np.array(ours), np.array(want), **TOLERANCE)

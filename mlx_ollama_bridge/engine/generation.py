@@ -171,10 +171,7 @@ def _speculate(
 
 def batchable(loaded: LoadedModel) -> bool:
     """True if ``loaded`` can decode in a batch lane (``batching``); models that
-    generate with a draft model or a quantized KV cache, and vision models with 3-D
-    positions, stay on ``start_generation``."""
-    if not getattr(loaded.model, "batchable", True):  # vision.VisionLM with M-RoPE
-        return False
+    generate with a draft model or a quantized KV cache stay on ``start_generation``."""
     return loaded.encoder is None and loaded.draft is None and loaded.kv is None
 
 

@@ -42,7 +42,7 @@ from mlx_lm.models.cache import KVCache
 
 from ..errors import BadRequest, ModelLoadError
 from .vision_prompt import IMAGE_TOKEN_BASE, image_token_id_of, placeholder_of
-from .vision_rope import ImageRope, has_mrope, image_rope, positions
+from .vision_rope import ImageRope, ShiftedKVCache, has_mrope, image_rope, positions
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +308,8 @@ class VisionLM(nn.Module):
         language = self.vlm.language_model
         if hasattr(language, "make_cache"):
             return language.make_cache()
+        if self.images.mrope:  # the first layer carries the sequence's M-RoPE shifts
+            return [ShiftedKVCache()] + [KVCache() for _ in self.layers[1:]]
         return [KVCache() for _ in self.layers]
 
     def __call__(
@@ -327,12 +329,6 @@ class VisionLM(nn.Module):
                 extra["visual_pos_masks"], extra["deepstack_visual_embeds"] = deep
         out = self.vlm.language_model(real, inputs_embeds=embeds, cache=cache, **extra)
         return out.logits if hasattr(out, "logits") else out
-
-    @property
-    def batchable(self) -> bool:
-        """False for M-RoPE models: a batch lane's merged caches cannot carry each
-        sequence's position shifts (``vision_rope``), so they run one sequence at a time."""
-        return not self.images.mrope
 
     def _may_hold_images(self, inputs: mx.array) -> bool:
         """Whether ``inputs`` (batch, length) may hold image tokens. A one-token call is a

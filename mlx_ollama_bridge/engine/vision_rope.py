@@ -16,8 +16,10 @@ at a time when decoding, so the same positions are put together here:
   (``SHIFTS``, a tuple of ``(index, delta)``): it travels with the cache into the prompt-cache
   pool (which deep-copies caches), and entries past a trimmed cache's offset are ignored.
 
-One sequence per call: a batch lane's merged caches cannot carry each row's shifts, so
-models with M-RoPE run on the single-sequence path (``VisionLM.batchable``).
+In a batch lane mlx-lm merges sequences' caches into one ``BatchKVCache`` per layer, and
+filters, extends and splits it as sequences come and go; the first layer is a
+``ShiftedKVCache`` whose batched form (``ShiftedBatchKVCache``) keeps each row's shifts
+through all of those, so these models batch like any other.
 """
 
 from __future__ import annotations
@@ -28,10 +30,19 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
+from mlx_lm.models.cache import BatchKVCache, KVCache
 
 from .vision_prompt import IMAGE_TOKEN_BASE
 
-__all__ = ["SHIFTS", "ImageRope", "has_mrope", "image_rope", "positions"]
+__all__ = [
+    "SHIFTS",
+    "ImageRope",
+    "ShiftedBatchKVCache",
+    "ShiftedKVCache",
+    "has_mrope",
+    "image_rope",
+    "positions",
+]
 
 SHIFTS = "bridge_mrope_shifts"  # the attribute on a sequence's first cache layer
 
@@ -67,14 +78,71 @@ def image_rope(vlm: Any, image_token_id: int, count: int, inputs: dict[str, Any]
     return ImageRope(grid_positions - 1, int(np.array(deltas).reshape(-1)[0]))
 
 
+class ShiftedKVCache(KVCache):
+    """A sequence's first-layer cache whose batched form keeps the sequence's shifts."""
+
+    @classmethod
+    def merge(cls, caches: list[Any]) -> ShiftedBatchKVCache:
+        """One batch cache of ``caches`` (mlx-lm's merge), each row with its shifts."""
+        batch = BatchKVCache.merge(caches)
+        batch.__class__ = ShiftedBatchKVCache  # mlx-lm builds the base class
+        batch.shifts = [tuple(getattr(c, SHIFTS, ())) for c in caches]
+        return batch
+
+
+class ShiftedBatchKVCache(BatchKVCache):
+    """mlx-lm's batch cache, with each row's shifts following the row."""
+
+    shifts: list[tuple]
+
+    def filter(self, batch_indices: Any) -> None:
+        """Keep the rows ``batch_indices`` (mlx-lm's filter), and their shifts."""
+        super().filter(batch_indices)
+        self.shifts = [self.shifts[i] for i in np.array(batch_indices).reshape(-1).tolist()]
+
+    def extend(self, other: Any) -> None:
+        """Append ``other``'s rows (mlx-lm's extend), and their shifts."""
+        super().extend(other)
+        self.shifts = self.shifts + list(getattr(other, "shifts", [()] * len(other.offset)))
+
+    def extract(self, idx: int) -> ShiftedKVCache:
+        """Row ``idx`` as a sequence's cache (mlx-lm's extract), with its shifts."""
+        single = super().extract(idx)
+        single.__class__ = ShiftedKVCache
+        setattr(single, SHIFTS, self.shifts[idx])
+        return single
+
+
 def positions(
     tokens: np.ndarray, cache: Any, rope: Callable[[int], ImageRope], stride: int
 ) -> mx.array:
-    """The (3, 1, length) positions of ``tokens`` (one sequence, host ids) evaluated next on
+    """The (3, batch, length) positions of ``tokens`` (host ids) evaluated next on
     ``cache``; records the shifts of images ending here on the cache (``SHIFTS``)."""
     first = cache[0] if cache else None
-    start = int(first.offset) if first is not None else 0
-    shifts = [s for s in getattr(first, SHIFTS, ()) if s[0] <= start]
+    batched = isinstance(first, ShiftedBatchKVCache)
+    if batched:
+        starts = np.array(first.offset).reshape(-1).tolist()
+        kept = list(first.shifts)
+    else:
+        starts = [int(first.offset) if first is not None else 0] * tokens.shape[0]
+        kept = [tuple(getattr(first, SHIFTS, ()))] * tokens.shape[0]
+    rows, found = [], []
+    for row, start, shifts in zip(tokens, starts, kept, strict=True):
+        out, shifts = _row(row, int(start), shifts, rope, stride)
+        rows.append(out)
+        found.append(shifts)
+    if batched:
+        first.shifts = found
+    elif first is not None:
+        setattr(first, SHIFTS, found[0])
+    return mx.array(np.stack(rows, axis=1).astype(np.int32))
+
+
+def _row(
+    tokens: np.ndarray, start: int, kept: tuple, rope: Callable[[int], ImageRope], stride: int
+) -> tuple[np.ndarray, tuple]:
+    """One sequence's (3, length) positions from index ``start``, and its shifts after."""
+    shifts = [s for s in kept if s[0] <= start]
     delta = shifts[-1][1] if shifts else 0
     ids = tokens.reshape(-1).astype(np.int64)
     index = np.arange(start, start + ids.size, dtype=np.int64)
@@ -95,6 +163,4 @@ def positions(
                 shifts.append((int(index[j]) + 1, delta))
             done = j + 1
         out[:, done:] += delta
-    if first is not None:
-        setattr(first, SHIFTS, tuple(shifts))
-    return mx.array(out.astype(np.int32))[:, None, :]
+    return out, tuple(shifts)
