@@ -55,12 +55,19 @@ class ImageRope:
     delta: int  # the shift the image adds to the text after it (grid extent - token count)
 
 
+# Families whose mlx-vlm ``get_rope_index`` has the Qwen2-VL form this module relies on (read
+# in mlx-vlm 0.7.10). Other families with a ``get_rope_index`` (GLM-4V, ERNIE-VL, Qwen3.5…)
+# keep their language model's own default positions: their form was not checked.
+MROPE_FAMILIES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"}
+
+
 def has_mrope(vlm: Any) -> bool:
-    """True if the mlx-vlm model's language model takes 3-D positions (``get_rope_index``)."""
+    """True if the mlx-vlm model's language model takes Qwen-VL's 3-D positions."""
     language = getattr(vlm, "language_model", None)
     config = getattr(vlm, "config", None)
     return (
-        hasattr(language, "get_rope_index")
+        getattr(config, "model_type", None) in MROPE_FAMILIES
+        and hasattr(language, "get_rope_index")
         and getattr(config, "vision_start_token_id", None) is not None
     )
 
