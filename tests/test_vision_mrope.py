@@ -205,3 +205,20 @@ def test_batch_lane_rows_keep_their_positions(qwen):
     ours = model(mx.array([[nxt]]), cache=cache)[0, -1]
     want = model(mx.array([[*held, nxt]]), cache=model.make_cache())[0, -1]
     assert np.allclose(np.array(ours), np.array(want), **TOLERANCE)
+
+
+def test_other_cache_layers_carry_the_shifts(qwen):
+    """With OLLAMA_KV_CACHE_TYPE the layers are mlx-lm's QuantizedKVCache, not the bridge's
+    ShiftedKVCache (single-sequence path): the shifts ride on whatever the first layer is.
+    Shown with plain KVCache layers (the tiny model's 16-wide heads are below mlx's smallest
+    quantization group, 32), and the model is eligible for KV quantization as before."""
+    from mlx_ollama_bridge.engine.kv_quant import _kv_head_dims
+
+    model = qwen[0]
+    assert _kv_head_dims(model) is not None
+    tokens = prompt(qwen, ["what is ", WIDE, " and ", SMALL, "?"])
+    decode = greedy(model, tokens, 3)
+    plain = [KVCache() for _ in model.layers]
+    ours = bridge(model, tokens, plain, decode, 6)
+    assert type(plain[0]) is KVCache and plain[0].bridge_mrope_shifts
+    assert_same(ours, reference(qwen, tokens, [WIDE, SMALL], decode))

@@ -22,6 +22,8 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache, QuantizedKVCache, make_prompt_cache
 
+from .vision_rope import ShiftedKVCache
+
 log = logging.getLogger(__name__)
 
 BITS = {"f16": None, "q8_0": 8, "q4_0": 4}
@@ -84,7 +86,8 @@ def _kv_head_dims(model: Any) -> set[int] | None:
     """Key and value head sizes, read off one probe token; None if a layer is not a plain
     ``KVCache`` (the only kind mlx-lm converts) or the probe fails."""
     cache = make_prompt_cache(model)
-    if not cache or any(type(c) is not KVCache for c in cache):
+    # plain layers (a Qwen-VL's first layer is one too, carrying M-RoPE shifts: ``vision_rope``)
+    if not cache or any(type(c) not in (KVCache, ShiftedKVCache) for c in cache):
         return None
     try:
         model(mx.array([[0]]), cache=cache)
