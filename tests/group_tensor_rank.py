@@ -12,8 +12,10 @@ from pathlib import Path
 from mlx_lm.sample_utils import make_sampler
 
 from mlx_ollama_bridge import cpu_blas
+from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine.batching import BatchLane
 from mlx_ollama_bridge.engine.generation import PREFILL_STEP
+from mlx_ollama_bridge.engine.group import GroupBudget
 from mlx_ollama_bridge.engine.group_backend import GroupBackend
 from mlx_ollama_bridge.engine.group_channel import join
 from mlx_ollama_bridge.engine.group_follower import run_follower
@@ -45,6 +47,9 @@ def main() -> None:
     prompt = single.tokenizer.encode("the sea and the sky")
     expected = greedy(BatchLane(single, 1, PREFILL_STEP), prompt)
     backend = GroupBackend(channel)
+    # the group's budget counts both ranks' memory
+    budget = GroupBudget.of(Settings.from_env(), backend.memory)
+    print(json.dumps({"budget": budget.limit_bytes, "memory": backend.memory}), flush=True)
     for sharding in ("tensor", "pipeline"):
         backend.sharding = sharding
         loaded = backend.load(path)

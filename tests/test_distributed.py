@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from helpers import RunningServer, clean_environ, free_port, wait_until
 
 from mlx_ollama_bridge.cli import main
+from mlx_ollama_bridge.engine.preflight import DEFAULT_MEMORY_FRACTION
 
 SMOL = "smollm2:135m"
 GREEDY = {"temperature": 0, "num_predict": 16}
@@ -108,6 +109,8 @@ def test_two_ranks_answer_as_one_process(group, server):
     # streamed, and from the prompt cache the first call left on every rank
     streamed = list(client.chat(model=SMOL, messages=QUESTION, options=GREEDY, stream=True))
     assert "".join(c.message.content for c in streamed) == single.message.content
+    stats = requests.get(f"{group.url}/health", timeout=30).json()["engine_stats"]
+    assert stats["prompt_tokens_reused"] > 0
 
 
 @pytest.mark.real_model
@@ -136,8 +139,14 @@ def test_tiny_model_split_both_ways_decodes_as_one_process(tiny_model_dir, tmp_p
     command = [str(launch), "--hostfile", str(hostfile), "--backend", "ring"]
     command += ["--starting-port", str(free_port_pair()), "--python", sys.executable]
     command += [str(Path(__file__).parent / "group_tensor_rank.py"), str(tiny_model_dir)]
-    done = subprocess.run(command, capture_output=True, text=True, env=clean_environ())
+    env = {**clean_environ(), "MLX_BRIDGE_CONFIG_DIR": str(tmp_path / "config")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert rows and "budget" in rows[0], done.stderr[-3000:]
+    budget, rows = rows[0], rows[1:]
+    # admission counts both ranks: twice this machine's budget (both ranks run here)
+    totals = [m["total_bytes"] for m in budget["memory"]]
+    assert len(totals) == 2 and budget["budget"] == int(2 * min(totals) * DEFAULT_MEMORY_FRACTION)
     assert [r["sharding"] for r in rows] == ["tensor", "pipeline"], done.stderr[-3000:]
     for row in rows:
         assert row["got"] == row["expected"]

@@ -31,7 +31,8 @@ from .hostfile import Hostfile, read_hostfile
 
 log = logging.getLogger(__name__)
 
-_FORWARDED = ("OLLAMA_", "MLX_BRIDGE_", "HF_", "HOME", "XDG_", "LD_PRELOAD", "PATH")
+# the bridge's settings and the Hub's; not PATH or HOME (another machine has its own)
+_FORWARDED = ("OLLAMA_", "MLX_BRIDGE_", "HF_")
 _RANK_LINE = re.compile(r"Node with rank (\d+) (was killed|exited with code (-?\d+))")
 _PAUSES_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # between launches that keep failing fast
 _SIGNALS = {int(s) for s in signal.Signals}
