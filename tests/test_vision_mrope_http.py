@@ -1,7 +1,7 @@
 """Qwen2.5-VL and Qwen3-VL through a real server: the greedy answer to a prompt with two
 images equals mlx-vlm's own greedy generation (its forward pass, its M-RoPE positions and,
 for Qwen3-VL, its DeepStack features), alone, again from the prompt cache, and with other
-requests in flight."""
+requests in flight, and through ollama's Python client."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import mlx.core as mx
 import numpy as np
+import ollama
 import pytest
 import requests
 from mlx_lm.models.cache import KVCache
@@ -71,6 +72,11 @@ def test_answer_equals_mlx_vlm(vision_server, model):
     prompt_ids = [image_id if t >= 1 << 30 else t for t in context[:-count]]
     expected = mlx_vlm_greedy(vision_server.model_dirs[model], prompt_ids, STEPS)
     assert context[-count:] == expected
+    # the same through a real client (ollama's Python library, images as bytes)
+    client = ollama.Client(host=url)
+    options = {"temperature": 0, "repeat_penalty": 1, "num_predict": STEPS}
+    reply = client.generate(model=model, prompt=prompt, images=[WIDE, SMALL], options=options)
+    assert list(reply.context)[-count:] == expected
     # again (the image's features and the prompt from the caches), beside other requests
     encodes = _encodes(url)
     other = {"model": "tiny", "prompt": "hi", "stream": False, "options": {"num_predict": 4}}
