@@ -1,4 +1,4 @@
-"""Qwen2.5-VL's and Qwen3-VL's 3-D rotary positions (M-RoPE), and Qwen3-VL's DeepStack
+"""Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's 3-D rotary positions (M-RoPE), and Qwen3-VL's DeepStack
 features, through the bridge's ``VisionLM``: the logits equal mlx-vlm's own forward pass of
 the same prompt and images (its ``get_rope_index`` over the whole prompt, its rope deltas
 when decoding), prompt chunk by chunk, decode step by step, and on the next turn from a
@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import KVCache, trim_prompt_cache
-from tiny_vision_model import build_tiny_qwen3vl, build_tiny_qwen25vl, picture
+from tiny_vision_model import (
+    QWEN_TOKENS,
+    build_tiny_qwen2vl,
+    build_tiny_qwen3vl,
+    build_tiny_qwen25vl,
+    picture,
+)
 
 from mlx_ollama_bridge.engine.vision import load_vision_model
 
@@ -22,7 +28,9 @@ SMALL = picture((20, 20, 220))  # 2x2: 4 tokens
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 
 
-@pytest.fixture(scope="module", params=[build_tiny_qwen25vl, build_tiny_qwen3vl])
+@pytest.fixture(
+    scope="module", params=[build_tiny_qwen2vl, build_tiny_qwen25vl, build_tiny_qwen3vl]
+)
 def qwen(request, tmp_path_factory):
     path = request.param(tmp_path_factory.mktemp("qwen") / "tiny")
     model, tokenizer, parts = load_vision_model(path)
@@ -32,12 +40,11 @@ def qwen(request, tmp_path_factory):
 def prompt(qwen, pieces: list) -> list[int]:
     """Bridge tokens for ``pieces`` (text, or encoded images between vision start/end)."""
     model, tokenizer, parts = qwen
-    config = model.vlm.config
+    start, end = (tokenizer.encode(t, add_special_tokens=False) for t in QWEN_TOKENS[:2])
     tokens: list[int] = []
     for piece in pieces:
         if isinstance(piece, bytes):
-            span = parts.images.span(piece)
-            tokens += [config.vision_start_token_id, *span, config.vision_end_token_id]
+            tokens += [*start, *parts.images.span(piece), *end]
         else:
             tokens += tokenizer.encode(piece, add_special_tokens=False)
     parts.images.prepare(tokens)

@@ -34,6 +34,7 @@ __all__ = [
     "b64",
     "build_tiny_gemma3",
     "build_tiny_qwen25vl",
+    "build_tiny_qwen2vl",
     "build_tiny_qwen3vl",
     "build_tiny_vision_model",
     "picture",
@@ -353,6 +354,47 @@ def build_tiny_qwen25vl(out_dir: Path, *, seed: int = 0) -> Path:
     _write_json(out_dir / "preprocessor_config.json", preprocessor)
     _write_json(out_dir / "processor_config.json", {"processor_class": "Qwen2_5_VLProcessor"})
     _write_json(out_dir / "generation_config.json", {"eos_token_id": ids[EOS_TOKEN]})
+    return out_dir
+
+
+def build_tiny_qwen2vl(out_dir: Path, *, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2-VL (mlx-vlm's ``qwen2_vl`` classes: a full-attention ViT with
+    2x2 patch merging, a Qwen2 text model with M-RoPE) with the Qwen2.5-VL files' tokenizer
+    and image processor; return ``out_dir``."""
+    from mlx_vlm.models import qwen2_vl
+
+    out_dir = build_tiny_qwen25vl(out_dir, seed=seed)  # the tokenizer and its files
+    config = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
+    text = {**config["text_config"], "model_type": "qwen2_vl"}
+    vision = {
+        "model_type": "qwen2_vl",
+        "depth": 2,
+        "embed_dim": 32,
+        "hidden_size": 64,
+        "num_heads": 2,
+        "mlp_ratio": 2,
+        "patch_size": 14,
+        "spatial_patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "in_channels": 3,
+    }
+    config.update(
+        architectures=["Qwen2VLForConditionalGeneration"],
+        model_type="qwen2_vl",
+        text_config=text,
+        vision_config=vision,
+    )
+    model_config = qwen2_vl.ModelConfig.from_dict(config)
+    model_config.text_config = qwen2_vl.TextConfig.from_dict(text)
+    model_config.vision_config = qwen2_vl.VisionConfig.from_dict(vision)
+    model = qwen2_vl.Model(model_config)
+    _init_weights(model, seed, _muted_ids(Tokenizer.from_file(str(out_dir / "tokenizer.json"))))
+    weights = dict(tree_flatten(model.parameters()))
+    mx.eval(weights)
+    mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
+    _write_json(out_dir / "config.json", config)
+    _write_json(out_dir / "processor_config.json", {"processor_class": "Qwen2VLProcessor"})
     return out_dir
 
 
