@@ -94,7 +94,9 @@ def ranks(server: RunningServer) -> dict[int, psutil.Process]:
 @pytest.fixture(scope="module")
 def group(shared_store, tmp_path_factory) -> Iterator[RunningServer]:
     """One two-rank group over the shared store (smollm2 split in pipeline)."""
-    server = start_group(shared_store.env, tmp_path_factory.mktemp("group"))
+    # a step longer than 10 s means a hung rank (test_hung_rank...): steps here take < 2 s
+    root = tmp_path_factory.mktemp("group")
+    server = start_group(shared_store.env, root, MLX_BRIDGE_GROUP_TIMEOUT_S="10")
     yield server
     stop_group(server)
 
@@ -179,26 +181,48 @@ def _health(server: RunningServer) -> dict | None:
         return None  # between launches nothing listens
 
 
-@pytest.mark.real_model
-def test_killed_rank_ends_the_stream_with_an_error_and_the_group_comes_back(group):
-    # last in this module: it breaks the module's group (and checks that it comes back)
+def _stream_then(group: RunningServer, act) -> list[dict]:
+    """Start a long greedy stream, call ``act`` after its first line, return the rest."""
     body = {"model": SMOL, "messages": QUESTION, "options": {"temperature": 0, "num_predict": 400}}
     with requests.post(f"{group.url}/api/chat", json=body, stream=True, timeout=300) as response:
         lines = response.iter_lines()
         first = json.loads(next(lines))
         assert "message" in first and not first["done"]
-        os.kill(ranks(group)[1].pid, signal.SIGKILL)
-        rest = [json.loads(line) for line in lines if line]
-    assert rest and "error" in rest[-1], rest[-3:]
-    assert "rank" in rest[-1]["error"]
-    # the supervisor starts a new group; its /health names the rank that failed
+        act()
+        return [json.loads(line) for line in lines if line]
+
+
+def _comes_back(group: RunningServer, after_launch: int) -> dict:
+    """Wait for the supervisor's next launch to answer; its /health."""
     came_back = wait_until(
-        lambda: (h := _health(group)) is not None and h.get("group", {}).get("launch", 1) > 1,
+        lambda: (
+            (h := _health(group)) is not None and h.get("group", {}).get("launch", 1) > after_launch
+        ),
         timeout=BOOT_S,
         poll=1.0,
     )
     assert came_back, group.log()[-3000:]
-    health = _health(group)
+    return _health(group)
+
+
+@pytest.mark.real_model
+def test_hung_rank_ends_the_stream_with_an_error_and_the_group_comes_back(group):
+    launch = _health(group)["group"]["launch"]
+    rest = _stream_then(group, lambda: os.kill(ranks(group)[1].pid, signal.SIGSTOP))
+    assert "rank 1 (127.0.0.1) of the distributed group stopped answering" in rest[-1]["error"]
+    health = _comes_back(group, launch)  # rank 0 stopped the launch: the stopped rank too
+    assert health["group"]["last_fault"].startswith("rank 1 (127.0.0.1) of the distributed")
+
+
+@pytest.mark.real_model
+def test_killed_rank_ends_the_stream_with_an_error_and_the_group_comes_back(group):
+    # last in this module: it breaks the module's group (and checks that it comes back)
+    launch = _health(group)["group"]["launch"]
+    rest = _stream_then(group, lambda: os.kill(ranks(group)[1].pid, signal.SIGKILL))
+    assert rest and "error" in rest[-1], rest[-3:]
+    assert "rank 1 (127.0.0.1) of the distributed group" in rest[-1]["error"]
+    # the supervisor starts a new group; its /health names the rank that failed
+    health = _comes_back(group, launch)
     assert health["status"] == "ok"
     assert health["group"]["last_fault"].startswith("rank 1 (127.0.0.1) was killed by SIGKILL")
     again = ollama.Client(host=group.url).chat(model=SMOL, messages=QUESTION, options=GREEDY)

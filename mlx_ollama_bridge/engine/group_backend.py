@@ -21,6 +21,7 @@ running requests the same way and stops rank 0, which brings the group down for 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -317,18 +318,41 @@ class GroupBackend(MLXBackend):
             self.channel.mark_broken(reason)
 
 
-def stop_after_fault(pid: int, delay_s: float = 2.0) -> Any:
+def stop_after_fault(pid: int, delay_s: float = 2.0, kill_after_s: float = 15.0) -> Any:
     """An ``on_fault`` that logs and, ``delay_s`` later (the error lines go out first),
     sends SIGTERM to ``pid`` (rank 0's server): its exit ends the ``mlx.launch`` run and the
-    supervisor starts the group again."""
+    supervisor starts the group again. If rank 0 is still there ``kill_after_s`` later (its
+    worker stuck in a collective with a hung rank, which mlx.launch would wait for forever),
+    the launch's whole process group is killed: the supervisor started it as its own."""
 
     def on_fault(reason: str) -> None:
         log.error("distributed group broken: %s; stopping rank 0 (pid %d)", reason, pid)
-        timer = threading.Timer(delay_s, os.kill, (pid, signal.SIGTERM))
-        timer.daemon = True
-        timer.start()
+        report = os.environ.get("MLX_BRIDGE_GROUP_FAULT_FILE")
+        if report:  # the supervisor names it as the last fault if no rank exited
+            with contextlib.suppress(OSError):
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                Path(report).write_text(f"{reason} at {stamp}")
+        for after, stop in ((delay_s, _terminate), (kill_after_s, _kill_launch)):
+            timer = threading.Timer(after, stop, (pid,))
+            timer.daemon = True
+            timer.start()
 
     return on_fault
+
+
+def _terminate(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGTERM)
+
+
+def _kill_launch(pid: int) -> None:
+    """SIGKILL to the process group of ``pid`` if it is a launch's (a session the
+    supervisor started, not the shell's group of a rank run by hand)."""
+    with contextlib.suppress(OSError):
+        group = os.getpgid(pid)
+        if "MLX_BRIDGE_GROUP_LAUNCH" in os.environ and group == os.getsid(pid):
+            log.error("distributed group: rank 0 did not stop; killing the launch")
+            os.killpg(group, signal.SIGKILL)
 
 
 __all__ = ["GroupBackend", "GroupFault", "MirroredLane", "stop_after_fault"]

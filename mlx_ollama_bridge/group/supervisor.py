@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class LaunchState:
     stopping: bool = False
     process: subprocess.Popen[bytes] | None = None
     faults: list[str] = field(default_factory=list)
+    fault_file: Path | None = None  # where rank 0 writes why it stopped the group
 
 
 def launcher() -> str:
@@ -97,6 +99,7 @@ def rank_environment(
         "MLX_BRIDGE_GROUP_LAUNCH": str(state.launches),
         "MLX_BRIDGE_GROUP_LAST_FAULT": state.last_fault,
         "MLX_BRIDGE_GROUP_DOORBELL": doorbell,
+        "MLX_BRIDGE_GROUP_FAULT_FILE": str(state.fault_file) if state.fault_file else "",
     }
     return [f"{k}={v}" for k, v in sorted(pairs.items())]
 
@@ -144,6 +147,11 @@ def run_group(settings: Settings) -> int:
 
 
 def _launch_once(settings: Settings, hostfile: Hostfile, state: LaunchState) -> None:
+    if state.fault_file is None:
+        handle, name = tempfile.mkstemp(prefix="mlx-bridge-group-fault-")
+        os.close(handle)
+        state.fault_file = Path(name)
+    state.fault_file.write_text("")
     count = sum(max(len(h.ips), 1) for h in hostfile.hosts)  # the ring's ports
     port = settings.group_port or free_port_block(count + 1)
     first = hostfile.hosts[0]
@@ -174,6 +182,9 @@ def _launch_once(settings: Settings, hostfile: Hostfile, state: LaunchState) -> 
             found = fault
     process.wait()
     state.process = None
+    if not found and not state.stopping:  # no rank exited: rank 0 says why it stopped
+        with contextlib.suppress(OSError):
+            found = state.fault_file.read_text().strip()
     if found:
         state.last_fault = found
         state.faults.append(found)
