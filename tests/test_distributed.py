@@ -117,6 +117,8 @@ def test_two_ranks_answer_as_one_process(group, server):
 
 @pytest.mark.real_model
 def test_group_is_visible(group):
+    # an empty generate loads the model (it may be loaded already)
+    requests.post(f"{group.url}/api/generate", json={"model": SMOL}, timeout=300).raise_for_status()
     health = requests.get(f"{group.url}/health", timeout=30).json()
     assert health["group"]["size"] == 2 and health["group"]["healthy"]
     ps = requests.get(f"{group.url}/api/ps", timeout=30).json()

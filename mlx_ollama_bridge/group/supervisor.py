@@ -143,6 +143,8 @@ def run_group(settings: Settings) -> int:
             _PAUSES_S[pause],
         )
         _sleep_unless_stopped(state, _PAUSES_S[pause])
+    if state.fault_file is not None:
+        state.fault_file.unlink(missing_ok=True)
     return 0
 
 
