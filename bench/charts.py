@@ -121,6 +121,10 @@ def draw_peers(axis: Any, ratios: dict[str, dict[str, float]]) -> None:
         axis.barh(ys, values, height, color=PEER_COLOURS.get(name, "#999999"),
                   label=PEER_LABELS.get(name, name))  # fmt: skip
         for y, value in zip(ys, values, strict=True):
+            if value != value:  # NaN: not measured validly (see the report)
+                axis.annotate("n/a", (0, y), va="center", fontsize=7,
+                              xytext=(2, 0), textcoords="offset points")  # fmt: skip
+                continue
             axis.annotate(f"{value:.2f}", (value, y), va="center", fontsize=7,
                           xytext=(2, 0), textcoords="offset points")  # fmt: skip
     axis.axvline(1.0, color="k", lw=1, ls="--", label="bridge")

@@ -322,7 +322,10 @@ def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
             "single_ttft": bridge["single"]["ttft_s"] / peer["single"]["ttft_s"],
         }
         for mine, theirs in zip(bridge["concurrency"], peer["concurrency"], strict=True):
-            row[f"streams_{mine['streams']}"] = theirs["aggregate_tps"] / mine["aggregate_tps"]
+            # a peer that answered some stream with no tokens measured something else: no ratio
+            valid = theirs.get("shortest", 1) > 0
+            ratio = theirs["aggregate_tps"] / mine["aggregate_tps"] if valid else float("nan")
+            row[f"streams_{mine['streams']}"] = ratio
         row["chat_turn_last_ttft"] = bridge["multi_turn_ttft_s"][-1] / peer["multi_turn_ttft_s"][-1]
         row["agent_turn_1_ttft"] = bridge["agent"]["ttft_s"][0] / peer["agent"]["ttft_s"][0]
         row["agent_turn_last_ttft"] = bridge["agent"]["ttft_s"][-1] / peer["agent"]["ttft_s"][-1]
