@@ -15,10 +15,12 @@ import random
 import shutil
 from pathlib import Path
 
+import pytest
 import requests
 from helpers import in_parallel, own_server, stop_server, upload_blobs
 
 from mlx_ollama_bridge.manifest import read_manifest_file
+from mlx_ollama_bridge.store import atomic
 
 CLIENTS = 4
 ROUNDS = 8
@@ -92,3 +94,31 @@ def test_concurrent_create_copy_delete_of_one_name(tmp_path, tiny_model_dir):
         assert not list(models.rglob(".partial-*"))
     finally:
         stop_server(server)
+
+
+@pytest.mark.parametrize("make", ["file", "directory"])
+def test_a_sweep_between_creating_and_locking_a_temporary_does_not_fail_the_write(
+    tmp_path, monkeypatch, make
+):
+    # A create sweeps the blobs directory under the store lock while an upload (which
+    # takes no store lock) may have created its temporary but not yet locked it.
+    real_flock = atomic.fcntl.flock
+    swept: list[Path] = []
+
+    def flock_after_a_sweep(fd: int, operation: int) -> None:
+        if operation == atomic.fcntl.LOCK_EX and not swept:
+            swept.extend(atomic.sweep(tmp_path))  # the temporary is unlocked: garbage
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(atomic.fcntl, "flock", flock_after_a_sweep)
+    target = tmp_path / "blob"
+    if make == "file":
+        atomic.write_atomic(target, b"data")
+        assert target.read_bytes() == b"data"
+    else:
+        with atomic.staged_dir(target) as staging:
+            staging.mkdir()
+            (staging / "weights").write_bytes(b"data")
+        assert (target / "weights").read_bytes() == b"data"
+    assert len(swept) == 1  # the race happened, and the write still succeeded
+    assert [p.name for p in tmp_path.iterdir()] == ["blob"]

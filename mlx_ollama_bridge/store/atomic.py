@@ -148,6 +148,31 @@ def _temp_name(target: Path, kind: str = "") -> str:
     return f"{PARTIAL}{kind}{target.name[:60]}-{uuid.uuid4().hex[:12]}"
 
 
+def _create_locked(target: Path, kind: str, *, directory: bool) -> tuple[Path, int]:
+    """A new ``.partial-`` file or directory beside ``target`` and an fd holding its flock.
+
+    Creating and locking are two steps, so a :func:`sweep` can take the lock in between and
+    delete the entry as garbage; the entry is then created again under a new name.
+    """
+    while True:
+        temp = target.with_name(_temp_name(target, kind))
+        if directory:
+            temp.mkdir(mode=0o755)
+            try:
+                fd = os.open(temp, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # swept before it could be opened
+        else:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # alive: sweep keeps it
+        try:
+            if os.stat(temp, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                return temp, fd
+        except FileNotFoundError:
+            pass  # swept before the lock was ours
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_file(target: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
     """A binary handle whose bytes become ``target`` when the block ends without error.
@@ -158,11 +183,9 @@ def atomic_file(target: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
     target = Path(target)
     with disk_errors(target.parent, target.name):
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(_temp_name(target))
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        temp, fd = _create_locked(target, "", directory=False)
         try:
             with os.fdopen(fd, "wb") as handle:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # alive: sweep keeps it
                 yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -216,11 +239,8 @@ def scratch_dir(parent: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def _locked_holder(target: Path, kind: str) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
-    holder = target.with_name(_temp_name(target, kind))
-    holder.mkdir(mode=0o755)
-    fd = os.open(holder, os.O_RDONLY)
+    holder, fd = _create_locked(target, kind, directory=True)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # alive: sweep keeps it
         yield holder
     finally:
         shutil.rmtree(holder, ignore_errors=True)
