@@ -64,9 +64,9 @@ class BridgeApplication(BaseApplication):
         return app
 
     def _stop_engine(self, server: Any, worker: Any) -> None:
-        # gunicorn calls this in the worker as it exits. Joining the scheduler thread here,
-        # before the interpreter finalizes, keeps MLX from being torn down under a thread
-        # still inside it (seen as a SIGABRT at shutdown).
+        # gunicorn calls this in the worker as it exits: models are unloaded and the
+        # scheduler thread joined before the interpreter finalizes. (A SIGABRT from MLX's
+        # own threads at finalization is still seen now and then, after this has run.)
         if self._engine is not None:
             self._engine.stop(timeout=float(self.cfg.graceful_timeout))
 
