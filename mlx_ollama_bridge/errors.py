@@ -12,8 +12,11 @@ keeps the text as it was raised, for the server's log under the request id. So a
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _MAX_MESSAGE = 2000
 _TRACEBACK = "Traceback (most recent call last)"
@@ -138,3 +141,12 @@ __all__ = [
     "ServerBusy",
     "public_text",
 ]
+
+
+def client_error(exc: Exception, what: str) -> BridgeError:
+    """``exc`` as the error a client gets: a BridgeError as it is, anything else (a bug)
+    logged under ``what`` with its traceback and reported as an internal error."""
+    if isinstance(exc, BridgeError):
+        return exc
+    log.error(what, exc_info=exc)
+    return BridgeError(f"internal error: {exc}")

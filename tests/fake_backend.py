@@ -59,6 +59,9 @@ class FakeBackend:
     load_started: threading.Event = field(default_factory=threading.Event)
     holds: dict[str, threading.Event] = field(default_factory=dict)  # prompt -> its release
     counts: dict[str, int] = field(default_factory=dict)
+    kv_per_token: int = 0  # > 0: jobs reserve KV caches and leave them in a FakePool
+    pool_insert: threading.Event | None = None  # set while a finished job's cache joins the pool
+    pool_insert_go: threading.Event | None = None  # ... and the step waits for this one
 
     def hold(self, prompt: str) -> threading.Event:
         """Jobs with this prompt run until the returned event is set."""
@@ -72,7 +75,8 @@ class FakeBackend:
             gate.wait(30)
         if path.name in self.failures:
             raise self.failures[path.name]
-        return FakeHandle(path, self.sizes.get(path.name, 1000))
+        pool = FakePool() if self.kv_per_token else None
+        return FakeHandle(path, self.sizes.get(path.name, 1000), prompt_cache=pool)
 
     def prepare(self, handle: Any, *, digest: str = "", draft_path: Path | None = None) -> None:
         pass
@@ -97,15 +101,36 @@ class FakeBackend:
             elif release is not None and not release.wait(HELD_STEP_S):
                 result.stepped.append(Stepped(job, []))
             else:
+                self._keep_cache(handle)
                 result.stepped.append(Stepped(job, [TextChunk("ok"), _finished()]))
         return result
 
+    def _keep_cache(self, handle: FakeHandle) -> None:
+        """A finished job's cache joins the pool (as the real backend's does, in the step)."""
+        if handle.prompt_cache is None:
+            return
+        handle.prompt_cache.nbytes += self.kv_per_token * 3  # the job's 3 prompt tokens
+        if self.pool_insert is not None and self.pool_insert_go is not None:
+            self.pool_insert.set()
+            self.pool_insert_go.wait(30)
+
     def kv_bytes_per_token(self, handle: Any) -> int:
-        return 0  # one job at a time per model unless OLLAMA_NUM_PARALLEL says more
+        return self.kv_per_token  # 0: one job at a time per model unless OLLAMA_NUM_PARALLEL
 
     def take_counts(self) -> dict[str, int]:
         counts, self.counts = self.counts, {}
         return counts
+
+
+@dataclass
+class FakePool:
+    """A prompt-cache pool that only counts bytes."""
+
+    nbytes: int = 0
+    enabled: bool = True
+
+    def trim_to_bytes(self, limit: int) -> None:
+        self.nbytes = min(self.nbytes, limit)
 
 
 def _finished() -> Finished:

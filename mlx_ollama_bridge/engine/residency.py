@@ -71,6 +71,8 @@ class Residency:
         self._resident: dict[str, Resident] = {}
         # at most one entry: loads run one at a time
         self._loading: dict[str, tuple[LoadTicket, LocalModel]] = {}
+        self._memory: dict[str, int] = {}  # the last ``publish_memory`` (HTTP threads read it)
+        self.publish_memory()
 
     # -- reading (``snapshot`` from any thread; the rest on the scheduler thread) ----------
 
@@ -269,15 +271,24 @@ class Residency:
         self._kv.release(job)
 
     def memory_stats(self) -> dict[str, int]:
-        """The budget and what holds it, in bytes (a snapshot; safe from any thread)."""
-        residents = self.snapshot()
-        handles = [r.handle for r in residents]
-        return {
+        """The budget and what holds it, in bytes, as of the last ``publish_memory`` (safe
+        from any thread)."""
+        with self._lock:
+            return dict(self._memory)
+
+    def publish_memory(self) -> None:
+        """Take the memory figures at a quiet point of the scheduler thread. Read at any other
+        moment they could count one cache twice: a finished job's KV cache joins its model's
+        prompt-cache pool a moment before the job's reservation is released."""
+        handles = [r.handle for r in self._resident.values()]
+        memory = {
             "memory_budget_bytes": self._budget.limit_bytes,
             "weights_bytes": sum(h.size_bytes for h in handles),
-            "kv_reserved_bytes": self._kv.reserved(j for r in residents for j in list(r.jobs)),
+            "kv_reserved_bytes": self._kv.reserved(self._live_jobs()),
             "prompt_cache_bytes": pools_bytes(handles),
         }
+        with self._lock:
+            self._memory = memory
 
     def _live_jobs(self) -> list[Job]:
         return [job for r in self._resident.values() for job in r.jobs]

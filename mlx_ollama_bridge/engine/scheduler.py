@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BridgeError, RequestCanceled, ServerBusy
+from ..errors import BridgeError, RequestCanceled, ServerBusy, client_error
+from .counters import Counters
 from .embed_job import EmbeddingJob, EmbeddingRequest, EmbeddingResult
 from .interface import Backend, Job, Stepped, StepResult
 from .jobs import GenerationJob
@@ -37,10 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _IDLE_WAKEUP_S = 1.0  # nothing to step: wake at least this often (keep-alive, deadlines)
-_COUNTERS = ("prompt_tokens", "prompt_tokens_reused", "canceled", "batched_tokens", "batch_peak")
-_COUNTERS += ("draft_tokens", "draft_accepted")  # speculative decoding's, from the backend
-_COUNTERS += ("lookup_tokens", "lookup_accepted")  # prompt lookup's drafts and accepted ones
-_COUNTERS += ("image_encodes",)  # vision-tower runs (an image seen again is not re-encoded)
 
 
 @dataclass
@@ -75,12 +72,12 @@ class Scheduler:
         self._models = Residency(
             settings, backend, clock=clock, budget=budget, on_load_done=self.wake
         )
-        self._stats = dict.fromkeys(_COUNTERS, 0)  # see stats()
+        self._counters = Counters()  # see stats()
         self._inbox: queue.Queue[_Command] = queue.Queue()
         self._pending: deque[Job] = deque()
         self._load_waiters: list[_Command] = []  # explicit loads (empty prompts) in progress
         self._load_waits: dict[int, float] = {}  # id(job) -> when it began waiting for a load
-        self._lock = threading.Lock()  # guards _stats and _waiting (HTTP threads read them)
+        self._lock = threading.Lock()  # guards _waiting (HTTP threads read it)
         self._waiting = 0  # requests submitted and not yet admitted
         self._thread: threading.Thread | None = None
 
@@ -122,8 +119,7 @@ class Scheduler:
         lanes (``batched_tokens``) and the most sequences one step decoded (``batch_peak``);
         tokens proposed by draft models (``draft_tokens``) and accepted (``draft_accepted``);
         and, as gauges, the memory budget and what holds it (``kv_memory``)."""
-        with self._lock:
-            return {**self._stats, **self._models.memory_stats()}
+        return {**self._counters.snapshot(), **self._models.memory_stats()}
 
     def embed(self, request: EmbeddingRequest) -> tuple[EmbeddingResult, int]:
         """Embed ``request.inputs``; returns the result and the load duration in ns.
@@ -194,8 +190,10 @@ class Scheduler:
             if not self._drain_inbox():
                 break
             self._admit_pending()
+            self._models.publish_memory()  # at the quiet points: see Residency.publish_memory
             self._step_jobs()
             self._models.expire_idle()
+            self._models.publish_memory()
         self._models.unload_all("shutdown")
         log.info("scheduler stopped")
 
@@ -243,7 +241,7 @@ class Scheduler:
         try:
             command.replies.put(action())
         except Exception as exc:  # never let one request kill the scheduler thread
-            command.replies.put(_bridge_error(exc, f"scheduler command {command.kind} failed"))
+            command.replies.put(client_error(exc, f"scheduler command {command.kind} failed"))
 
     def _serve_load_waiters(self) -> None:
         """Answer explicit loads whose model is resident now (with the time it took)."""
@@ -255,7 +253,7 @@ class Scheduler:
                     command.model, command.keep_alive_s, command.num_ctx
                 )
             except Exception as exc:  # never let one request kill the scheduler thread
-                command.replies.put(_bridge_error(exc, "explicit load failed"))
+                command.replies.put(client_error(exc, "explicit load failed"))
                 continue
             if resident is None:
                 waiting.append(command)
@@ -277,7 +275,7 @@ class Scheduler:
                 log.info(
                     "queued request dropped: client gone model=%s", job.request.model.name.display
                 )
-                self._count("canceled")
+                self._counters.add("canceled")
                 self._release_waiting()
                 self._load_waits.pop(id(job), None)
                 job.replies.put(RequestCanceled())  # ends the wait in _enqueue
@@ -311,7 +309,7 @@ class Scheduler:
                 job, resident.handle, resident.num_ctx, parallel=self._models.parallel(resident)
             )
         except Exception as exc:  # refused: the error is the job's answer
-            error = _bridge_error(exc, "failed to start a generation")
+            error = client_error(exc, "failed to start a generation")
             self._release_waiting()
             self._load_waits.pop(id(job), None)
             self._models.forget_kv(job)
@@ -319,8 +317,8 @@ class Scheduler:
             return True
         self._release_waiting()
         if isinstance(job, GenerationJob):
-            self._count("prompt_tokens", len(job.prompt_tokens))
-            self._count("prompt_tokens_reused", job.reused_tokens)
+            self._counters.add("prompt_tokens", len(job.prompt_tokens))
+            self._counters.add("prompt_tokens_reused", job.reused_tokens)
         self._models.admit(resident, job, request.keep_alive_s)
         job.replies.put(Ready(load_duration_ns=load_ns))
         return True
@@ -329,19 +327,18 @@ class Scheduler:
         with self._lock:
             self._waiting -= 1
 
-    def _count(self, name: str, amount: int = 1) -> None:
-        with self._lock:
-            self._stats[name] += amount
-
     # -- stepping ----------------------------------------------------------------------------
 
     def _step_jobs(self) -> None:
-        """One step for every model with jobs: cancellations first, then the backend's step."""
+        """One step for every model with jobs: cancellations first, then the backend's step.
+        The last events of the jobs that ended go out after the memory figures are taken, so
+        a client that has its answer sees its KV cache given back."""
+        endings: list[tuple[Job, list[Any]]] = []
         for key, resident in self._models.items():
             for job in list(resident.jobs):
                 if job.request.cancel.is_set():
                     log.info("request canceled model=%s", resident.name)
-                    self._count("canceled")
+                    self._counters.add("canceled")
                     self._retire(key, resident, job)
             if not resident.jobs:
                 continue
@@ -350,14 +347,21 @@ class Scheduler:
             except Exception as exc:  # a backend bug must not stop the thread: end its jobs
                 result = StepResult([Stepped(job, error=exc) for job in resident.jobs])
             if result.batched:
-                self._count("batched_tokens", result.batched)
-                with self._lock:
-                    self._stats["batch_peak"] = max(self._stats["batch_peak"], result.batched)
+                self._counters.add("batched_tokens", result.batched)
+                self._counters.raise_to("batch_peak", result.batched)
             for stepped in result.stepped:
-                self._deliver(key, resident, stepped)
+                self._deliver(key, resident, stepped, endings)
+        if endings:
+            self._models.publish_memory()
+        for job, events in endings:
+            for event in events:
+                job.replies.put(event)
 
-    def _deliver(self, key: str, resident: Resident, stepped: Stepped) -> None:
-        """Send a job's events (or its error); retire it when it is over."""
+    def _deliver(
+        self, key: str, resident: Resident, stepped: Stepped, endings: list[tuple[Job, list[Any]]]
+    ) -> None:
+        """Send a job's events (or its error); when it is over, retire it and leave its events
+        in ``endings``."""
         job, error = stepped.job, stepped.error
         if job not in resident.jobs:  # retired meanwhile (its model was unloaded)
             return
@@ -365,15 +369,17 @@ class Scheduler:
             log.error("generation failed model=%s", resident.name, exc_info=error)
             error = BridgeError(f"generation failed: {error}")
         events = [Failed(error)] if error is not None else stepped.events
-        for event in events:
-            job.replies.put(event)
         if events and isinstance(events[-1], (Failed, Finished, EmbeddingResult)):
             self._retire(key, resident, job)
+            endings.append((job, events))
+            return
+        for event in events:
+            job.replies.put(event)
 
     def _retire(self, key: str, resident: Resident, job: Job) -> None:
         job.close()
         for name, amount in self._backend.take_counts().items():
-            self._count(name, amount)  # speculative decoding's tallies of finished generations
+            self._counters.add(name, amount)  # drafts tallied by finished generations
         self._models.release(key, resident, job)
 
     def _fail_everything(self) -> None:
@@ -390,12 +396,3 @@ class Scheduler:
                 job.close()
             resident.jobs.clear()
             resident.active = 0
-
-
-def _bridge_error(exc: Exception, what: str) -> BridgeError:
-    """``exc`` as the error a client gets: a BridgeError as it is, anything else (a bug)
-    logged with its traceback and reported as an internal error."""
-    if isinstance(exc, BridgeError):
-        return exc
-    log.error(what, exc_info=exc)
-    return BridgeError(f"internal error: {exc}")
