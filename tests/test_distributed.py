@@ -24,6 +24,7 @@ from helpers import RunningServer, clean_environ, free_port, wait_until
 
 from mlx_ollama_bridge.cli import main
 from mlx_ollama_bridge.engine.preflight import DEFAULT_MEMORY_FRACTION
+from mlx_ollama_bridge.group.supervisor import port_is_free
 
 SMOL = "smollm2:135m"
 GREEDY = {"temperature": 0, "num_predict": 16}
@@ -161,19 +162,8 @@ def free_port_pair() -> int:
     """A port whose next one is free too (the ring backend takes one per rank)."""
     while True:
         port = free_port()
-        if port < 65000 and _free(port + 1):
+        if port < 65000 and port_is_free(port + 1):
             return port
-
-
-def _free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _health(server: RunningServer) -> dict | None:

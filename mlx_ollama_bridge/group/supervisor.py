@@ -64,12 +64,13 @@ def free_port_block(count: int) -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             base = probe.getsockname()[1]
-        if base + count < 65000 and all(_free(base + i) for i in range(count)):
+        if base + count < 65000 and all(port_is_free(base + i) for i in range(count)):
             return base
     raise RuntimeError("no block of free ports for the ring backend")
 
 
-def _free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` can be bound on loopback right now (a probe bind, closed at once)."""
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
