@@ -20,13 +20,14 @@ import hashlib
 import json
 import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+from fake_http import content_range, range_start, write_chunks
 
 _INFO = re.compile(r"^/api/models/([^/]+/[^/]+)/revision/([^/]+)$")
 _RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
@@ -198,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = repo.files[file]
         if repo.corrupt and repo.lfs(file):
             data = bytes(b ^ 0xFF for b in data)
-        start = _range_start(self.headers.get("Range", ""))
+        start = range_start(self.headers.get("Range", "")) or 0
         headers = {
             "X-Repo-Commit": repo.commit,
             "ETag": f'"{repo.etag(file)}"',
@@ -207,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
         status = 200
         if start and body:
-            status, headers["Content-Range"] = 206, f"bytes {start}-{len(data) - 1}/{len(data)}"
+            status, headers["Content-Range"] = 206, content_range(start, len(data))
         payload = data[start:] if body else data
         headers["Content-Length"] = str(len(payload))
         if repo.gzip_bomb and not repo.lfs(file):
@@ -223,14 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _write_body(self, repo: FakeRepo, file: str, payload: bytes) -> None:
         throttle = repo.throttle_s if repo.lfs(file) else 0.0
-        try:
-            for offset in range(0, len(payload), repo.chunk):
-                self.wfile.write(payload[offset : offset + repo.chunk])
-                self.wfile.flush()
-                if throttle:
-                    time.sleep(throttle)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client went away (an interrupted pull)
+        write_chunks(self.wfile, payload, repo.chunk, throttle)
 
     def _chunked(self, payload: bytes, repo: FakeRepo) -> None:
         self.protocol_version = "HTTP/1.1"
@@ -271,8 +265,3 @@ _GZIP = {"Content-Encoding": "gzip"}
 def gzip_bomb() -> bytes:
     """64 MiB of spaces as a gzip body of about 64 KB."""
     return gzip.compress(b" " * (64 << 20), compresslevel=9)
-
-
-def _range_start(header: str) -> int:
-    match = re.fullmatch(r"bytes=(\d+)-", header.strip())
-    return int(match.group(1)) if match else 0

@@ -22,11 +22,12 @@ import hashlib
 import json
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
+
+from fake_http import content_range, range_start, write_chunks
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -187,27 +188,18 @@ class _Handler(BaseHTTPRequestHandler):
         if knobs.corrupt_blobs:
             data = bytes(b ^ 0x55 for b in data)
         data += b"\0" * knobs.extra_blob_bytes
-        start = 0
-        ranged = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-        if ranged:
-            start = int(ranged.group(1))
-        body = data[start:]
-        self.send_response(206 if ranged else 200)
+        start = range_start(self.headers.get("Range", ""))
+        body = data[start or 0 :]
+        self.send_response(200 if start is None else 206)
         self.send_header("Content-Type", "application/octet-stream")
         length = len(body) + (7 if knobs.lie_content_length else 0)
         self.send_header("Content-Length", str(length))
-        if ranged:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        if start is not None:
+            self.send_header("Content-Range", content_range(start, len(data)))
         self.end_headers()
         if head:
             return
-        try:
-            for offset in range(0, len(body), knobs.chunk):
-                self.wfile.write(body[offset : offset + knobs.chunk])
-                if knobs.throttle_s:
-                    time.sleep(knobs.throttle_s)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        write_chunks(self.wfile, body, knobs.chunk, knobs.throttle_s)
         if knobs.lie_content_length:
             self.close_connection = True
 

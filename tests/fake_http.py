@@ -1,0 +1,35 @@
+"""What the fake HTTP servers (``fake_hub.py``, ``fake_ollama_registry.py``) share: reading
+``Range: bytes=N-`` and answering it, and writing a body in chunks a test can slow down."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import BinaryIO
+
+_RANGE = re.compile(r"bytes=(\d+)-")
+
+
+def range_start(header: str) -> int | None:
+    """The ``N`` of ``Range: bytes=N-`` (the only form the bridge and huggingface_hub send);
+    ``None`` when there is no such header."""
+    match = _RANGE.fullmatch(header.strip())
+    return int(match.group(1)) if match else None
+
+
+def content_range(start: int, total: int) -> str:
+    """The ``Content-Range`` of a ``206`` carrying bytes ``start`` to the end of ``total``."""
+    return f"bytes {start}-{total - 1}/{total}"
+
+
+def write_chunks(wfile: BinaryIO, payload: bytes, chunk: int, throttle_s: float = 0.0) -> None:
+    """Write ``payload`` ``chunk`` bytes at a time, pausing ``throttle_s`` after each (so a
+    test can interrupt a transfer); a client that went away ends it quietly."""
+    try:
+        for offset in range(0, len(payload), chunk):
+            wfile.write(payload[offset : offset + chunk])
+            wfile.flush()
+            if throttle_s:
+                time.sleep(throttle_s)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the client went away (an interrupted pull)
