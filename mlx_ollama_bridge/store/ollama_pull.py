@@ -79,7 +79,10 @@ def pull_from_ollama(
             if registry.pull_target(name) is None:
                 raise
             raise NotPulledHere(f"Ollama's registry refused {parsed.display}: {exc}") from exc
-        return _pull(registry, client, parsed, remote, emit, cancel)
+        # one pull of a name at a time (across threads and processes): a second one waits,
+        # then finds the model pulled and downloads nothing
+        with name_lock(registry.models_dir / "blobs", "pull-" + "-".join(parsed.key)):
+            return _pull(registry, client, parsed, remote, emit, cancel)
     except RegistryRefused as exc:
         raise PullError(f"pull of {parsed.display} from {base} refused: {exc}") from exc
     except RegistryUnreachable as exc:
@@ -96,20 +99,8 @@ def _pull(
     emit: Emit,
     cancel: threading.Event,
 ) -> LocalModel:
-    """One pull of a name at a time (across threads and processes): a second one waits,
-    then finds the model pulled and downloads nothing."""
-    with name_lock(registry.models_dir / "blobs", "pull-" + "-".join(name.key)):
-        return _pull_locked(registry, client, name, remote, emit, cancel)
-
-
-def _pull_locked(
-    registry: Registry,
-    client: RegistryClient,
-    name: ModelName,
-    remote: RemoteManifest,
-    emit: Emit,
-    cancel: threading.Event,
-) -> LocalModel:
+    """Pull ``remote`` as ``name``, the name's pull lock held: nothing to do when it was pulled
+    before, else its layers fetched (resuming) and imported, the manifest written last."""
     kind = kind_of(remote.layers)
     layers = list(remote.layers) + ([remote.config] if remote.config else [])
     source = f"ollama:{_host(client.base_url)}/{name.namespace}/{name.model}:{name.tag}"
