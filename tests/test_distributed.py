@@ -95,9 +95,12 @@ def ranks(server: RunningServer) -> dict[int, psutil.Process]:
 @pytest.fixture(scope="module")
 def group(shared_store, tmp_path_factory) -> Iterator[RunningServer]:
     """One two-rank group over the shared store (smollm2 split in pipeline)."""
-    # a step longer than 10 s means a hung rank (test_hung_rank...): steps here take < 2 s
+    # a step longer than 10 s means a hung rank (test_hung_rank...): steps here take < 2 s;
+    # the group starts again at once after a fault, and a rank 0 stuck on the hung rank is
+    # killed 5 s after it (the defaults wait seconds for a real network and real machines)
     root = tmp_path_factory.mktemp("group")
-    server = start_group(shared_store.env, root, MLX_BRIDGE_GROUP_TIMEOUT_S="10")
+    quick = {"MLX_BRIDGE_GROUP_RESTART_PAUSES": "0.1", "MLX_BRIDGE_GROUP_KILL_AFTER_S": "5"}
+    server = start_group(shared_store.env, root, MLX_BRIDGE_GROUP_TIMEOUT_S="10", **quick)
     yield server
     stop_group(server)
 
@@ -191,7 +194,7 @@ def _comes_back(group: RunningServer, after_launch: int) -> dict:
             (h := _health(group)) is not None and h.get("group", {}).get("launch", 1) > after_launch
         ),
         timeout=BOOT_S,
-        poll=1.0,
+        poll=0.2,
     )
     assert came_back, group.log()[-3000:]
     return _health(group)

@@ -69,6 +69,20 @@ def test_ranks_get_the_settings_and_the_last_fault(tmp_path, monkeypatch):
     assert json.loads(env["MLX_BRIDGE_GROUP_HOSTS"]) == ["127.0.0.1", "127.0.0.1"]
 
 
+def test_restart_pauses_and_kill_delay_are_settings(tmp_path):
+    home = {"MLX_BRIDGE_CONFIG_DIR": str(tmp_path)}  # no config.toml
+    defaults = Settings.from_env(home)
+    assert defaults.group_restart_pauses_s == (1.0, 2.0, 5.0, 10.0, 30.0)
+    assert (defaults.group_healthy_run_s, defaults.group_kill_after_s) == (60.0, 15.0)
+    quick = Settings.from_env(
+        {**home, "MLX_BRIDGE_GROUP_RESTART_PAUSES": "0, 0.5", "MLX_BRIDGE_GROUP_KILL_AFTER_S": "4"}
+    )
+    assert quick.group_restart_pauses_s == (0.0, 0.5) and quick.group_kill_after_s == 4.0
+    for bad in ("", "-1", "1,x", "inf"):  # a bad list falls back to the default
+        env = {**home, "MLX_BRIDGE_GROUP_RESTART_PAUSES": bad}
+        assert Settings.from_env(env).group_restart_pauses_s == defaults.group_restart_pauses_s
+
+
 def test_group_budget_counts_every_rank_and_refuses_clearly():
     settings = Settings.from_env()
     memory = [{"total_bytes": 16 * 10**9}, {"total_bytes": 32 * 10**9}]

@@ -36,6 +36,7 @@ from .values import (
     parse_origins,
     parse_param_count,
     parse_path,
+    parse_pauses,
     parse_positive_seconds,
     parse_rate_limit,
     parse_registry_url,
@@ -300,6 +301,27 @@ class Settings:
         60.0,
         "Distributed: seconds one step may take before the group counts a rank as hung, ends "
         "the running requests and is started again.",
+        parse_positive_seconds,
+    )
+    group_restart_pauses_s: tuple[float, ...] = _setting(
+        "MLX_BRIDGE_GROUP_RESTART_PAUSES",
+        (1.0, 2.0, 5.0, 10.0, 30.0),
+        "Distributed: seconds serve waits before starting the group again, one per launch in a "
+        "row that failed fast (the last repeats), comma-separated.",
+        parse_pauses,
+    )
+    group_healthy_run_s: float = _setting(
+        "MLX_BRIDGE_GROUP_HEALTHY_RUN_S",
+        60.0,
+        "Distributed: seconds a launch must run to count as healthy: the next pause after it is "
+        "the first again.",
+        parse_positive_seconds,
+    )
+    group_kill_after_s: float = _setting(
+        "MLX_BRIDGE_GROUP_KILL_AFTER_S",
+        15.0,
+        "Distributed: seconds rank 0 gets to stop after a fault before the launch's processes "
+        "are killed (a rank stuck waiting on a hung one never stops by itself).",
         parse_positive_seconds,
     )
 

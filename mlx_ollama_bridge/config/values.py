@@ -136,6 +136,14 @@ def parse_positive_seconds(text: str) -> float:
     return value
 
 
+def parse_pauses(text: str) -> tuple[float, ...]:
+    """Comma-separated seconds, each zero or more (``1,2,5,10,30``); at least one."""
+    values = tuple(float(item) for item in text.split(",") if item.strip())
+    if not values or any(not 0 <= v < float("inf") for v in values):
+        raise ValueError(f"not a list of seconds: {text!r}")
+    return values
+
+
 def parse_param_count(text: str) -> int:
     """A parameter count: ``600000000``, ``600M``, ``1.5B``; 0 allowed."""
     match = _PARAM_COUNT.fullmatch(text.strip())
@@ -173,6 +181,7 @@ __all__ = [
     "parse_origins",
     "parse_param_count",
     "parse_path",
+    "parse_pauses",
     "parse_rate_limit",
     "parse_registry_url",
     "parse_uint",

@@ -55,7 +55,9 @@ def rank0_backend(settings: Settings) -> GroupBackend:
     backend.launch = int(os.environ.get("MLX_BRIDGE_GROUP_LAUNCH", "1") or 1)
     backend.last_fault = os.environ.get("MLX_BRIDGE_GROUP_LAST_FAULT", "")
     server = int(os.environ.get("MLX_BRIDGE_GROUP_SERVER_PID", "0") or 0)
-    channel.on_fault = stop_after_fault(server or os.getpid())
+    channel.on_fault = stop_after_fault(
+        server or os.getpid(), kill_after_s=settings.group_kill_after_s
+    )
     atexit.register(backend.shutdown)  # the other ranks end with rank 0's server
     _note_sigterm(backend)
     return backend

@@ -35,9 +35,7 @@ log = logging.getLogger(__name__)
 # the bridge's settings and the Hub's; not PATH or HOME (another machine has its own)
 _FORWARDED = ("OLLAMA_", "MLX_BRIDGE_", "HF_")
 _RANK_LINE = re.compile(r"Node with rank (\d+) (was killed|exited with code (-?\d+))")
-_PAUSES_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # between launches that keep failing fast
 _SIGNALS = {int(s) for s in signal.Signals}
-_HEALTHY_RUN_S = 60.0  # a launch that lasted this long resets the pause
 
 
 @dataclass
@@ -130,6 +128,9 @@ def run_group(settings: Settings) -> int:
     state = LaunchState()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: _stop(state, settings))
+    # between launches that keep failing fast (MLX_BRIDGE_GROUP_RESTART_PAUSES); a launch
+    # that ran MLX_BRIDGE_GROUP_HEALTHY_RUN_S starts the pauses over
+    pauses = settings.group_restart_pauses_s
     pause = 0
     while not state.stopping:
         state.launches += 1
@@ -137,13 +138,14 @@ def run_group(settings: Settings) -> int:
         _launch_once(settings, hostfile, state)
         if state.stopping:
             break
-        pause = 0 if time.monotonic() - began > _HEALTHY_RUN_S else min(pause + 1, 4)
+        healthy = time.monotonic() - began > settings.group_healthy_run_s
+        pause = 0 if healthy else min(pause + 1, len(pauses) - 1)
         log.warning(
-            "distributed group ended (%s); starting it again in %.0f s",
+            "distributed group ended (%s); starting it again in %.1f s",
             state.last_fault or "no rank reported a failure",
-            _PAUSES_S[pause],
+            pauses[pause],
         )
-        _sleep_unless_stopped(state, _PAUSES_S[pause])
+        _sleep_unless_stopped(state, pauses[pause])
     if state.fault_file is not None:
         state.fault_file.unlink(missing_ok=True)
     return 0
