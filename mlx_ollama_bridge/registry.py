@@ -3,25 +3,13 @@
 A name resolves through (first match wins; every part matches case-insensitively):
 
 1. the store: ``<models_dir>/manifests/<host>/<namespace>/<model>/<tag>`` (see ``manifest``);
-2. user aliases in ``<config_dir>/models.toml``;
-3. built-in aliases (``data/aliases.toml``): Ollama library names -> ``mlx-community`` repos;
-4. ``hf.co/<org>/<repo>[:<revision>]`` and ``<org>/<repo>`` names: that Hugging Face repo.
+2. its alias, a user alias (``models.toml``) before a built-in one (``name_order``);
+3. ``hf.co/<org>/<repo>[:<revision>]`` and ``<org>/<repo>`` names: that Hugging Face repo.
 
 Aliases and Hugging Face names count as local only if the repo is already in the Hugging
 Face cache (looked up with ``huggingface_hub``'s cache functions; the network is never
 used) or, for a ``path`` alias, if the directory holds a ``config.json``. Nothing is
-downloaded here: ``alias_target`` tells a pull which repo to fetch.
-
-User aliases (``<config_dir>/models.toml``); keys are model names, the tag defaults to
-``latest``, and a user alias shadows a built-in one::
-
-    [aliases]
-    "mymodel:latest" = "mlx-community/Some-Repo-4bit"                      # a HF repo
-    "coder" = { repo = "mlx-community/Qwen2.5-Coder-7B-Instruct-8bit", revision = "main" }
-    "mine:v2" = { path = "~/models/my-finetune" }      # an mlx-lm directory (relative
-                                                       # paths: relative to config_dir)
-    "fast:8b" = { repo = "mlx-community/Qwen3-8B-4bit", draft = "qwen3:0.6b" }
-                                     # speculative decoding with a local draft model
+downloaded here: ``name_order`` tells a pull where to go.
 """
 
 from __future__ import annotations
@@ -36,17 +24,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .aliases import Alias, builtin_alias, builtin_aliases, load_user_aliases
+from .aliases import Alias
 from .config import Settings
 from .errors import InvalidModelName, ModelNotFound
 from .manifest import Manifest, quick_files_map, read_manifest_file
 from .model_details import ModelDescription, describe_model
-from .names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName
+from .name_order import NameOrder, hf_repo
+from .names import ModelName
 from .ollama_templates import TemplateForm, go_template_capabilities, with_go_template
 
 log = logging.getLogger(__name__)
-
-USER_ALIASES_FILE = "models.toml"
 
 
 @dataclass
@@ -79,11 +66,10 @@ class Registry:
         self.models_dir = Path(settings.models_dir)
         self.manifests_root = self.models_dir / "manifests"
         self.weights_root = self.models_dir / "weights"
-        self.user_aliases_path = Path(settings.config_dir) / USER_ALIASES_FILE
+        self.names = NameOrder(settings)  # aliases, and where a pull goes
         self.hf_cache = hf_cache or hf_cache_dir()
         self._lock = threading.Lock()
         self._descriptions: dict[tuple, ModelDescription] = {}
-        self._user_aliases: tuple[tuple[int, int] | None, dict[tuple, Alias]] = (None, {})
 
     # -- public API --------------------------------------------------------------------------
 
@@ -112,7 +98,7 @@ class Registry:
         too (``LocalModel.draft``), for speculative decoding.
         """
         model = self._resolve(name)
-        alias = self._alias(ModelName.parse(name))
+        alias = self.names.alias(ModelName.parse(name))
         if alias is not None and alias.draft:
             model.draft = self._draft(alias)
         return model
@@ -136,7 +122,7 @@ class Registry:
             if (model := self._load_manifest(stored_name, path)) is not None:
                 return model
         model = None
-        if (alias := self._alias(parsed)) is not None:
+        if (alias := self.names.alias(parsed)) is not None:
             model = self._from_alias(parsed, alias)
         elif (repo := hf_repo(parsed)) is not None:
             model = self._from_hf_cache(parsed, *repo)
@@ -154,43 +140,6 @@ class Registry:
             return read_manifest_file(path)
         except (OSError, ValueError):
             return None
-
-    def alias_target(self, name: str) -> str | None:
-        """The Hugging Face repo id a pull of ``name`` should fetch, or None."""
-        parsed = ModelName.parse(name)
-        if (alias := self._alias(parsed)) is not None:
-            return alias.repo
-        repo = hf_repo(parsed)
-        return repo[0] if repo else None
-
-    def pull_target(self, name: str) -> tuple[str, str] | None:
-        """(Hugging Face repo id, revision) a pull of ``name`` fetches; None if nothing maps.
-
-        Aliases first (a ``path`` alias is local, so None), then ``hf.co/<org>/<repo>`` and
-        ``<org>/<repo>`` names, whose tag is the revision.
-        """
-        parsed = ModelName.parse(name)
-        if (alias := self._alias(parsed)) is not None:
-            return (alias.repo, alias.revision or "main") if alias.repo else None
-        return hf_repo(parsed)
-
-    def asks_ollama_registry(self, name: str) -> bool:
-        """True if a pull of ``name`` asks Ollama's registry. The pull order: a user alias →
-        Ollama's registry (``MLX_BRIDGE_OLLAMA_REGISTRY`` not off, names on its host) → a
-        built-in alias or ``org/repo`` on Hugging Face; ``hf.co/…`` never asks the registry."""
-        if self.settings.ollama_registry is None:
-            return False
-        parsed = ModelName.parse(name)
-        if parsed.key[0] != DEFAULT_HOST:
-            return False
-        return parsed.key not in self._user_alias_map()
-
-    def aliases(self) -> dict[str, Alias]:
-        """All aliases by display name, built-in ones first; user aliases win."""
-        builtin, _ = builtin_aliases()
-        merged = {alias.name.display: alias for alias in builtin.values()}
-        merged.update({alias.name.display: alias for alias in self._user_alias_map().values()})
-        return merged
 
     # -- the store ---------------------------------------------------------------------------
 
@@ -223,25 +172,7 @@ class Registry:
             return None
         return self._build(name, manifest, model_dir, mtime)
 
-    # -- aliases and the Hugging Face cache --------------------------------------------------
-
-    def _alias(self, name: ModelName) -> Alias | None:
-        return self._user_alias_map().get(name.key) or builtin_alias(name)
-
-    def _user_alias_map(self) -> dict[tuple, Alias]:
-        """User aliases, re-read only when models.toml changes."""
-        try:
-            stat = self.user_aliases_path.stat()
-            signature: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
-        except OSError:
-            signature = None
-        with self._lock:
-            if self._user_aliases[0] == signature:
-                return self._user_aliases[1]
-        aliases = load_user_aliases(self.user_aliases_path) if signature else {}
-        with self._lock:
-            self._user_aliases = (signature, aliases)
-        return aliases
+    # -- path aliases and the Hugging Face cache ---------------------------------------------
 
     def _from_alias(self, name: ModelName, alias: Alias) -> LocalModel | None:
         if alias.path is not None:
@@ -329,18 +260,6 @@ def _basename(manifest: Manifest, path: Path) -> str:
     return path.name
 
 
-def hf_repo(name: ModelName) -> tuple[str, str] | None:
-    """(repo id, revision) for ``hf.co/<org>/<repo>`` and ``<org>/<repo>`` names, else None.
-
-    The tag is the revision; ``latest`` means ``main``.
-    """
-    host, namespace = name.key[:2]
-    if not name.is_hf and (host != DEFAULT_HOST or namespace == DEFAULT_NAMESPACE):
-        return None
-    revision = "main" if name.tag.casefold() == DEFAULT_TAG else name.tag
-    return f"{name.namespace}/{name.model}", revision
-
-
 def hf_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """The Hugging Face hub cache, resolved from the environment as huggingface_hub does.
 
@@ -399,5 +318,4 @@ __all__ = [
     "Registry",
     "find_cached_snapshot",
     "hf_cache_dir",
-    "hf_repo",
 ]

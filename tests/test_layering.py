@@ -71,6 +71,7 @@ def test_registry_and_config_stay_free_of_web_and_ml():
     for name in (
         *(str(p.relative_to(PACKAGE)) for p in files("config")),
         "registry.py",
+        "name_order.py",
         "names.py",
         "durations.py",
         "manifest.py",

@@ -139,8 +139,8 @@ def test_unreachable_hub_and_non_mlx_repos(online, registry, monkeypatch, tmp_pa
 
 
 def test_user_aliases_pull_under_their_own_name(online, registry):
-    registry.user_aliases_path.parent.mkdir(parents=True, exist_ok=True)
-    registry.user_aliases_path.write_text(f'[aliases]\n"mytiny:v1" = "{REPO}"\n')
+    registry.names.user_aliases_path.parent.mkdir(parents=True, exist_ok=True)
+    registry.names.user_aliases_path.write_text(f'[aliases]\n"mytiny:v1" = "{REPO}"\n')
     assert pull(registry, "mytiny:v1")[-1] == {"status": "success"}
     assert [m.name.display for m in registry.list_models()] == ["mytiny:v1"]
 

@@ -22,8 +22,9 @@ from mlx_ollama_bridge.aliases import builtin_aliases
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.errors import InvalidModelName, ModelNotFound
 from mlx_ollama_bridge.manifest import Manifest, hash_model_dir, read_manifest_file
+from mlx_ollama_bridge.name_order import hf_repo
 from mlx_ollama_bridge.names import ModelName
-from mlx_ollama_bridge.registry import Registry, hf_repo
+from mlx_ollama_bridge.registry import Registry
 from mlx_ollama_bridge.store.manifests import delete_manifest, write_manifest
 
 
@@ -89,7 +90,7 @@ def test_path_like_names_are_rejected_everywhere(registry, tmp_path, name):
         lambda: registry.resolve(name),
         lambda: write_manifest(registry, name, manifest_for(model)),
         lambda: delete_manifest(registry, name),
-        lambda: registry.alias_target(name),
+        lambda: registry.names.alias_target(name),
     ):
         with pytest.raises(InvalidModelName):
             call()
@@ -306,8 +307,8 @@ def test_store_wins_over_aliases(registry, hf_cache, tmp_path):
 
 
 def write_user_aliases(registry: Registry, text: str) -> None:
-    registry.user_aliases_path.parent.mkdir(parents=True, exist_ok=True)
-    registry.user_aliases_path.write_text(text)
+    registry.names.user_aliases_path.parent.mkdir(parents=True, exist_ok=True)
+    registry.names.user_aliases_path.write_text(text)
 
 
 def test_user_aliases(registry, hf_cache, tmp_path, caplog):
@@ -330,11 +331,11 @@ def test_user_aliases(registry, hf_cache, tmp_path, caplog):
     assert registry.resolve("mine:v2").capabilities == ["completion", "tools", "thinking"]
     assert registry.resolve("rel").path.resolve() == local.resolve()
     assert registry.resolve("qwen3:8b").path == snapshot.absolute()  # shadows the built-in
-    assert registry.alias_target("qwen3:8b") == "mlx-community/Some-Repo-4bit"
-    assert registry.alias_target("mine:v2") is None
+    assert registry.names.alias_target("qwen3:8b") == "mlx-community/Some-Repo-4bit"
+    assert registry.names.alias_target("mine:v2") is None
     for skipped in ("bad/../name", "both", "norepo"):
         assert skipped in caplog.text
-    aliases = registry.aliases()
+    aliases = registry.names.aliases()
     assert aliases["mymodel:latest"].origin == "user"
     assert aliases["qwen3:8b"].repo == "mlx-community/Some-Repo-4bit"
     assert aliases["llama3.2:3b"].origin == "builtin"
@@ -383,7 +384,7 @@ def test_unreadable_alias_file_is_ignored(registry, caplog):
     ],
 )
 def test_alias_target(registry, name, repo):
-    assert registry.alias_target(name) == repo
+    assert registry.names.alias_target(name) == repo
 
 
 def test_builtin_alias_table_is_consistent():

@@ -76,7 +76,7 @@ def pull_from_ollama(
                 raise NotPulledHere(str(exc)) from exc
             log.info("registry unreachable, using the local Ollama store model=%s", name)
         except RegistryRefused as exc:  # e.g. a namespace it guards, a name it rejects
-            if registry.pull_target(name) is None:
+            if registry.names.pull_target(name) is None:
                 raise
             raise NotPulledHere(f"Ollama's registry refused {parsed.display}: {exc}") from exc
         # one pull of a name at a time (across threads and processes): a second one waits,
@@ -120,8 +120,9 @@ def _pull(
     try:
         model = import_layers(registry, name.display, kind, remote.layers, paths, extras, source)
     except BridgeError as exc:
-        if registry.pull_target(name.display) is not None:  # e.g. an architecture not converted
-            _remove_ours(paths, blobs)  # the next source (a built-in alias) takes over
+        # e.g. an architecture not converted: the next source (a built-in alias) takes over
+        if registry.names.pull_target(name.display) is not None:
+            _remove_ours(paths, blobs)
             raise NotPulledHere(f"{name.display} from Ollama's registry: {exc.detail}") from exc
         raise PullError(
             f"{name.display} was downloaded but cannot be imported: {exc.detail}", status_code=400

@@ -1,6 +1,6 @@
 """``/api/pull``: fetch a model from Ollama's registry or Hugging Face, with Ollama's lines.
 
-The order a pulled name is looked up in (``Registry.asks_ollama_registry``): a user alias
+The order a pulled name is looked up in (``name_order.py``): a user alias
 (its Hugging Face repo); then Ollama's registry (``MLX_BRIDGE_OLLAMA_REGISTRY``, for names
 on its host: ``qwen3:0.6b``, ``me/model:tag``; ``store/ollama_pull.py``); then a built-in
 alias or an ``org/repo`` name on Hugging Face. ``hf.co/org/repo[:rev]`` goes to Hugging
@@ -125,7 +125,7 @@ def pull_model(registry: Registry, name: str, emit: Emit, cancel: threading.Even
     """Do the pull, reporting through ``emit``; raises PullError with an explained cause."""
     emit({"status": "pulling manifest"})
     refused_by_ollama = None
-    if registry.asks_ollama_registry(name):  # the order: see Registry.asks_ollama_registry
+    if registry.names.asks_ollama_registry(name):  # the order: see name_order.py
         if offline():
             raise PullError(OFFLINE)
         try:
@@ -133,14 +133,14 @@ def pull_model(registry: Registry, name: str, emit: Emit, cancel: threading.Even
         except NotPulledHere as exc:
             refused_by_ollama = str(exc)
             log.info("not pulled from Ollama's registry model=%s reason=%s", name, exc)
-    target = registry.pull_target(name)
+    target = registry.names.pull_target(name)
     if target is None and refused_by_ollama is not None:
         raise PullError(refused_by_ollama)
     if target is None:
         raise PullError(
             f"pull model manifest: no MLX model is known for {name!r}: pull a Hugging Face "
             "repo by name (e.g. hf.co/mlx-community/Qwen3-0.6B-4bit) or add an alias to "
-            f"{registry.user_aliases_path}"
+            f"{registry.names.user_aliases_path}"
         )
     repo, revision = target
     if offline():
