@@ -1,13 +1,31 @@
-"""What the fake HTTP servers (``fake_hub.py``, ``fake_ollama_registry.py``) share: reading
-``Range: bytes=N-`` and answering it, and writing a body in chunks a test can slow down."""
+"""What the fake HTTP servers (``fake_hub.py``, ``fake_ollama_registry.py``) share: serving on
+a loopback port from a thread, reading ``Range: bytes=N-`` and answering it, and writing a
+body in chunks a test can slow down."""
 
 from __future__ import annotations
 
 import re
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import BinaryIO
 
 _RANGE = re.compile(r"bytes=(\d+)-")
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A threaded server of ``handler`` on a free loopback port, serving from a daemon thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def shut(server: ThreadingHTTPServer | None) -> None:
+    """Stop ``serve``'s server and close its socket (nothing if it never started)."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 def range_start(header: str) -> int | None:

@@ -19,7 +19,6 @@ import gzip
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from fake_http import content_range, range_start, write_chunks
+from fake_http import content_range, range_start, serve, shut, write_chunks
 
 _INFO = re.compile(r"^/api/models/([^/]+/[^/]+)/revision/([^/]+)$")
 _RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
@@ -93,21 +92,11 @@ class FakeHub:
         return repo
 
     def start(self) -> FakeHub:
-        hub = self
-
-        class Handler(_Handler):
-            pass
-
-        Handler.hub = hub
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve(type("Handler", (_Handler,), {"hub": self}))
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        shut(self._server)
 
     @property
     def url(self) -> str:

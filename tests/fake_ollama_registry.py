@@ -21,13 +21,12 @@ import gzip
 import hashlib
 import json
 import re
-import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
 
-from fake_http import content_range, range_start, write_chunks
+from fake_http import content_range, range_start, serve, shut, write_chunks
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -72,16 +71,11 @@ class FakeOllamaRegistry:
         return f"http://{host}:{port}"
 
     def start(self) -> FakeOllamaRegistry:
-        handler = type("Handler", (_Handler,), {"registry": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = serve(type("Handler", (_Handler,), {"registry": self}))
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        shut(self._server)
 
     def add_model(
         self, name: str, layers: list[tuple[str, bytes, str]], config: dict[str, Any]
