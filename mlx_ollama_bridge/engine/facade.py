@@ -37,9 +37,11 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         budget: MemoryBudget | None = None,
     ) -> None:
+        self._on_stop: list[Callable[[], None]] = []
         if backend is None and in_group(settings):  # a rank 0 of ``serve --hostfile``
             group = rank0_backend(settings)
             backend, budget = group, budget or GroupBudget.of(settings, group.memory)
+            self._on_stop.append(group.shutdown)  # the other ranks end with this server
         self.backend = backend or MLXBackend.from_settings(settings)
         self._scheduler = Scheduler(settings, self.backend, clock, budget)
 
@@ -53,8 +55,11 @@ class Engine:
         self._scheduler.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the scheduler thread and unload every model."""
+        """Stop the scheduler thread and unload every model (a distributed group's other
+        ranks are told to end)."""
         self._scheduler.stop(timeout)
+        for action in self._on_stop:
+            action()
 
     def is_alive(self) -> bool:
         """True while the scheduler thread runs."""

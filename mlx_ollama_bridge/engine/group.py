@@ -58,7 +58,7 @@ def rank0_backend(settings: Settings) -> GroupBackend:
     channel.on_fault = stop_after_fault(
         server or os.getpid(), kill_after_s=settings.group_kill_after_s
     )
-    atexit.register(backend.shutdown)  # the other ranks end with rank 0's server
+    atexit.register(backend.shutdown)  # the other ranks end with rank 0 (see Engine.stop)
     _note_sigterm(backend)
     return backend
 

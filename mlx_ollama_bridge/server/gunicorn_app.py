@@ -8,6 +8,8 @@ Metal state does not survive a fork. If the worker dies, gunicorn's master start
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -58,17 +60,24 @@ class BridgeApplication(BaseApplication):
         app = create_app(self.settings)
         extension = app.extensions["mlx_ollama_bridge"]
         recover(extension["registry"])  # what a killed worker's writes left behind
-        self._engine = extension["engine"]
-        self._engine.start()
+        engine = extension["engine"]
+        engine.start()
         install_sigterm_hook(float(self.cfg.graceful_timeout))  # after gunicorn's handlers
+        self._engine = engine  # loaded: from now on the worker ends through _stop_engine
         return app
 
     def _stop_engine(self, server: Any, worker: Any) -> None:
-        # gunicorn calls this in the worker as it exits: models are unloaded and the
-        # scheduler thread joined before the interpreter finalizes. (A SIGABRT from MLX's
-        # own threads at finalization is still seen now and then, after this has run.)
-        if self._engine is not None:
-            self._engine.stop(timeout=float(self.cfg.graceful_timeout))
+        # gunicorn calls this in the worker as it exits (after a graceful stop): models are
+        # unloaded and the scheduler thread joined. Then the worker ends at once, without
+        # interpreter finalization: MLX's own threads abort the process now and then while
+        # C++ static destructors run ("terminate called"), after everything is saved.
+        if self._engine is None:
+            return  # the app never loaded: gunicorn's own exit code tells the master why
+        self._engine.stop(timeout=float(self.cfg.graceful_timeout))
+        logging.shutdown()  # flush the log handlers: nothing else is left to run
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(0)
 
 
 def serve(settings: Settings, overrides: dict[str, Any] | None = None) -> None:
