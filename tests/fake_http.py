@@ -1,6 +1,6 @@
 """What the fake HTTP servers (``fake_hub.py``, ``fake_ollama_registry.py``) share: serving on
 a loopback port from a thread, reading ``Range: bytes=N-`` and answering it, and writing a
-body in chunks a test can slow down."""
+body in chunks a test can slow down. ``fake_ollama.py`` serves with the same ``POLL_S``."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import BinaryIO
 
 _RANGE = re.compile(r"bytes=(\d+)-")
+# how often a serving loop looks up: shutdown() waits for it (the default, 0.5 s, was the cost
+# of every fake server's stop)
+POLL_S = 0.02
 
 
 def serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
     """A threaded server of ``handler`` on a free loopback port, serving from a daemon thread."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    # shutdown() waits for the loop to look up; the default half second was each stop's cost
-    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(POLL_S,), daemon=True).start()
     return server
 
 

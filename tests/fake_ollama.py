@@ -24,6 +24,8 @@ from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from fake_http import POLL_S
+
 GATED = "gated:latest"
 PULLABLE = "fake-pull:latest"
 TAGS = {
@@ -90,7 +92,7 @@ class FakeOllama:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> FakeOllama:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(POLL_S,), daemon=True).start()
         return self
 
     def stop(self) -> None:
