@@ -514,6 +514,7 @@ def build(
         model_config.text_config = arch.TextConfig.from_dict(text_config)
     if isinstance(model_config.vision_config, dict):
         model_config.vision_config = arch.VisionConfig.from_dict(vision_config)
+    mx.random.seed(seed)  # the 1-D parameters keep their construction-time (random) values
     model = arch.Model(model_config)
     _init_weights(model, seed, _muted_ids(tokenizer))
     weights = dict(tree_flatten(model.parameters()))
