@@ -257,12 +257,11 @@ def test_serve_with_cpu_blas_off_keeps_the_bundled_blas(shared_store, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smollm2_dir(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mlx_ollama_bridge.store.gguf import convert_gguf
+def smollm2_dir(shared_store) -> Path:
+    """The session store's smollm2: its GGUF converted once (quantized MLX weights)."""
+    from mlx_ollama_bridge.registry import Registry
 
-    out = tmp_path_factory.mktemp("cpu-mode") / "smollm2"
-    convert_gguf(smollm2_gguf, out)
-    return out
+    return Registry(Settings.from_env(shared_store.env)).resolve("smollm2:135m").path
 
 
 def _greedy(model, tokenizer, prompt: str, tokens: int) -> list[int]:
