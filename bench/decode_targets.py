@@ -49,6 +49,7 @@ def streams_runs(chats: dict[str, Any], streams: list[int], repeats: int, tokens
             result = concurrent(chats[name], n, tokens)
             row[name] = result["aggregate_tps"]
             row[f"{name}_shortest"] = result["shortest"]
+            row[f"{name}_mean_ttft_s"] = result["mean_ttft_s"]
         row["bridge_over_mlx_lm_server"] = row["bridge"] / row["mlx_lm_server"]
         out.append(row)
     return out

@@ -59,6 +59,7 @@ class FakeBackend:
     load_started: threading.Event = field(default_factory=threading.Event)
     holds: dict[str, threading.Event] = field(default_factory=dict)  # prompt -> its release
     counts: dict[str, int] = field(default_factory=dict)
+    step_sizes: list[int] = field(default_factory=list)  # jobs per step, in order
     kv_per_token: int = 0  # > 0: jobs reserve KV caches and leave them in a FakePool
     pool_insert: threading.Event | None = None  # set while a finished job's cache joins the pool
     pool_insert_go: threading.Event | None = None  # ... and the step waits for this one
@@ -92,6 +93,7 @@ class FakeBackend:
     def step(self, handle: Any, jobs: list[Job]) -> StepResult:
         if any(job.request.prompt == "crash" for job in jobs):
             raise RuntimeError("a backend bug")  # breaks the protocol: step never raises
+        self.step_sizes.append(len(jobs))
         result = StepResult()
         for job in jobs:
             prompt = job.request.prompt

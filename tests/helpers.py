@@ -352,8 +352,12 @@ class StubEngine:
     generates."""
 
     def __init__(self, alive: bool = True, running: list | None = None) -> None:
+        from mlx_ollama_bridge.engine.arrivals import Arrivals
+
         self.alive = alive
         self.models = running or []
+        self.arrivals = Arrivals()  # generation requests announced (``Engine.arrival``)
+        self.announced = 0
 
     def is_alive(self) -> bool:
         return self.alive
@@ -372,6 +376,10 @@ class StubEngine:
 
     def ping(self, timeout: float) -> float | None:
         return 0.001 if self.alive else None
+
+    def arrival(self) -> Any:
+        self.announced += 1
+        return self.arrivals.begin()
 
 
 def make_app(monkeypatch: Any, engine: StubEngine | None = None, **env: str) -> Any:

@@ -206,6 +206,14 @@ class Settings:
         "warn and use f16.",
         parse_kv_cache_type,
     )
+    batch_gather_ms: int = _setting(
+        "MLX_BRIDGE_BATCH_GATHER_MS",
+        100,
+        "Longest an idle model waits for generation requests already on their way (begun, "
+        "not yet queued) so that requests sent together are prefilled in one batch; a "
+        "request that comes alone never waits; 0 = off.",
+        parse_uint,
+    )
     num_draft_tokens: int = _setting(
         "MLX_BRIDGE_NUM_DRAFT_TOKENS",
         3,

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .arrivals import Arrival
 from .backend import MLXBackend
 from .embed_job import EmbeddingRequest, EmbeddingResult
 from .group import GroupBudget, in_group, rank0_backend
@@ -65,11 +66,19 @@ class Engine:
         """True while the scheduler thread runs."""
         return self._scheduler.is_alive()
 
-    def submit(self, request: GenerationRequest) -> tuple[GenerationJob, Ready]:
+    def arrival(self) -> Arrival:
+        """Announce a generation request as soon as it begins (before its body is read);
+        pass it to ``submit``, and close it if the request never gets there. An idle engine
+        waits briefly for announced requests to start them in one batch."""
+        return self._scheduler.arrivals.begin()
+
+    def submit(
+        self, request: GenerationRequest, arrival: Arrival | None = None
+    ) -> tuple[GenerationJob, Ready]:
         """Queue a generation and block until it is admitted; its events then arrive on the
         job's ``replies``. Raises BridgeError (busy, not loadable, bad input) before any
         output; RequestCanceled when its ``cancel`` was set while it waited (then ``wake``)."""
-        return self._scheduler.submit(request)
+        return self._scheduler.submit(request, arrival)
 
     def wake(self) -> None:
         """Have the scheduler look at its queue now (after setting a request's ``cancel``)."""

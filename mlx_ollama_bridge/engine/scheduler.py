@@ -19,12 +19,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BridgeError, RequestCanceled, ServerBusy, client_error
+from .arrivals import Arrival
 from .counters import Counters
 from .embed_job import EmbeddingJob, EmbeddingRequest, EmbeddingResult
+from .inbox import NO_REPLIES, Command, Inbox
 from .interface import Backend, Job, Stepped, StepResult
 from .jobs import GenerationJob
 from .preflight import MemoryBudget
@@ -38,20 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _IDLE_WAKEUP_S = 1.0  # nothing to step: wake at least this often (keep-alive, deadlines)
-
-
-@dataclass
-class _Command:
-    kind: str  # "generate" (embedding jobs too) | "load" | "unload" | "ping" | "wake" | "stop"
-    replies: queue.Queue[Any]
-    model: LocalModel | None = None
-    job: Job | None = None
-    keep_alive_s: float | None = None
-    num_ctx: int = 0
-    received: float = field(default_factory=time.perf_counter)
-
-
-_NO_REPLIES: queue.Queue[Any] = queue.Queue()  # for commands nobody waits on (wake)
 
 
 class Scheduler:
@@ -73,12 +60,13 @@ class Scheduler:
             settings, backend, clock=clock, budget=budget, on_load_done=self.wake
         )
         self._counters = Counters()  # see stats()
-        self._inbox: queue.Queue[_Command] = queue.Queue()
+        self._inbox = Inbox()
         self._pending: deque[Job] = deque()
-        self._load_waiters: list[_Command] = []  # explicit loads (empty prompts) in progress
+        self._load_waiters: list[Command] = []  # explicit loads (empty prompts) in progress
         self._load_waits: dict[int, float] = {}  # id(job) -> when it began waiting for a load
         self._lock = threading.Lock()  # guards _waiting (HTTP threads read it)
         self._waiting = 0  # requests submitted and not yet admitted
+        self.arrivals = self._inbox.arrivals  # requests begun on the HTTP side, not yet put
         self._thread: threading.Thread | None = None
 
     # -- public API (HTTP threads) -------------------------------------------------------
@@ -92,25 +80,28 @@ class Scheduler:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread and unload everything."""
         if self._thread is not None and self._thread.is_alive():
-            self._inbox.put(_Command("stop", queue.Queue()))
+            self._inbox.put(Command("stop", queue.Queue()))
             self._thread.join(timeout)
 
     def is_alive(self) -> bool:
         """True while the scheduler thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def submit(self, request: GenerationRequest) -> tuple[GenerationJob, Ready]:
+    def submit(
+        self, request: GenerationRequest, arrival: Arrival | None = None
+    ) -> tuple[GenerationJob, Ready]:
         """Queue a generation; block until it is admitted. Raises BridgeError before any output.
+        ``arrival`` (from ``arrivals.begin``) is closed once the job is queued.
 
         A request whose ``cancel`` is set while it waits (its client went away; call ``wake``
         after setting it) leaves the queue with RequestCanceled instead of holding a slot.
         """
         job = GenerationJob(request, queue.Queue())
-        return job, self._enqueue(job)
+        return job, self._enqueue(job, arrival)
 
     def wake(self) -> None:
         """Have the thread look at its queue now (a queued request was canceled)."""
-        self._inbox.put(_Command("wake", _NO_REPLIES))
+        self._inbox.put(Command("wake", NO_REPLIES))
 
     def stats(self) -> dict[str, int]:
         """Counters since start: prompt tokens of admitted generations (``prompt_tokens``),
@@ -130,13 +121,15 @@ class Scheduler:
         ready = self._enqueue(job)
         return job.wait_for_result(self.is_alive), ready.load_duration_ns
 
-    def _enqueue(self, job: Job) -> Ready:
+    def _enqueue(self, job: Job, arrival: Arrival | None = None) -> Ready:
         """Put a job in the pending queue; block until it is admitted (or refused)."""
         with self._lock:
             if self._waiting >= self._settings.max_queue:
                 raise ServerBusy()
             self._waiting += 1
-        self._inbox.put(_Command("generate", job.replies, model=job.request.model, job=job))
+        self._inbox.put(Command("generate", job.replies, model=job.request.model, job=job))
+        if arrival is not None:
+            arrival.close()  # after the put: a gathering scheduler finds it in the inbox
         first = job.replies.get()  # Ready, or the error (RequestCanceled if it left the queue)
         if isinstance(first, BaseException):
             raise first
@@ -162,7 +155,7 @@ class Scheduler:
             return None
         replies: queue.Queue[Any] = queue.Queue()
         started = time.perf_counter()
-        self._inbox.put(_Command("ping", replies))
+        self._inbox.put(Command("ping", replies))
         try:
             replies.get(timeout=timeout)
         except queue.Empty:
@@ -176,7 +169,7 @@ class Scheduler:
 
     def _call(self, kind: str, model: LocalModel, keep_alive_s: float | None, num_ctx: int) -> Any:
         replies: queue.Queue[Any] = queue.Queue()
-        self._inbox.put(_Command(kind, replies, model, keep_alive_s=keep_alive_s, num_ctx=num_ctx))
+        self._inbox.put(Command(kind, replies, model, keep_alive_s=keep_alive_s, num_ctx=num_ctx))
         result = replies.get()
         if isinstance(result, BaseException):
             raise result
@@ -187,32 +180,25 @@ class Scheduler:
     def _run(self) -> None:
         log.info("scheduler started")
         while True:
-            if not self._drain_inbox():
+            timeout = 0.0 if self._models.busy() else self._idle_timeout()
+            if not self._inbox.take(self._handle, timeout):
+                break
+            if not self._gather():
                 break
             self._admit_pending()
             self._models.publish_memory()  # at the quiet points: see Residency.publish_memory
             self._step_jobs()
             self._models.expire_idle()
             self._models.publish_memory()
+        self._fail_everything()  # "stop": whatever still waits is told
         self._models.unload_all("shutdown")
         log.info("scheduler stopped")
 
-    def _drain_inbox(self) -> bool:
-        """Handle queued commands; block only when there is nothing to step."""
-        timeout = 0.0 if self._models.busy() else self._idle_timeout()
-        try:
-            command = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
-        except queue.Empty:
+    def _gather(self) -> bool:
+        """Idle, about to start requests: take in those on their way first. False on "stop"."""
+        if not self._pending or self._models.busy():
             return True
-        while True:
-            if command.kind == "stop":
-                self._fail_everything()
-                return False
-            self._handle(command)
-            try:
-                command = self._inbox.get_nowait()
-            except queue.Empty:
-                return True
+        return self._inbox.gather(self._handle, self._settings.batch_gather_ms / 1000)
 
     def _idle_timeout(self) -> float:
         """How long to wait for a command when nothing runs: until the next keep-alive
@@ -221,7 +207,7 @@ class Scheduler:
         due = min(self._models.next_expiry(), self._models.load_deadline())
         return min(max(due, 0.001), _IDLE_WAKEUP_S)
 
-    def _handle(self, command: _Command) -> None:
+    def _handle(self, command: Command) -> None:
         if command.kind == "generate":
             assert command.job is not None
             self._pending.append(command.job)
@@ -230,14 +216,14 @@ class Scheduler:
         elif command.kind == "ping":
             command.replies.put(None)
         elif command.kind == "wake":
-            pass  # only to end the wait in _drain_inbox
+            pass  # only to end the inbox's wait
         elif command.kind == "unload":
             assert command.model is not None
             model = command.model
             self._reply(command, lambda: self._models.request_unload(model))
 
     @staticmethod
-    def _reply(command: _Command, action: Callable[[], Any]) -> None:
+    def _reply(command: Command, action: Callable[[], Any]) -> None:
         try:
             command.replies.put(action())
         except Exception as exc:  # never let one request kill the scheduler thread

@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         "engine": engine,
     }
     from .anthropic_api import bp as anthropic_bp
+    from .generation import register_arrivals
     from .ollama_api import bp as ollama_bp
     from .openai_api import bp as openai_bp
     from .ops_api import bp as ops_bp
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.register_blueprint(anthropic_bp)
     app.register_blueprint(ops_bp)
     register_error_handlers(app)
+    register_arrivals(app)
     register_observability(app, settings)
     register_security(app, settings)
     register_rate_limit(app, settings)  # after security: unauthorized calls cost nothing

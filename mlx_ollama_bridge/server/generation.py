@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Flask, Response, g, jsonify
+from flask import request as http_request
 
 from ..durations import parse_keep_alive
 from ..engine import Failed, Finished, GenerationRequest, Options, TextChunk, merge_options
@@ -32,6 +33,29 @@ from .probes import GenerationProbe, generation_probe
 from .streaming import job_events, watch_client
 from .think import check_think, resolved_think, think_level
 from .wire import respond
+
+# every route that generates: an idle engine waits briefly for these to start them together
+GENERATION_PATHS = frozenset(
+    ("/api/generate", "/api/chat", "/v1/chat/completions", "/v1/completions")
+    + ("/v1/responses", "/v1/messages")
+)
+
+
+def register_arrivals(app: Flask) -> None:
+    """Announce each generation request to the engine as it begins (``Engine.arrival``), so
+    that requests sent together start in one batch; the announcement ends when the request
+    is queued (``start_counted``) or, at the latest, when its view returns."""
+
+    @app.before_request
+    def _announce() -> None:
+        if http_request.method == "POST" and http_request.path in GENERATION_PATHS:
+            g.arrival = get_engine().arrival()
+
+    @app.teardown_request
+    def _end_announcement(_error: BaseException | None) -> None:
+        arrival = g.pop("arrival", None)
+        if arrival is not None:
+            arrival.close()
 
 
 @dataclass
@@ -131,7 +155,7 @@ def start_counted(request: GenerationRequest) -> tuple[Iterator[Event], int, int
     probe = generation_probe(request.model.name.display)  # taken now: streams outlive the view
     watch = watch_client(request.cancel, getattr(engine, "wake", _no_wake))
     try:
-        job, ready = engine.submit(request)
+        job, ready = engine.submit(request, g.pop("arrival", None))
     except BaseException:
         if watch is not None:
             watch.close()
