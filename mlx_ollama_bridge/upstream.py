@@ -38,8 +38,8 @@ LOCAL_ONLY_HEADER = "X-MLX-Bridge-Local-Only"
 CONNECT_TIMEOUT_S = 1.5  # loopback connects in microseconds; longer means nobody is there
 PROBE_READ_TIMEOUT_S = 2.0  # GET /api/version and the merged listings: a hung Ollama is "down"
 LIST_READ_TIMEOUT_S = 3.0
-UP_TTL_S = 5.0  # how long a probe result is trusted
-DOWN_TTL_S = 3.0
+UP_TTL_S = 5.0  # how long a probe result is trusted (MLX_BRIDGE_UPSTREAM_CHECK_S)
+DOWN_TTL_S = 3.0  # at most
 CHUNK_BYTES = 64 * 1024
 MAX_JSON_BYTES = 8 << 20  # /api/tags of a thousand models is well under 1 MB
 MAX_RELAY_BYTES = 1 << 30  # a forwarded answer, decompressed: far above any real one
@@ -68,8 +68,11 @@ class _Probe:
 class Upstream:
     """One upstream Ollama at ``base_url`` (no trailing slash)."""
 
-    def __init__(self, base_url: str, *, read_timeout_s: float | None = 300.0) -> None:
+    def __init__(
+        self, base_url: str, *, read_timeout_s: float | None = 300.0, check_s: float = UP_TTL_S
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.check_s = check_s  # how long an "up" probe is trusted; a "down" one at most 3 s
         # for messages to clients: never the credentials a URL may carry
         self.public_url = re.sub(r"(?<=://)[^/@]*@", "", self.base_url)
         self.read_timeout_s = read_timeout_s  # longest silence between two chunks; None = none
@@ -89,7 +92,7 @@ class Upstream:
             return None
         # A model load upstream can be silent for as long as Ollama's own load timeout.
         read = settings.load_timeout_s if settings.load_timeout_s != float("inf") else None
-        return cls(settings.upstream, read_timeout_s=read)
+        return cls(settings.upstream, read_timeout_s=read, check_s=settings.upstream_check_s)
 
     # -- liveness ---------------------------------------------------------------------------
 
@@ -98,7 +101,8 @@ class Upstream:
         with self._lock:  # concurrent callers share one probe instead of each sending one
             probe = self._probe
             now = time.monotonic()
-            if probe is None or now - probe.checked_at > (UP_TTL_S if probe.up else DOWN_TTL_S):
+            trusted = self.check_s if probe and probe.up else min(DOWN_TTL_S, self.check_s)
+            if probe is None or now - probe.checked_at > trusted:
                 probe = self._probe = self._run_probe()
             return probe.up
 

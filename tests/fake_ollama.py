@@ -85,6 +85,7 @@ class FakeOllama:
         self.hostile: dict[str, str] = {}
         self.released_in_time: bool | None = None
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.last_request_at = 0.0  # time.monotonic() of the newest request
         self._gate = threading.Event()
         self._stopping = threading.Event()
         self._server = _QuietServer(("127.0.0.1", 0), _Handler)
@@ -145,6 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         self.fake.requests.append((method, self.path, dict(self.headers), body))
+        self.fake.last_request_at = time.monotonic()
         if self.fake.hang:
             self.fake.wait_for_stop()
             return

@@ -16,7 +16,7 @@ import ollama
 import pytest
 import requests
 from fake_ollama import GATED, FakeOllama
-from helpers import RunningServer, free_port, start_server, stop_server
+from helpers import RunningServer, free_port, start_server, stop_server, wait_until
 
 from mlx_ollama_bridge.client import Client, ClientError
 from mlx_ollama_bridge.config import HostAddress, Settings
@@ -27,6 +27,7 @@ from mlx_ollama_bridge.upstream import LOCAL_ONLY_HEADER, Upstream
 
 UPSTREAM_ONLY = "upstream-only:latest"
 FEW = {"num_predict": 3, "temperature": 0}
+CHECK_S = 0.5  # fake_front's MLX_BRIDGE_UPSTREAM_CHECK_S (default 5 s)
 
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -76,9 +77,11 @@ def fake() -> Iterator[FakeOllama]:
 
 @pytest.fixture(scope="module")
 def fake_front(shared_store, fake: FakeOllama, tmp_path_factory) -> Iterator[RunningServer]:
-    """A bridge in front of the fake; a 3 s load timeout is its longest wait between chunks."""
+    """A bridge in front of the fake; a 3 s load timeout is its longest wait between chunks;
+    it trusts the fake's last "up" for CHECK_S."""
     log = tmp_path_factory.mktemp("fake-front") / "front.log"
     env = {**shared_store.env, "MLX_BRIDGE_UPSTREAM": fake.url, "OLLAMA_LOAD_TIMEOUT": "3s"}
+    env["MLX_BRIDGE_UPSTREAM_CHECK_S"] = str(CHECK_S)
     running = start_server(env, log)
     yield running
     stop_server(running)
@@ -303,7 +306,9 @@ def test_upstream_silent_mid_sse_stream_ends_with_an_anthropic_error_event(fake_
 
 def test_wedged_then_killed_upstream_fails_fast(fake_front, fake):
     fake.hang = True
-    time.sleep(5.5)  # let the front's cached "up" expire
+    # the front's cached "up" came with its newest request to the fake: once that is older
+    # than CHECK_S, the front's next request checks again and meets the wedged upstream
+    assert wait_until(lambda: time.monotonic() - fake.last_request_at > CHECK_S)
     started = time.monotonic()
     tags = requests.get(fake_front.url + "/api/tags", timeout=30)
     assert tags.status_code == 200 and "tiny:latest" in {m["name"] for m in tags.json()["models"]}

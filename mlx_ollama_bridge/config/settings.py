@@ -155,6 +155,13 @@ class Settings:
         "(host:port or URL, OLLAMA_HOST forms); off = none.",
         parse_upstream,
     )
+    upstream_check_s: float = _setting(
+        "MLX_BRIDGE_UPSTREAM_CHECK_S",
+        5.0,
+        "Seconds the bridge trusts its last check that the upstream Ollama is up before it "
+        "checks again (a failed check: 3 s at most).",
+        parse_positive_seconds,
+    )
     ollama_registry: str | None = _setting(  # base URL; None = off
         "MLX_BRIDGE_OLLAMA_REGISTRY",
         "https://registry.ollama.ai",
