@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -216,25 +215,22 @@ def test_metrics_need_the_api_key_like_everything_else(monkeypatch):
 # -- a real server ---------------------------------------------------------------------------
 
 
-def test_real_server_returns_request_ids_and_health(isolated_home: Path):
-    from helpers import isolated_env, start_server, stop_server, wait_until
+def test_real_server_returns_request_ids_and_health(server):
+    from helpers import wait_until
 
-    server = start_server(isolated_env(isolated_home), isolated_home / "server.log")
-    try:
-        response = requests.get(f"{server.url}/health", headers={"X-Request-ID": "probe-1"})
-        assert response.status_code == 200
-        assert response.headers["X-Request-ID"] == "probe-1"
-        body = response.json()
-        assert body["engine"] == "running"
-        # readiness: a no-op went through the real scheduler thread and back
-        assert body["ready"] is True
-        assert body["engine_latency_ms"] > 0
-        # A request is counted when its response closes, a moment after the client has it.
-        counted = 'route="/health",status="200"'
-        assert wait_until(lambda: counted in requests.get(f"{server.url}/metrics").text)
-        metrics = requests.get(f"{server.url}/metrics")
-        assert metrics.status_code == 200
-        assert "mlx_bridge_engine_up 1.0" in metrics.text
-    finally:
-        stop_server(server)
-    assert "request_id=probe-1" in server.log()
+    response = requests.get(f"{server.url}/health", headers={"X-Request-ID": "probe-1"})
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == "probe-1"
+    body = response.json()
+    assert body["engine"] == "running"
+    # readiness: a no-op went through the real scheduler thread and back
+    assert body["ready"] is True
+    assert body["engine_latency_ms"] > 0
+    # A request is counted when its response closes, a moment after the client has it.
+    counted = 'route="/health",status="200"'
+    assert wait_until(lambda: counted in requests.get(f"{server.url}/metrics").text)
+    metrics = requests.get(f"{server.url}/metrics")
+    assert metrics.status_code == 200
+    assert "mlx_bridge_engine_up 1.0" in metrics.text
+    # the access line is logged as the response closes, too
+    assert wait_until(lambda: "request_id=probe-1" in server.log()), server.log()[-3000:]

@@ -7,7 +7,6 @@ happens in these tests); one test drives a real ``serve`` process.
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -329,24 +328,16 @@ def test_registering_twice_installs_once(monkeypatch):
 # -- a real server ---------------------------------------------------------------------------
 
 
-def test_real_server_refuses_dns_rebinding_and_allows_local_preflight(isolated_home: Path):
-    from helpers import isolated_env, start_server, stop_server
-
-    server = start_server(isolated_env(isolated_home), isolated_home / "server.log")
-    try:
-        rebinding = requests.get(f"{server.url}/api/tags", headers={"Host": "evil.example"})
-        assert rebinding.status_code == 403
-        assert rebinding.content == b""
-        preflight = requests.options(
-            f"{server.url}/api/chat",
-            headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
-        )
-        assert preflight.status_code == 204
-        assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
-        foreign = requests.get(
-            f"{server.url}/api/version", headers={"Origin": "https://evil.example"}
-        )
-        assert foreign.status_code == 403
-        assert requests.get(f"{server.url}/api/version").status_code == 200
-    finally:
-        stop_server(server)
+def test_real_server_refuses_dns_rebinding_and_allows_local_preflight(server):
+    rebinding = requests.get(f"{server.url}/api/tags", headers={"Host": "evil.example"})
+    assert rebinding.status_code == 403
+    assert rebinding.content == b""
+    preflight = requests.options(
+        f"{server.url}/api/chat",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    foreign = requests.get(f"{server.url}/api/version", headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    assert requests.get(f"{server.url}/api/version").status_code == 200
