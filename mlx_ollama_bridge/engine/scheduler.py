@@ -261,8 +261,8 @@ class Scheduler:
                 log.info(
                     "queued request dropped: client gone model=%s", job.request.model.name.display
                 )
-                self._counters.add("canceled")
                 self._release_waiting()
+                self._counters.add("canceled")  # counted once it has left the queue
                 self._load_waits.pop(id(job), None)
                 job.replies.put(RequestCanceled())  # ends the wait in _enqueue
                 continue
@@ -324,8 +324,8 @@ class Scheduler:
             for job in list(resident.jobs):
                 if job.request.cancel.is_set():
                     log.info("request canceled model=%s", resident.name)
-                    self._counters.add("canceled")
                     self._retire(key, resident, job)
+                    self._counters.add("canceled")  # counted once its slot is free again
             if not resident.jobs:
                 continue
             try:
