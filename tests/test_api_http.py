@@ -7,7 +7,7 @@ import re
 
 import pytest
 import requests
-from helpers import METRICS
+from helpers import METRICS, wait_until
 
 TINY = "tiny"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -269,6 +269,7 @@ def test_unknown_route_and_wrong_method_are_plain_text(server):
 
 
 def test_disconnect_mid_stream_leaves_the_server_healthy(server):
+    canceled_before = server.log().count("request canceled")
     body = {"model": TINY, "prompt": "long", "options": {"num_predict": 2000, "temperature": 0}}
     with requests.post(
         server.url + "/api/generate", json=body, stream=True, timeout=60
@@ -281,4 +282,6 @@ def test_disconnect_mid_stream_leaves_the_server_healthy(server):
     )
     assert follow_up.status_code == 200
     assert follow_up.json()["done"] is True
-    assert "request canceled" in server.log()
+    # The follow-up can be answered beside the abandoned generation (the shared server
+    # batches) before the server notices the hang-up: the cancellation is waited for.
+    assert wait_until(lambda: server.log().count("request canceled") > canceled_before, 30)
