@@ -236,9 +236,14 @@ def test_concurrent_streams_decode_in_one_batch_over_http(batching):
             lines = [json.loads(line) for line in reply.iter_lines() if line]
         return "".join(line.get("response", "") for line in lines), lines[-1]
 
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(stream, range(4)))
-    after = engine_stats(url)
+    # An endless stream decodes throughout: every stream below shares its decode steps,
+    # however late its client thread starts (one 40-token answer alone takes ~50 ms, so
+    # four threads on a loaded box could otherwise each find the lane empty).
+    with generate(url, LONG, stream=True) as anchor:
+        next(anchor.iter_lines())
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(stream, range(4)))
+        after = engine_stats(url)
     for text, final in results:
         assert final["done"] and final["eval_count"] == 40
         assert text == alone["response"]  # greedy: batching does not change the answer
