@@ -70,7 +70,9 @@ def test_a_batched_turn_leaves_its_cache_for_the_next(parallel, tiny):
 
 
 def test_a_canceled_member_leaves_the_others_running(parallel, tiny):
-    opts = merge_options(tiny.parameters, {**GREEDY, "num_predict": 200}, default_num_ctx=4096)
+    # Long enough to still be running when the others are done and it is canceled: 200
+    # tokens (~0.4 s alone) could all be decoded while a loaded box starts the other two.
+    opts = merge_options(tiny.parameters, {**GREEDY, "num_predict": 4000}, default_num_ctx=4096)
     request = GenerationRequest(
         model=tiny, options=opts, messages=[{"role": "user", "content": PROMPTS[0]}]
     )
