@@ -4,7 +4,8 @@
 on the tiny and scripted models; this module is the end-to-end proof issue 13 asks for: each
 SDK's create, stream and tools calls get an answer from the real ``smollm2:135m`` through a
 real ``serve``. With tools, smollm2 may answer in text or call the tool; either must come back
-in the SDK's own types.
+in the SDK's own types. Every call is greedy (temperature 0): sampled at the default 0.8,
+what smollm2 says (an empty answer, a malformed call) would change from run to run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 MODEL = "smollm2:135m"
 ASK = "Say hello in one short sentence."
+GREEDY = {"temperature": 0}  # the anthropic SDK (2.x) has no sampling arguments: extra body
 WEATHER = "What is the weather in Paris? Use the tool."
 ANTHROPIC_TOOL = {
     "name": "get_weather",
@@ -45,7 +47,7 @@ def responses(server) -> openai.OpenAI:
 
 def test_anthropic_create(claude):
     message = claude.messages.create(
-        model=MODEL, max_tokens=24, messages=[{"role": "user", "content": ASK}]
+        model=MODEL, max_tokens=24, extra_body=GREEDY, messages=[{"role": "user", "content": ASK}]
     )
     assert message.role == "assistant" and message.model == MODEL
     assert message.content[0].type == "text" and message.content[0].text.strip()
@@ -54,7 +56,8 @@ def test_anthropic_create(claude):
 
 
 def test_anthropic_stream(claude):
-    fields = {"model": MODEL, "max_tokens": 24, "messages": [{"role": "user", "content": ASK}]}
+    ask = [{"role": "user", "content": ASK}]
+    fields = {"model": MODEL, "max_tokens": 24, "extra_body": GREEDY, "messages": ask}
     with claude.messages.stream(**fields) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
@@ -66,6 +69,7 @@ def test_anthropic_tools(claude):
     message = claude.messages.create(
         model=MODEL,
         max_tokens=64,
+        extra_body=GREEDY,
         tools=[ANTHROPIC_TOOL],
         messages=[{"role": "user", "content": WEATHER}],
     )
@@ -78,14 +82,15 @@ def test_anthropic_tools(claude):
 
 
 def test_responses_create(responses):
-    reply = responses.responses.create(model=MODEL, input=ASK, max_output_tokens=24)
+    reply = responses.responses.create(model=MODEL, input=ASK, max_output_tokens=24, temperature=0)
     assert reply.status in {"completed", "incomplete"}
     assert reply.output_text.strip()
     assert reply.usage.input_tokens > 0 and reply.usage.output_tokens > 0
 
 
 def test_responses_stream(responses):
-    with responses.responses.stream(model=MODEL, input=ASK, max_output_tokens=24) as stream:
+    fields = {"model": MODEL, "input": ASK, "max_output_tokens": 24, "temperature": 0}
+    with responses.responses.stream(**fields) as stream:
         deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
         final = stream.get_final_response()
     assert "".join(deltas).strip() and final.output_text == "".join(deltas)
@@ -93,7 +98,7 @@ def test_responses_stream(responses):
 
 def test_responses_tools(responses):
     reply = responses.responses.create(
-        model=MODEL, input=WEATHER, tools=[RESPONSES_TOOL], max_output_tokens=64
+        model=MODEL, input=WEATHER, tools=[RESPONSES_TOOL], max_output_tokens=64, temperature=0
     )
     kinds = {item.type for item in reply.output}
     assert kinds and kinds <= {"message", "function_call", "reasoning"}
