@@ -18,6 +18,7 @@ from test_scheduler_policies import in_thread, last_event, request, settle, unti
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import Engine, Finished
 from mlx_ollama_bridge.engine.preflight import MemoryBudget
+from mlx_ollama_bridge.errors import ServerBusy
 
 PATIENT_MS = 600_000  # the gather bound: never reached in these tests
 
@@ -116,3 +117,26 @@ def test_other_routes_announce_nothing(monkeypatch):
     client.post("/api/embed", json={"model": 3})
     client.post("/api/show", json={"model": "nothing-here"})
     assert engine.announced == 0
+
+
+def test_a_request_refused_as_busy_ends_its_announcement(tmp_path, backend):
+    settings = Settings().with_overrides(max_queue=1, batch_gather_ms=PATIENT_MS)
+    engine = Engine(settings, backend, budget=MemoryBudget(total_bytes=10**12, fraction=1.0))
+    model = fake_model(tmp_path, "a")
+    gate = backend.gates.setdefault("a", threading.Event())
+    engine.start()
+    try:
+        first, first_out = submit_in_thread(engine, model, engine.arrival())
+        assert backend.load_started.wait(10)  # it waits for its model: the queue is full
+        with pytest.raises(ServerBusy):
+            engine.submit(request(model), engine.arrival())
+        gate.set()
+        # a refused request is on its way no more: nothing is held for it
+        first.join(10)
+        assert isinstance(first_out.get_nowait(), Finished)
+        thread, out = submit_in_thread(engine, model, engine.arrival())
+        thread.join(10)
+        assert isinstance(out.get_nowait(), Finished)
+    finally:
+        gate.set()
+        engine.stop()

@@ -123,13 +123,15 @@ class Scheduler:
 
     def _enqueue(self, job: Job, arrival: Arrival | None = None) -> Ready:
         """Put a job in the pending queue; block until it is admitted (or refused)."""
-        with self._lock:
-            if self._waiting >= self._settings.max_queue:
-                raise ServerBusy()
-            self._waiting += 1
-        self._inbox.put(Command("generate", job.replies, model=job.request.model, job=job))
-        if arrival is not None:
-            arrival.close()  # after the put: a gathering scheduler finds it in the inbox
+        try:
+            with self._lock:
+                if self._waiting >= self._settings.max_queue:
+                    raise ServerBusy()
+                self._waiting += 1
+            self._inbox.put(Command("generate", job.replies, model=job.request.model, job=job))
+        finally:  # after the put (a gathering scheduler finds it in the inbox), or refused
+            if arrival is not None:
+                arrival.close()
         first = job.replies.get()  # Ready, or the error (RequestCanceled if it left the queue)
         if isinstance(first, BaseException):
             raise first
