@@ -23,7 +23,9 @@ AGENTS_DIR = Path(__file__).resolve().parent / "agents"
 BIN = AGENTS_DIR / "node_modules" / ".bin"
 MODEL = "smollm2:135m"
 # The answer's bound where an agent lets the user set one (Claude Code, Continue; Codex sends
-# none, so its answer runs to the model's end of turn).
+# none, so its answer runs to the model's end of turn). Continue is also told temperature 0,
+# so that what smollm2 says is the same every run; Codex and Claude Code have no such setting
+# and sample at the bridge's default.
 MAX_OUTPUT_TOKENS = 200
 # A bound on a wedged agent, not a performance assertion: a run takes seconds.
 RUN_TIMEOUT_S = 300
@@ -149,6 +151,7 @@ models:
     roles: [chat, edit, apply]
     defaultCompletionOptions:
       maxTokens: {max_tokens}
+      temperature: 0
 """
 
 
