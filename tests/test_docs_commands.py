@@ -304,10 +304,14 @@ def test_serve_commands_start_a_server(tmp_path):
     serves = {c.text: c for c in ALL_COMMANDS if kind(c) == "serve"}
     assert len(serves) >= 3
     started = []
+    ports: set[int] = set()
     for index, command in enumerate(serves.values()):
         env, words = stages(command.text)[0]
         env = {k: v.replace("…", "docs-test-key") for k, v in env.items()}
-        port = free_port()
+        # all are picked before any server binds: the kernel may hand out a port twice
+        while (port := free_port()) in ports:
+            pass
+        ports.add(port)
         args = ["--port", str(port)] if "OLLAMA_HOST" in env else ["--host", f"127.0.0.1:{port}"]
         home = isolated_env(tmp_path / str(index))
         log_path = tmp_path / f"serve-{index}.log"
