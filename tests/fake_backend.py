@@ -1,5 +1,6 @@
 """A fake ``engine.interface.Backend`` and a fake clock: the scheduler's policies run on them
-in milliseconds, with no model and no MLX (``test_scheduler_policies.py``).
+in milliseconds, with no model and no MLX (``test_scheduler_policies.py``, ``test_arrivals.py``),
+and the helpers that drive an engine from a test (submit, read, wait on its loop's turns).
 
 Loads return at once (or when their gate opens, or fail as told); a job finishes at its
 first step unless it is held, then it finishes once released.
@@ -7,14 +8,17 @@ first step unless it is held, then it finishes once released.
 
 from __future__ import annotations
 
+import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mlx_ollama_bridge.engine import Engine, GenerationRequest, Options
 from mlx_ollama_bridge.engine.interface import Job, Stepped, StepResult
-from mlx_ollama_bridge.engine.requests import Finished, TextChunk
+from mlx_ollama_bridge.engine.requests import Failed, Finished, TextChunk
 from mlx_ollama_bridge.errors import BadRequest
 from mlx_ollama_bridge.manifest import Manifest
 from mlx_ollama_bridge.names import ModelName
@@ -166,3 +170,47 @@ def fake_model(root: Path, name: str, size: int = 1000) -> LocalModel:
         parameters={},
         messages=[],
     )
+
+
+def until(engine: Engine, condition: Callable[[], bool], turns: int = 500) -> None:
+    """Let the scheduler loop turn (one ping each) until ``condition`` holds."""
+    for _ in range(turns):
+        if condition():
+            return
+        assert engine.ping(10) is not None, "the scheduler thread does not answer"
+    raise AssertionError("the condition never held")
+
+
+def settle(engine: Engine) -> None:
+    """Let the scheduler loop turn a few times (for "nothing happened" checks)."""
+    for _ in range(3):
+        assert engine.ping(10) is not None
+
+
+def request(model: LocalModel, prompt: str = "hi", keep_alive_s: float | None = None):
+    return GenerationRequest(
+        model=model, options=Options(), prompt=prompt, keep_alive_s=keep_alive_s
+    )
+
+
+def last_event(job: Any) -> Any:
+    """Read a submitted job's events to its end: the last one."""
+    while True:
+        event = job.replies.get(timeout=10)
+        if isinstance(event, (Finished, Failed)):
+            return event
+
+
+def in_thread(action: Callable[[], Any]) -> tuple[threading.Thread, queue.Queue[Any]]:
+    """Run ``action`` on a thread; its result (or exception) lands in the queue."""
+    out: queue.Queue[Any] = queue.Queue()
+
+    def target() -> None:
+        try:
+            out.put(action())
+        except BaseException as exc:
+            out.put(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out

@@ -11,9 +11,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from fake_backend import FakeBackend, fake_model
+from fake_backend import FakeBackend, fake_model, in_thread, last_event, request, settle, until
 from helpers import StubEngine, make_app
-from test_scheduler_policies import in_thread, last_event, request, settle, until
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import Engine, Finished

@@ -7,16 +7,24 @@ failures. No model runs; each test takes milliseconds. Waiting is on events, or 
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fake_backend import FakeBackend, FakeClock, fake_model
+from fake_backend import (
+    FakeBackend,
+    FakeClock,
+    fake_model,
+    in_thread,
+    last_event,
+    request,
+    settle,
+    until,
+)
 
 from mlx_ollama_bridge.config import Settings
-from mlx_ollama_bridge.engine import Engine, Failed, Finished, GenerationRequest, Options
+from mlx_ollama_bridge.engine import Engine, Failed, Finished
 from mlx_ollama_bridge.engine.backend import MLXBackend
 from mlx_ollama_bridge.engine.interface import Backend
 from mlx_ollama_bridge.engine.preflight import MemoryBudget
@@ -62,21 +70,6 @@ def make_engine(backend: FakeBackend, clock: FakeClock) -> Iterator[Callable[...
         engine.stop()
 
 
-def until(engine: Engine, condition: Callable[[], bool], turns: int = 500) -> None:
-    """Let the scheduler loop turn (one ping each) until ``condition`` holds."""
-    for _ in range(turns):
-        if condition():
-            return
-        assert engine.ping(10) is not None, "the scheduler thread does not answer"
-    raise AssertionError("the condition never held")
-
-
-def settle(engine: Engine) -> None:
-    """Let the scheduler loop turn a few times (for "nothing happened" checks)."""
-    for _ in range(3):
-        assert engine.ping(10) is not None
-
-
 def expires_after(engine: Engine, clock: FakeClock, seconds: float) -> None:
     """The (one) loaded model stays until ``seconds`` from now on the clock, then goes."""
     clock.advance(seconds - 1)
@@ -90,39 +83,10 @@ def loaded(engine: Engine) -> set[str]:
     return {m.name for m in engine.running()}
 
 
-def request(model: LocalModel, prompt: str = "hi", keep_alive_s: float | None = None):
-    return GenerationRequest(
-        model=model, options=Options(), prompt=prompt, keep_alive_s=keep_alive_s
-    )
-
-
 def run(engine: Engine, model: LocalModel, prompt: str = "hi", keep_alive_s: float | None = None):
     """Submit and read the job to its end: its last event."""
     job, _ready = engine.submit(request(model, prompt, keep_alive_s))
     return last_event(job)
-
-
-def last_event(job: Any) -> Any:
-    """Read a submitted job's events to its end: the last one."""
-    while True:
-        event = job.replies.get(timeout=10)
-        if isinstance(event, (Finished, Failed)):
-            return event
-
-
-def in_thread(action: Callable[[], Any]) -> tuple[threading.Thread, queue.Queue[Any]]:
-    """Run ``action`` on a thread; its result (or exception) lands in the queue."""
-    out: queue.Queue[Any] = queue.Queue()
-
-    def target() -> None:
-        try:
-            out.put(action())
-        except BaseException as exc:
-            out.put(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, out
 
 
 # -- keep-alive ------------------------------------------------------------------------------
