@@ -381,6 +381,9 @@ class StubEngine:
         self.announced += 1
         return self.arrivals.begin()
 
+    def group_status(self) -> dict | None:
+        return None  # one machine, as ``Engine.group_status`` there
+
 
 def make_app(monkeypatch: Any, engine: StubEngine | None = None, **env: str) -> Any:
     """The real app (security, observability, ops routes: all of ``create_app``) over a stub

@@ -35,7 +35,10 @@ class WordBackend:
 
 def build(messages, context_length, truncate=True) -> str:
     model = SimpleNamespace(
-        messages=[], system=None, manifest=SimpleNamespace(template=None), form=None
+        messages=[],
+        system=None,
+        manifest=SimpleNamespace(template=None, go_template=None),
+        form=None,
     )
     request = SimpleNamespace(
         model=model,

@@ -39,8 +39,9 @@ class Engine:
         budget: MemoryBudget | None = None,
     ) -> None:
         self._on_stop: list[Callable[[], None]] = []
+        self._group = None  # the distributed group this rank 0 leads, if any
         if backend is None and in_group(settings):  # a rank 0 of ``serve --hostfile``
-            group = rank0_backend(settings)
+            group = self._group = rank0_backend(settings)
             backend, budget = group, budget or GroupBudget.of(settings, group.memory)
             self._on_stop.append(group.shutdown)  # the other ranks end with this server
         self.backend = backend or MLXBackend.from_settings(settings)
@@ -48,8 +49,7 @@ class Engine:
 
     def group_status(self) -> dict | None:
         """The distributed group's ranks, hosts, memory and faults; None on one machine."""
-        status = getattr(self.backend, "status", None)
-        return status() if callable(status) else None
+        return self._group.status() if self._group is not None else None
 
     def start(self) -> None:
         """Start the scheduler thread (idempotent; the server starts it after fork)."""

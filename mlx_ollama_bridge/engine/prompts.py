@@ -81,7 +81,7 @@ def go_template_for(model: LocalModel) -> str | None:
     ``template`` layer), unless a Jinja override was set on it; None for other models."""
     if model.manifest.template:
         return None
-    return getattr(model.manifest, "go_template", None)  # test doubles may lack it
+    return model.manifest.go_template
 
 
 def fim_prompt(model: LocalModel, prompt: str, suffix: str) -> str:

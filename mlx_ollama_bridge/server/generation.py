@@ -153,7 +153,7 @@ def start_counted(request: GenerationRequest) -> tuple[Iterator[Event], int, int
     that announce it before the first token (Anthropic's ``message_start``)."""
     engine = get_engine()
     probe = generation_probe(request.model.name.display)  # taken now: streams outlive the view
-    watch = watch_client(request.cancel, getattr(engine, "wake", _no_wake))
+    watch = watch_client(request.cancel, engine.wake)
     try:
         job, ready = engine.submit(request, g.pop("arrival", None))
     except BaseException:
@@ -163,10 +163,6 @@ def start_counted(request: GenerationRequest) -> tuple[Iterator[Event], int, int
     events = job_events(job, engine.is_alive, watch)
     observed = _observed(events, probe) if probe else events
     return observed, ready.load_duration_ns, len(job.prompt_tokens)
-
-
-def _no_wake() -> None:
-    """For engines without ``wake`` (test stubs): nothing to wake."""
 
 
 def _observed(events: Iterator[Event], probe: GenerationProbe) -> Iterator[Event]:

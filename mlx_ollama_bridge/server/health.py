@@ -100,11 +100,8 @@ def health_report(engine: Any, watch: EngineWatch) -> tuple[dict[str, Any], int]
 
 def group_status(engine: Any) -> dict[str, Any] | None:
     """The distributed group's state (``Engine.group_status``); None on one machine."""
-    status = getattr(engine, "group_status", None)
-    if status is None:
-        return None
     try:
-        return status()
+        return engine.group_status()
     except Exception:
         log.exception("group status failed")
         return None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import re
 import socket
 from dataclasses import dataclass
@@ -228,15 +227,8 @@ def _host_check(hostname: str) -> Response | None:
 
 
 def api_key(settings: Settings) -> str | None:
-    """The configured bearer token, or None when the API is open.
-
-    Read from ``settings.api_key`` once that setting exists, else from the environment.
-    """
-    if hasattr(settings, "api_key"):
-        value = settings.api_key or ""
-    else:
-        value = os.environ.get(API_KEY_ENV, "")
-    value = str(value).strip().strip("\"'")  # Ollama-style trimming of env values
+    """The configured bearer token (``settings.api_key``), or None when the API is open."""
+    value = str(settings.api_key or "").strip().strip("\"'")  # Ollama-style trimming
     return value or None
 
 
