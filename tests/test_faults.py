@@ -59,8 +59,9 @@ def test_sigterm_during_a_stream_finishes_it_gracefully(private):
 
 
 def test_sigterm_ends_a_stream_longer_than_the_grace_with_an_error_line(tmp_path, tiny_model_dir):
+    # a grace of 5 s: the stream is ended after 2.5 s, gunicorn's kill would come at 5 s
     running = own_server(
-        tmp_path / "store", {"tiny": tiny_model_dir}, MLX_BRIDGE_GRACEFUL_TIMEOUT_S="8"
+        tmp_path / "store", {"tiny": tiny_model_dir}, MLX_BRIDGE_GRACEFUL_TIMEOUT_S="5"
     )
     endless = {**LONG, "options": {"num_predict": 1_000_000, "temperature": 0}}
     try:
