@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,19 @@ def test_setting_accepts_ollamas_values_and_falls_back_to_f16(tmp_path, caplog):
 
 
 @pytest.fixture(scope="module")
-def smollm2_path(shared_store) -> Path:
-    return Registry(Settings.from_env(shared_store.env)).resolve("smollm2:135m").path
+def smollm2(shared_store) -> Iterator[Any]:
+    """smollm2 loaded once: its weights do not depend on the KV cache type (``prepare`` sets
+    that, for each type below)."""
+    path = Registry(Settings.from_env(shared_store.env)).resolve("smollm2:135m").path
+    backend = MLXBackend(4)
+    loaded = backend.load(path)
+    yield loaded
+    backend.unload(loaded)
 
 
-def _greedy(path: Path, kind: str, n: int = 8) -> tuple[str, list[Any]]:
+def _greedy(loaded: Any, kind: str, n: int = 8) -> tuple[str, list[Any]]:
     """``n`` greedy tokens of smollm2 with the KV cache type ``kind``, and its cache."""
     backend = MLXBackend(4, kv_cache_type=kind)
-    loaded = backend.load(path)
     backend.prepare(loaded, digest="test")
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     prompt = backend.encode(loaded, backend.render_chat(loaded, messages), add_special_tokens=False)
@@ -53,14 +59,12 @@ def _greedy(path: Path, kind: str, n: int = 8) -> tuple[str, list[Any]]:
     tokens = [next(generation.tokens) for _ in range(n)]
     cache = list(generation.cache or [])  # the running generation's layers
     generation.tokens.close()
-    text = loaded.tokenizer.decode(tokens)
-    backend.unload(loaded)
-    return text, cache
+    return loaded.tokenizer.decode(tokens), cache
 
 
-def test_q8_0_quantizes_the_running_cache_and_answers_as_f16(smollm2_path):
-    plain, plain_cache = _greedy(smollm2_path, "f16")
-    q8, q8_cache = _greedy(smollm2_path, "q8_0")
+def test_q8_0_quantizes_the_running_cache_and_answers_as_f16(smollm2):
+    plain, plain_cache = _greedy(smollm2, "f16")
+    q8, q8_cache = _greedy(smollm2, "q8_0")
     assert all(type(c) is KVCache for c in plain_cache)
     assert q8_cache and all(isinstance(c, QuantizedKVCache) and c.bits == 8 for c in q8_cache)
     assert "Paris" in plain
@@ -68,8 +72,8 @@ def test_q8_0_quantizes_the_running_cache_and_answers_as_f16(smollm2_path):
     assert q8 == plain
 
 
-def test_q4_0_quantizes_to_4_bits_and_still_answers(smollm2_path):
-    text, cache = _greedy(smollm2_path, "q4_0", n=4)
+def test_q4_0_quantizes_to_4_bits_and_still_answers(smollm2):
+    text, cache = _greedy(smollm2, "q4_0", n=4)
     assert cache and all(isinstance(c, QuantizedKVCache) and c.bits == 4 for c in cache)
     assert text.strip()  # coarser: the answer may differ from f16, but it comes
 
