@@ -2,10 +2,10 @@
 
 A route prepares a native request, starts the generation once (``generation``) and gives
 its events to an :class:`Encoder`: Ollama NDJSON (``ollama_wire``), OpenAI chat and
-completion SSE (``openai_wire``), Anthropic Messages SSE (``anthropic_wire``). The same
-encoder writes the streamed frames and, from the same events collected, the whole JSON
-answer of ``stream: false``. Adding a wire format is adding one module: a translator from
-its request to the native one, and its encoder.
+completion SSE (``openai_wire``), Anthropic Messages SSE (``anthropic_wire``), OpenAI
+Responses SSE (``responses_wire``). The same encoder writes the streamed frames and, from
+the same events collected, the whole JSON answer of ``stream: false``. Adding a wire format
+is adding one module: a translator from its request to the native one, and its encoder.
 
 Errors follow Ollama's streaming rule: before the first byte they raise and the error
 mapper (``errors``) answers in the encoder's envelope; after it, the encoder writes one
