@@ -25,7 +25,7 @@ packages="haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1"
     (cd "$out/debs" && apt-get download $packages)
 }
 for deb in "$out"/debs/*.deb; do dpkg-deb -x "$deb" "$out/root"; done
-root="$(cd "$out/root" && pwd)"
+root="$(cd "$out/root" && pwd -P)"  # physical: a .cache shared through a symlink outlives the link
 libs="$(find "$root" -name '*.so*' -printf '%h\n' | sort -u | tr '\n' ':')"
 cat > "$out/bin/haproxy" <<WRAP
 #!/bin/sh
