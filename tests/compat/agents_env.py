@@ -23,10 +23,10 @@ AGENTS_DIR = Path(__file__).resolve().parent / "agents"
 BIN = AGENTS_DIR / "node_modules" / ".bin"
 MODEL = "smollm2:135m"
 # The answer's bound where an agent lets the user set one (Claude Code, Continue; Codex sends
-# none, so its answer runs to the model's end of turn). Continue is also told temperature 0,
-# so that what smollm2 says is the same every run; Codex and Claude Code have no such setting
-# and sample at the bridge's default.
-MAX_OUTPUT_TOKENS = 200
+# none, so its answer runs to the model's end of turn). Continue is also told temperature 0;
+# Codex and Claude Code have no such setting: the agents' bridge gives its smollm2 temperature
+# 0 as a default parameter (test_agents.bridge), so that what it says is the same every run.
+MAX_OUTPUT_TOKENS = 64
 # A bound on a wedged agent, not a performance assertion: a run takes seconds.
 RUN_TIMEOUT_S = 300
 
@@ -101,7 +101,7 @@ def claude_env(home: Path, trap: Trap, bridge_url: str) -> dict[str, str]:
         "ANTHROPIC_BASE_URL": bridge_url,
         "ANTHROPIC_AUTH_TOKEN": "ollama",
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": MODEL,  # background tasks use the same model
-        # max_tokens 200 instead of 32000: smollm2 may ramble, the test wants an answer
+        # max_tokens 64 instead of 32000: smollm2 (greedy) may ramble, the test wants an answer
         "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(MAX_OUTPUT_TOKENS),
         "CLAUDE_CONFIG_DIR": str(home / ".claude"),
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",

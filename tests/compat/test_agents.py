@@ -3,10 +3,11 @@
 Continue's CLI (``cn -p``, a model with ``provider: ollama``), Codex (``codex exec --oss``)
 and Claude Code (``claude -p``) are the npm packages pinned in ``tests/compat/agents``
 (``make agents-deps``, run by ``make test``), with the Node 22 they need from the same place.
-Each runs once against a real ``serve`` (gunicorn) on ``smollm2:135m`` and must exit 0 with an
-answer, the bridge's access log must show its requests answered, and nothing may try to
-leave the machine (see ``agents_env``). Their requests are far longer than the model's
-context (tools and system prompts of 5 to 50 KB): the bridge cuts them as Ollama does.
+Each runs once against a real ``serve`` (gunicorn) on ``smollm2:135m`` (greedy: see ``bridge``)
+and must exit 0 with an answer, the bridge's access log must show its requests answered, and
+nothing may try to leave the machine (see ``agents_env``). Their requests are far longer than
+the model's context (tools and system prompts of 5 to 50 KB): the bridge cuts them as Ollama
+does.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,11 @@ from agents_env import (
     continue_env,
     run_agent,
 )
-from helpers import RunningServer, Store, start_server, stop_server
+from helpers import RunningServer, Store, isolated_env, start_server, stop_server
+
+from mlx_ollama_bridge.config import Settings
+from mlx_ollama_bridge.registry import Registry
+from mlx_ollama_bridge.store.manifests import write_manifest
 
 pytestmark = pytest.mark.skipif(
     shutil.which("npm") is None,
@@ -47,9 +53,23 @@ def bridge(
 ) -> Iterator[RunningServer]:
     """A bridge of the agents' own, so that its log holds only their requests. Its num_ctx
     of 1024 keeps each run to seconds on a CPU: every prompt over it is cut to 514 tokens
-    (reading a prompt is most of a run: with 2048, 1026 tokens took twice as long)."""
-    log_path = tmp_path_factory.mktemp("agents-server") / "server.log"
-    running = start_server({**shared_store.env, "OLLAMA_CONTEXT_LENGTH": str(NUM_CTX)}, log_path)
+    (reading a prompt is most of a run: with 2048, 1026 tokens took twice as long).
+
+    Its store names the session store's smollm2 and parrot-think (the same files), smollm2
+    with ``temperature 0`` as a default parameter, as ``ollama create`` with ``PARAMETER
+    temperature 0`` makes it: none of the agents sends a temperature, and sampled at the
+    default 0.8, what smollm2 answers (text, a tool call, nothing) and so what the agent
+    does next would change from run to run."""
+    root = tmp_path_factory.mktemp("agents-server")
+    env = {**isolated_env(root), "OLLAMA_CONTEXT_LENGTH": str(NUM_CTX)}
+    shared = Registry(Settings.from_env(shared_store.env))
+    own = Registry(Settings.from_env(env))
+    for name, defaults in ((MODEL, {"temperature": 0}), ("parrot-think", {})):
+        model = shared.resolve(name)
+        parameters = {**model.manifest.parameters, **defaults}
+        manifest = replace(model.manifest, model_dir=str(model.path), parameters=parameters)
+        write_manifest(own, name, manifest)
+    running = start_server(env, root / "server.log")
     yield running
     stop_server(running)
 
