@@ -34,10 +34,13 @@ from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.registry import Registry
 from mlx_ollama_bridge.store.manifests import write_manifest
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("npm") is None,
-    reason="npm not installed: the coding agents and their Node 22 come from the npm registry",
-)
+
+@pytest.fixture(autouse=True)
+def _npm_is_installed() -> None:
+    """Fail, never skip: without npm the agents were not installed (``make agents-deps``)."""
+    if shutil.which("npm") is None:
+        pytest.fail("npm not installed: the coding agents and their Node 22 come from npm")
+
 
 PROMPT = "Say hello in one short sentence."
 NUM_CTX = 1024

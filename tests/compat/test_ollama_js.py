@@ -1,8 +1,8 @@
 """The official ``ollama`` JavaScript client (ollama-js, from npm) under Node, against the server.
 
 Each scenario is a small ``.mjs`` script in ``tests/compat/js/`` that prints one JSON document;
-the Makefile installs the pinned client there with ``npm ci``. The tests skip only when Node
-itself is missing; a missing ``node_modules`` is a failure that says how to install it.
+the Makefile installs the pinned client there with ``npm ci``. A missing Node, npm or
+``node_modules`` is a failure that says how to install it, never a skip.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import pytest
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or shutil.which("npm") is None,
-    reason="node/npm not installed: the ollama-js compatibility tests need Node 18+",
-)
+
+@pytest.fixture(autouse=True)
+def _node_is_installed() -> None:
+    """Fail, never skip: ollama-js needs Node 18+ and npm (``make js-deps``)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("node/npm not installed: the ollama-js compatibility tests need Node 18+")
 
 
 def run_scenario(server, name: str) -> dict:

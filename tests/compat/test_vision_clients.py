@@ -60,8 +60,9 @@ def test_ollama_python_client(vision_server, red_path, native_answer):
     assert "vision" in client.show("tiny-vision").capabilities
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_ollama_js_client(vision_server, red_path, native_answer):
+    if shutil.which("node") is None:
+        pytest.fail("node is not installed: the ollama-js client needs Node 18+")
     if not (JS_DIR / "node_modules" / "ollama").is_dir():
         pytest.fail(f"ollama-js is not installed in {JS_DIR}: run `make js-deps`")
     env = {
