@@ -184,7 +184,8 @@ def _observed(events: Iterator[Event], probe: GenerationProbe) -> Iterator[Event
 def render_prompt(request: GenerationRequest) -> str:
     """``_debug_render_only``: the prompt the model would see (the model gets loaded)."""
     engine = get_engine()
-    job, _ready = engine.submit(request)
+    # the view's announcement ends here: left open, the scheduler would wait for it (gather)
+    job, _ready = engine.submit(request, g.pop("arrival", None))
     for _event in job_events(job, engine.is_alive):
         pass  # render-only jobs finish at once; this retires the job
     return job.prompt_text
