@@ -48,24 +48,31 @@ def images_of(messages: list[dict[str, Any]]) -> list[bytes]:
 
 def parts_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Messages with images as content parts (``{"type": "image"}`` then text pieces)."""
-    out = []
-    for message in messages:
-        images = message.get("images") or []
-        if not images:
-            out.append(_without_images(message))
-            continue
-        parts: list[dict[str, Any]] = []
-        for piece, image in _pieces(str(message.get("content") or ""), len(images)):
+
+    def parts(pieces: list[tuple[str, bool]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for piece, image in pieces:
             if image:
-                parts.append({"type": "image"})
+                out.append({"type": "image"})
             elif piece:
-                parts.append({"type": "text", "text": piece})
-        out.append({**_without_images(message), "content": parts})
-    return out
+                out.append({"type": "text", "text": piece})
+        return out
+
+    return _with_content(messages, parts)
 
 
 def text_messages(messages: list[dict[str, Any]], placeholder: str) -> list[dict[str, Any]]:
     """Messages with each image written as ``placeholder`` into the text."""
+    return _with_content(
+        messages,
+        lambda pieces: "".join(placeholder if image else piece for piece, image in pieces),
+    )
+
+
+def _with_content(
+    messages: list[dict[str, Any]], content: Callable[[list[tuple[str, bool]]], Any]
+) -> list[dict[str, Any]]:
+    """``messages`` without their images; one with images gets ``content`` of its pieces."""
     out = []
     for message in messages:
         images = message.get("images") or []
@@ -73,8 +80,7 @@ def text_messages(messages: list[dict[str, Any]], placeholder: str) -> list[dict
             out.append(_without_images(message))
             continue
         pieces = _pieces(str(message.get("content") or ""), len(images))
-        text = "".join(placeholder if image else piece for piece, image in pieces)
-        out.append({**_without_images(message), "content": text})
+        out.append({**_without_images(message), "content": content(pieces)})
     return out
 
 
