@@ -34,9 +34,10 @@ bp.error_envelope = ANTHROPIC  # type: ignore[attr-defined]  # read by errors.cu
 def messages() -> Response:
     """A message (JSON, or Anthropic's SSE events with ``stream: true``)."""
     body = json_body()
-    forwarded = forward_if_remote(model_name(body))
-    if forwarded is not None:
-        return forwarded
+    return forward_if_remote(model_name(body)) or _message(body)
+
+
+def _message(body: dict[str, Any]) -> Response:
     prepared = _prepare(messages_to_native(body))
     assert prepared.request is not None  # the translator insists on messages
     events, _load_ns, prompt_tokens = start_counted(prepared.request)
@@ -49,9 +50,10 @@ def messages() -> Response:
 def count_tokens() -> Response:
     """``{"input_tokens": n}``: the prompt as the model would see it, counted by its tokenizer."""
     body = json_body()
-    forwarded = forward_if_remote(model_name(body))
-    if forwarded is not None:
-        return forwarded
+    return forward_if_remote(model_name(body)) or _token_count(body)
+
+
+def _token_count(body: dict[str, Any]) -> Response:
     prepared = _prepare(messages_to_native(body, counting=True), counting=True)
     assert prepared.request is not None
     return jsonify({"input_tokens": count_prompt_tokens(prepared.request)})

@@ -13,6 +13,8 @@ embed path (``openai_embed``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, jsonify
 from flask import request as flask_request
 
@@ -45,9 +47,10 @@ bp.error_envelope = OPENAI  # type: ignore[attr-defined]  # read by errors.curre
 def chat_completions() -> Response:
     """Chat completion (JSON, or SSE with ``stream: true``)."""
     body = json_body(schemas.OPENAI_CHAT)
-    forwarded = forward_if_remote(model_name(body))
-    if forwarded is not None:
-        return forwarded
+    return forward_if_remote(model_name(body)) or _chat_completion(body)
+
+
+def _chat_completion(body: dict[str, Any]) -> Response:
     prepared = prepare_chat(oai.chat_to_native(body))
     request = prepared.request
     assert request is not None  # the translator insists on messages
@@ -64,9 +67,10 @@ def chat_completions() -> Response:
 def completions() -> Response:
     """Legacy text completion (JSON, or SSE with ``stream: true``)."""
     body = json_body(schemas.OPENAI_COMPLETION)
-    forwarded = forward_if_remote(model_name(body))
-    if forwarded is not None:
-        return forwarded
+    return forward_if_remote(model_name(body)) or _completion(body)
+
+
+def _completion(body: dict[str, Any]) -> Response:
     prepared = prepare_generate(oai.completion_to_native(body))
     base = envelope("cmpl", "text_completion", prepared.name)
     if prepared.request is None:  # an empty prompt loads the model, as the native route
@@ -86,9 +90,10 @@ def responses() -> Response:
     """Responses API: one response (JSON, or SSE with ``stream: true``), stored unless
     ``store`` is false; ``previous_response_id`` continues a stored conversation."""
     body = json_body(schemas.OPENAI_RESPONSES, zstd=True)
-    forwarded = forward_if_remote(model_name(body))
-    if forwarded is not None:
-        return forwarded
+    return forward_if_remote(model_name(body)) or _response(body)
+
+
+def _response(body: dict[str, Any]) -> Response:
     request = parse_responses(body)
     store = response_store()
     previous = request.previous_response_id
