@@ -11,8 +11,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import requests
 from fake_backend import FakeBackend, fake_model, in_thread, last_event, request, settle, until
-from helpers import StubEngine, make_app
+from helpers import StubEngine, make_app, own_server, stop_server
 
 from mlx_ollama_bridge.config import Settings
 from mlx_ollama_bridge.engine import Engine, Finished
@@ -139,3 +140,21 @@ def test_a_request_refused_as_busy_ends_its_announcement(tmp_path, backend):
     finally:
         gate.set()
         engine.stop()
+
+
+def test_a_real_server_holds_no_request_for_its_own_announcement(tmp_path, tiny_model_dir):
+    # With a gather bound of ten minutes, any request that waited for an announcement that
+    # never ends (its own, left open) would not be answered within the generous timeouts.
+    running = own_server(tmp_path, {"tiny": tiny_model_dir}, MLX_BRIDGE_BATCH_GATHER_MS="600000")
+    try:
+        ask = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+        render = requests.post(
+            running.url + "/api/chat", json={**ask, "_debug_render_only": True}, timeout=120
+        )
+        assert render.status_code == 200, render.text
+        answer = requests.post(
+            running.url + "/api/chat", json={**ask, "options": {"num_predict": 2}}, timeout=120
+        )
+        assert answer.status_code == 200 and answer.json()["done"] is True, answer.text
+    finally:
+        stop_server(running)
