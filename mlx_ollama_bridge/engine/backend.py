@@ -28,7 +28,6 @@ from .prompt_disk import DIR_NAME
 from .prompt_lookup import LookupTally
 from .sampling import LogitsProcessor
 from .speculative import DraftTally
-from .tool_formats import TokenizerMarkup
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -160,49 +159,16 @@ class MLXBackend:
             lane.close()
 
     # -- prompts (prompts) --
+    # Stateless: the backend exposes the module's functions themselves, called as methods
+    # (``backend.encode(loaded, text, add_special_tokens=False)``), rather than restating
+    # each signature only to forward it.
 
-    def render_chat(
-        self,
-        loaded: LoadedModel,
-        messages: list[dict[str, Any]],
-        *,
-        tools: list[dict[str, Any]] | None = None,
-        chat_template: str | None = None,
-        enable_thinking: bool | None = None,
-        reasoning_effort: str | None = None,
-        go_template: str | None = None,
-    ) -> str:
-        """Render messages with the model's (or an override) chat template, ready to answer;
-        with ``go_template`` (a pulled model's Ollama template) that template instead."""
-        return prompts.render_chat(
-            loaded,
-            messages,
-            tools=tools,
-            chat_template=chat_template,
-            enable_thinking=enable_thinking,
-            reasoning_effort=reasoning_effort,
-            go_template=go_template,
-        )
-
-    def output_markup(self, loaded: LoadedModel) -> TokenizerMarkup:
-        """Think tags and tool-call syntax as mlx-lm inferred them from the tokenizer."""
-        return prompts.output_markup(loaded)
-
-    def vocab_size(self, loaded: LoadedModel) -> int:
-        """How many token ids the model takes."""
-        return prompts.vocab_size(loaded)
-
-    def encode(self, loaded: LoadedModel, text: str, *, add_special_tokens: bool) -> list[int]:
-        """Tokenize ``text``."""
-        return prompts.encode(loaded, text, add_special_tokens=add_special_tokens)
-
-    def encode_raw(self, loaded: LoadedModel, text: str) -> list[int]:
-        """Tokenize a raw prompt, adding BOS only if the model wants one and it is missing."""
-        return prompts.encode_raw(loaded, text)
-
-    def detokenizer(self, loaded: LoadedModel) -> Any:
-        """A fresh streaming detokenizer (``add_token``, ``last_segment``, ``finalize``)."""
-        return prompts.detokenizer(loaded)
+    render_chat = staticmethod(prompts.render_chat)
+    output_markup = staticmethod(prompts.output_markup)
+    vocab_size = staticmethod(prompts.vocab_size)
+    encode = staticmethod(prompts.encode)
+    encode_raw = staticmethod(prompts.encode_raw)
+    detokenizer = staticmethod(prompts.detokenizer)
 
     # -- generation (generation, sampling, speculative) --
 
