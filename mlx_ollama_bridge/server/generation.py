@@ -155,7 +155,7 @@ def start_counted(request: GenerationRequest) -> tuple[Iterator[Event], int, int
     probe = generation_probe(request.model.name.display)  # taken now: streams outlive the view
     watch = watch_client(request.cancel, engine.wake)
     try:
-        job, ready = engine.submit(request, g.pop("arrival", None))
+        job, ready = engine.submit(request, g.get("arrival"))
     except BaseException:
         if watch is not None:
             watch.close()
@@ -185,7 +185,7 @@ def render_prompt(request: GenerationRequest) -> str:
     """``_debug_render_only``: the prompt the model would see (the model gets loaded)."""
     engine = get_engine()
     # the view's announcement ends here: left open, the scheduler would wait for it (gather)
-    job, _ready = engine.submit(request, g.pop("arrival", None))
+    job, _ready = engine.submit(request, g.get("arrival"))
     for _event in job_events(job, engine.is_alive):
         pass  # render-only jobs finish at once; this retires the job
     return job.prompt_text
@@ -203,7 +203,7 @@ def count_prompt_tokens(request: GenerationRequest) -> int:
     no turn dropped and nothing cut for ``num_ctx``, so a client sees what it sent."""
     request.render_only, request.truncate = True, False
     engine = get_engine()
-    job, _ready = engine.submit(request)
+    job, _ready = engine.submit(request, g.get("arrival"))  # ends the view's announcement
     for event in job_events(job, engine.is_alive):
         if isinstance(event, Failed):
             raise event.error
