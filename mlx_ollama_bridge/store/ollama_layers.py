@@ -106,12 +106,7 @@ def read_modelfile_layers(layers: tuple[Layer, ...], blob: Any) -> ModelfileLaye
 
 
 def _parameters(text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise RegistryRefused("the params layer is not JSON") from None
-    if not isinstance(data, dict):
-        raise RegistryRefused("the params layer is not a JSON object")
+    data = _layer_json(text, "params", dict, "a JSON object")
     scalar = (str, int, float, bool)
     kept = {}
     for key, value in data.items():
@@ -125,17 +120,23 @@ def _parameters(text: str) -> dict[str, Any]:
 
 
 def _messages(text: str) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise RegistryRefused("the messages layer is not JSON") from None
-    if not isinstance(data, list):
-        raise RegistryRefused("the messages layer is not a JSON list")
+    data = _layer_json(text, "messages", list, "a JSON list")
     return [
         {"role": str(m.get("role", "")), "content": str(m.get("content") or "")}
         for m in data
         if isinstance(m, dict)
     ]
+
+
+def _layer_json(text: str, layer: str, kind: type, shape: str) -> Any:
+    """``text`` parsed as JSON; RegistryRefused naming ``layer`` unless it is a ``kind``."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise RegistryRefused(f"the {layer} layer is not JSON") from None
+    if not isinstance(data, kind):
+        raise RegistryRefused(f"the {layer} layer is not {shape}")
+    return data
 
 
 def assemble_mlx_dir(layers: tuple[Layer, ...], blob: Any, out: Path) -> None:
