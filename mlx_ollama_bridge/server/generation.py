@@ -52,10 +52,15 @@ def register_arrivals(app: Flask) -> None:
             g.arrival = get_engine().arrival()
 
     @app.teardown_request
-    def _end_announcement(_error: BaseException | None) -> None:
-        arrival = g.pop("arrival", None)
-        if arrival is not None:
-            arrival.close()
+    def _at_teardown(_error: BaseException | None) -> None:
+        _end_announcement()
+
+
+def _end_announcement() -> None:
+    """This request is no longer on its way to the engine (idempotent)."""
+    arrival = g.pop("arrival", None)
+    if arrival is not None:
+        arrival.close()
 
 
 @dataclass
@@ -215,6 +220,7 @@ def load_or_unload(prepared: Prepared) -> str:
 
     Returns the ``done_reason``: ``load`` or ``unload``.
     """
+    _end_announcement()  # nothing to generate: no request to wait for
     engine = get_engine()
     if prepared.keep_alive_s == 0:
         engine.unload(prepared.model)
