@@ -34,8 +34,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         "registry": Registry(settings),
         "engine": engine,
     }
+    from .announce import register_arrivals
     from .anthropic_api import bp as anthropic_bp
-    from .generation import register_arrivals
     from .ollama_api import bp as ollama_bp
     from .openai_api import bp as openai_bp
     from .ops_api import bp as ops_bp

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, g, jsonify
-from flask import request as http_request
+from flask import Response, jsonify
 
 from ..durations import parse_keep_alive
 from ..engine import Failed, Finished, GenerationRequest, Options, TextChunk, merge_options
@@ -24,6 +23,7 @@ from ..engine.requests import Event, ThinkingChunk, ToolCalls
 from ..errors import BadRequest, ModelNotFound
 from ..model_details import image_limit
 from ..registry import LocalModel
+from .announce import current_arrival, end_announcement
 from .context import get_engine, get_registry, get_settings
 from .images import check_images, request_images
 from .messages import parse_messages, parse_tools
@@ -33,34 +33,6 @@ from .probes import GenerationProbe, generation_probe
 from .streaming import job_events, watch_client
 from .think import check_think, resolved_think, think_level
 from .wire import respond
-
-# every route that generates: an idle engine waits briefly for these to start them together
-GENERATION_PATHS = frozenset(
-    ("/api/generate", "/api/chat", "/v1/chat/completions", "/v1/completions")
-    + ("/v1/responses", "/v1/messages")
-)
-
-
-def register_arrivals(app: Flask) -> None:
-    """Announce each generation request to the engine as it begins (``Engine.arrival``), so
-    that requests sent together start in one batch; the announcement ends when the request
-    is queued (``start_counted``) or, at the latest, when its view returns."""
-
-    @app.before_request
-    def _announce() -> None:
-        if http_request.method == "POST" and http_request.path in GENERATION_PATHS:
-            g.arrival = get_engine().arrival()
-
-    @app.teardown_request
-    def _at_teardown(_error: BaseException | None) -> None:
-        _end_announcement()
-
-
-def _end_announcement() -> None:
-    """This request is no longer on its way to the engine (idempotent)."""
-    arrival = g.pop("arrival", None)
-    if arrival is not None:
-        arrival.close()
 
 
 @dataclass
@@ -160,7 +132,7 @@ def start_counted(request: GenerationRequest) -> tuple[Iterator[Event], int, int
     probe = generation_probe(request.model.name.display)  # taken now: streams outlive the view
     watch = watch_client(request.cancel, engine.wake)
     try:
-        job, ready = engine.submit(request, g.get("arrival"))
+        job, ready = engine.submit(request, current_arrival())
     except BaseException:
         if watch is not None:
             watch.close()
@@ -190,7 +162,7 @@ def render_prompt(request: GenerationRequest) -> str:
     """``_debug_render_only``: the prompt the model would see (the model gets loaded)."""
     engine = get_engine()
     # the view's announcement ends here: left open, the scheduler would wait for it (gather)
-    job, _ready = engine.submit(request, g.get("arrival"))
+    job, _ready = engine.submit(request, current_arrival())
     for _event in job_events(job, engine.is_alive):
         pass  # render-only jobs finish at once; this retires the job
     return job.prompt_text
@@ -208,7 +180,7 @@ def count_prompt_tokens(request: GenerationRequest) -> int:
     no turn dropped and nothing cut for ``num_ctx``, so a client sees what it sent."""
     request.render_only, request.truncate = True, False
     engine = get_engine()
-    job, _ready = engine.submit(request, g.get("arrival"))  # ends the view's announcement
+    job, _ready = engine.submit(request, current_arrival())  # ends the view's announcement
     for event in job_events(job, engine.is_alive):
         if isinstance(event, Failed):
             raise event.error
@@ -220,7 +192,7 @@ def load_or_unload(prepared: Prepared) -> str:
 
     Returns the ``done_reason``: ``load`` or ``unload``.
     """
-    _end_announcement()  # nothing to generate: no request to wait for
+    end_announcement()  # nothing to generate: no request to wait for
     engine = get_engine()
     if prepared.keep_alive_s == 0:
         engine.unload(prepared.model)

@@ -27,6 +27,7 @@ from ..upstream import (
     iter_body,
     rfc3339_seconds,
 )
+from .announce import end_announcement
 from .context import get_registry, get_settings
 from .errors import OLLAMA as OLLAMA_ENVELOPE
 from .errors import Envelope, current_envelope, error_response
@@ -91,6 +92,7 @@ def _forward(name: str) -> Response | None:
     upstream = _live_upstream()
     if upstream is None:
         return None
+    end_announcement()  # the upstream generates this one, not the engine
     path = request.full_path if request.query_string else request.path
     headers = {k: request.headers[k] for k in _REQUEST_HEADERS if k in request.headers}
     body = request.get_data(cache=True)  # parsing.json_body cached the bytes it read
