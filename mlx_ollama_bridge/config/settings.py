@@ -171,9 +171,10 @@ class Settings:
     )
     prompt_cache_entries: int = _setting(
         "MLX_BRIDGE_PROMPT_CACHE",
-        4,
+        8,
         "KV caches kept per loaded model for reuse across turns and sessions (LRU, at most "
-        "1 GiB each model, and within the memory budget); 0 = off.",
+        "1 GiB each model, and within the memory budget); one per sequence the model can "
+        "decode at once by default, as Ollama's slots keep theirs; 0 = off.",
         parse_uint,
     )
     cpu_blas: str = _setting(  # "auto", "off" or a library path (Linux CPU mode)

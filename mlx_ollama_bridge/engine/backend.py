@@ -42,7 +42,7 @@ class MLXBackend:
 
     def __init__(
         self,
-        prompt_cache_entries: int = 4,
+        prompt_cache_entries: int = 8,
         *,
         kv_cache_type: str = "f16",
         num_draft_tokens: int = 3,

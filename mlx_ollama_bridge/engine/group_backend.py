@@ -109,7 +109,7 @@ class GroupBackend(MLXBackend):
         self,
         channel: Channel,
         *,
-        prompt_cache_entries: int = 4,
+        prompt_cache_entries: int = 8,
         sharding: str = "auto",
         step_timeout_s: float = 60.0,
         hosts: list[str] | None = None,

@@ -42,7 +42,7 @@ _NO_REMOTE_CODE: dict[str, Any] = {
 class ModelSetup:
     """How models are set up once loaded: the backend's settings for loading."""
 
-    prompt_cache_entries: int = 4
+    prompt_cache_entries: int = 8  # as the setting (MLX_BRIDGE_PROMPT_CACHE)
     kv_cache_type: str = "f16"
     num_draft_tokens: int = 3  # 0: draft models are not loaded
     disk_dir: Path | None = None  # None: no prompt caches on disk
