@@ -193,6 +193,22 @@ def restart_and_memory(args: argparse.Namespace, system: str) -> dict[str, Any]:
     }
 
 
+def start_mlx_lm_peer(cache: Path, model_path: Path) -> Server:
+    """``mlx_lm.server`` on the dense float32 copy of the weights (made once, kept in
+    ``cache``), its log in ``cache/logs``."""
+    logs = cache / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return start_mlx_lm_server(dense_copy(model_path, cache / "smollm2-dense-f32"), logs)
+
+
+def streams_ratio(mine: dict[str, Any], theirs: dict[str, Any]) -> float:
+    """``mine``'s aggregate tok/s over ``theirs`` for one concurrency run; NaN when either
+    side answered some stream with no tokens (that run measured something else)."""
+    if min(mine.get("shortest", 1), theirs.get("shortest", 1)) <= 0:
+        return float("nan")
+    return mine["aggregate_tps"] / theirs["aggregate_tps"]
+
+
 def start_peers(args: argparse.Namespace, model_path: Path, results: dict[str, Any]) -> dict:
     """mlx_lm.server and llama.cpp's server, started beside the bridge; a peer that cannot
     start leaves its column empty (its error in ``results``), never the whole run."""
@@ -201,9 +217,7 @@ def start_peers(args: argparse.Namespace, model_path: Path, results: dict[str, A
     logs.mkdir(parents=True, exist_ok=True)
     servers: dict[str, Server] = {}
     try:
-        servers["mlx_lm_server"] = start_mlx_lm_server(
-            dense_copy(model_path, cache / "smollm2-dense-f32"), logs
-        )
+        servers["mlx_lm_server"] = start_mlx_lm_peer(cache, model_path)
     except Exception as exc:
         results["mlx_lm_server_error"] = repr(exc)
     gguf = smollm2_gguf(Path(args.wheels), cache)
@@ -285,8 +299,7 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
             r["bridge"]["decode_tps"] / r["mlx_lm_server"]["decode_tps"] for r in rounds
         ]
         for mine, theirs in zip(bridge["concurrency"], mlx["concurrency"], strict=True):
-            ratio = mine["aggregate_tps"] / theirs["aggregate_tps"]
-            out[f"streams_{mine['streams']}_vs_mlx_lm_server"] = ratio
+            out[f"streams_{mine['streams']}_vs_mlx_lm_server"] = streams_ratio(mine, theirs)
     agent_ = bridge["agent"]
     out["agent_last_turn_over_uncached"] = (
         agent_["ttft_s"][-1] / agent_["uncached_last_turn_ttft_s"]
@@ -322,10 +335,7 @@ def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
             "single_ttft": bridge["single"]["ttft_s"] / peer["single"]["ttft_s"],
         }
         for mine, theirs in zip(bridge["concurrency"], peer["concurrency"], strict=True):
-            # a peer that answered some stream with no tokens measured something else: no ratio
-            valid = theirs.get("shortest", 1) > 0
-            ratio = theirs["aggregate_tps"] / mine["aggregate_tps"] if valid else float("nan")
-            row[f"streams_{mine['streams']}"] = ratio
+            row[f"streams_{mine['streams']}"] = streams_ratio(theirs, mine)
         row["chat_turn_last_ttft"] = bridge["multi_turn_ttft_s"][-1] / peer["multi_turn_ttft_s"][-1]
         row["agent_turn_1_ttft"] = bridge["agent"]["ttft_s"][0] / peer["agent"]["ttft_s"][0]
         row["agent_turn_last_ttft"] = bridge["agent"]["ttft_s"][-1] / peer["agent"]["ttft_s"][-1]

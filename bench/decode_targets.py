@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import QUESTION, bridge_chat, concurrent, load_average, openai_chat, rotated  # noqa: E402
-from peers import dense_copy, start_mlx_lm_server  # noqa: E402
+from compare import (  # noqa: E402
+    QUESTION,
+    bridge_chat,
+    concurrent,
+    load_average,
+    openai_chat,
+    rotated,
+    start_mlx_lm_peer,
+    streams_ratio,
+)
 from run import raw_chat  # noqa: E402
 from server import start_bridge  # noqa: E402
 
@@ -45,12 +53,14 @@ def streams_runs(chats: dict[str, Any], streams: list[int], repeats: int, tokens
     out = []
     for i, n in enumerate([n for n in streams for _ in range(repeats)]):
         row: dict[str, Any] = {"streams": n, "load": load_average()}
+        results = {}
         for name in rotated(["bridge", "mlx_lm_server"], i):
-            result = concurrent(chats[name], n, tokens)
+            results[name] = result = concurrent(chats[name], n, tokens)
             row[name] = result["aggregate_tps"]
             row[f"{name}_shortest"] = result["shortest"]
             row[f"{name}_mean_ttft_s"] = result["mean_ttft_s"]
-        row["bridge_over_mlx_lm_server"] = row["bridge"] / row["mlx_lm_server"]
+        ratio = streams_ratio(results["bridge"], results["mlx_lm_server"])
+        row["bridge_over_mlx_lm_server"] = ratio
         out.append(row)
     return out
 
@@ -73,11 +83,10 @@ def main() -> None:
 
     cpu_blas.maybe_reexec(Settings.from_env().cpu_blas)  # raw mlx-lm with the bridge's BLAS
     path = Registry(Settings.from_env()).resolve(args.model).path
-    cache = Path(args.cache_dir)
-    (cache / "logs").mkdir(parents=True, exist_ok=True)
     bridge = start_bridge(OLLAMA_KEEP_ALIVE="-1")
-    peer = start_mlx_lm_server(dense_copy(path, cache / "smollm2-dense-f32"), cache / "logs")
+    peer = None
     try:
+        peer = start_mlx_lm_peer(Path(args.cache_dir), path)
         chats = {
             "bridge": bridge_chat(bridge.url, args.model),
             "mlx_lm_server": openai_chat(peer.url, peer.model),
@@ -98,7 +107,8 @@ def main() -> None:
         }
     finally:
         bridge.stop()
-        peer.stop()
+        if peer is not None:
+            peer.stop()
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -38,12 +38,10 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         budget: MemoryBudget | None = None,
     ) -> None:
-        self._on_stop: list[Callable[[], None]] = []
         self._group = None  # the distributed group this rank 0 leads, if any
         if backend is None and in_group(settings):  # a rank 0 of ``serve --hostfile``
             group = self._group = rank0_backend(settings)
             backend, budget = group, budget or GroupBudget.of(settings, group.memory)
-            self._on_stop.append(group.shutdown)  # the other ranks end with this server
         self.backend = backend or MLXBackend.from_settings(settings)
         self._scheduler = Scheduler(settings, self.backend, clock, budget)
 
@@ -59,8 +57,8 @@ class Engine:
         """Stop the scheduler thread and unload every model (a distributed group's other
         ranks are told to end)."""
         self._scheduler.stop(timeout)
-        for action in self._on_stop:
-            action()
+        if self._group is not None:
+            self._group.shutdown()  # the other ranks end with this server
 
     def is_alive(self) -> bool:
         """True while the scheduler thread runs."""

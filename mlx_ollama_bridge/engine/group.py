@@ -5,7 +5,6 @@ budget, and the other ranks' loop. Used only when ``mlx.launch`` started this pr
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import signal
@@ -58,7 +57,6 @@ def rank0_backend(settings: Settings) -> GroupBackend:
     channel.on_fault = stop_after_fault(
         server or os.getpid(), kill_after_s=settings.group_kill_after_s
     )
-    atexit.register(backend.shutdown)  # the other ranks end with rank 0 (see Engine.stop)
     _note_sigterm(backend)
     return backend
 

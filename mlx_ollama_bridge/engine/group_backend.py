@@ -126,7 +126,6 @@ class GroupBackend(MLXBackend):
         self.hosts = hosts or [f"rank{r}" for r in range(channel.size)]
         if channel.size == 2:  # rank 0's only peer: a fault names it and its host
             channel.peer = f"rank 1 ({self.hosts[1]})"
-        self._shut_down = False
         self.stopping_since: float | None = None  # set on SIGTERM (``group.rank0_backend``)
         self._keys: dict[int, int] = {}  # id(loaded) -> the key every rank knows it by
         self._shards: dict[str, dict[str, Any]] = {}  # model dir name -> sharding, bytes
@@ -279,10 +278,8 @@ class GroupBackend(MLXBackend):
         }
 
     def shutdown(self) -> None:
-        """Tell the other ranks to end (rank 0's server is stopping); never raises. Once."""
-        if self._shut_down:
-            return
-        self._shut_down = True
+        """Tell the other ranks to end (rank 0's server is stopping, ``Engine.stop``); never
+        raises."""
         if self.channel.fault or not self.channel.lock.acquire(timeout=5.0):
             return  # they end anyway when rank 0's connections close
         try:

@@ -189,9 +189,12 @@ class Scheduler:
                 break
             self._admit_pending()
             self._models.publish_memory()  # at the quiet points: see Residency.publish_memory
-            self._step_jobs()
+            endings = self._step_jobs()
             self._models.expire_idle()
             self._models.publish_memory()
+            for job, events in endings:  # after the figures: the reservation is given back
+                for event in events:
+                    job.replies.put(event)
         self._fail_everything()  # "stop": whatever still waits is told
         self._models.unload_all("shutdown")
         log.info("scheduler stopped")
@@ -317,10 +320,10 @@ class Scheduler:
 
     # -- stepping ----------------------------------------------------------------------------
 
-    def _step_jobs(self) -> None:
+    def _step_jobs(self) -> list[tuple[Job, list[Any]]]:
         """One step for every model with jobs: cancellations first, then the backend's step.
-        The last events of the jobs that ended go out after the memory figures are taken, so
-        a client that has its answer sees its KV cache given back."""
+        Returns the last events of the jobs that ended, to send once the memory figures are
+        taken, so that a client that has its answer sees its KV cache given back."""
         endings: list[tuple[Job, list[Any]]] = []
         for key, resident in self._models.items():
             for job in list(resident.jobs):
@@ -339,11 +342,7 @@ class Scheduler:
                 self._counters.raise_to("batch_peak", result.batched)
             for stepped in result.stepped:
                 self._deliver(key, resident, stepped, endings)
-        if endings:
-            self._models.publish_memory()
-        for job, events in endings:
-            for event in events:
-                job.replies.put(event)
+        return endings
 
     def _deliver(
         self, key: str, resident: Resident, stepped: Stepped, endings: list[tuple[Job, list[Any]]]
