@@ -65,8 +65,8 @@ class FakeBackend:
     counts: dict[str, int] = field(default_factory=dict)
     step_sizes: list[int] = field(default_factory=list)  # jobs per step, in order
     kv_per_token: int = 0  # > 0: jobs reserve KV caches and leave them in a FakePool
-    pool_insert: threading.Event | None = None  # set while a finished job's cache joins the pool
-    pool_insert_go: threading.Event | None = None  # ... and the step waits for this one
+    pool_inserted: threading.Event = field(default_factory=threading.Event)  # a cache joined
+    pool_insert_hold: threading.Event | None = None  # set: the step waits for it after joining
 
     def hold(self, prompt: str) -> threading.Event:
         """Jobs with this prompt run until the returned event is set."""
@@ -116,9 +116,9 @@ class FakeBackend:
         if handle.prompt_cache is None:
             return
         handle.prompt_cache.nbytes += self.kv_per_token * 3  # the job's 3 prompt tokens
-        if self.pool_insert is not None and self.pool_insert_go is not None:
-            self.pool_insert.set()
-            self.pool_insert_go.wait(30)
+        self.pool_inserted.set()
+        if self.pool_insert_hold is not None:
+            self.pool_insert_hold.wait(30)
 
     def kv_bytes_per_token(self, handle: Any) -> int:
         return self.kv_per_token  # 0: one job at a time per model unless OLLAMA_NUM_PARALLEL

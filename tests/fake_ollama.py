@@ -24,7 +24,7 @@ from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from fake_http import POLL_S
+from fake_http import POLL_S, shut
 
 GATED = "gated:latest"
 PULLABLE = "fake-pull:latest"
@@ -100,8 +100,7 @@ class FakeOllama:
         """Close the listening socket: new connections are refused, as for a killed Ollama."""
         self._stopping.set()
         self._gate.set()
-        self._server.shutdown()
-        self._server.server_close()
+        shut(self._server)
 
     def release(self) -> None:
         """Let a gated chat finish."""

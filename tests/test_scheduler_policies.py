@@ -306,15 +306,15 @@ def test_memory_figures_count_a_finished_jobs_cache_once(tmp_path, make_engine, 
     # The step moves a finished job's KV cache into its model's pool before the scheduler
     # releases the job's reservation: read then, the figures would count that cache twice.
     backend.kv_per_token = 1
-    backend.pool_insert, backend.pool_insert_go = threading.Event(), threading.Event()
+    backend.pool_insert_hold = threading.Event()
     engine = make_engine()
     model = fake_model(tmp_path, "a", size=1000)
     thread, out = in_thread(lambda: run(engine, model))
-    assert backend.pool_insert.wait(10)  # the step is between the insert and the release
+    assert backend.pool_inserted.wait(10)  # the step is between the insert and the release
     during = engine.stats()
     assert during["weights_bytes"] == 1000
     assert during["kv_reserved_bytes"] > 0 and during["prompt_cache_bytes"] == 0
-    backend.pool_insert_go.set()
+    backend.pool_insert_hold.set()
     thread.join(10)
     assert isinstance(out.get_nowait(), Finished)
     after = engine.stats()  # the answer came after the reservation went back
