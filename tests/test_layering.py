@@ -24,6 +24,8 @@ def test_only_the_listed_engine_modules_and_the_converter_import_mlx():
         PACKAGE / "engine" / "prompt_cache.py",
         # continuous batching: mlx-lm's BatchGenerator
         PACKAGE / "engine" / "batching.py",
+        # the batch lane's decode step: a subclass of mlx-lm's GenerationBatch
+        PACKAGE / "engine" / "lean_batch.py",
         # prompt caches on disk: mlx-lm's save_prompt_cache / load_prompt_cache
         PACKAGE / "engine" / "prompt_disk.py",
         # OLLAMA_KV_CACHE_TYPE: mlx-lm's QuantizedKVCache

@@ -16,8 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import mlx.core as mx
 from mlx_lm.generate import BatchGenerator
 
+from . import lean_batch
 from .mlx_models import LoadedModel
 from .sampling import LogitsProcessor, Sampler
 
@@ -45,6 +47,10 @@ class BatchLane:
             prefill_batch_size=max(width, 1),
             prefill_step_size=prefill_step,
         )
+        lean_batch.install(self._generator)
+        # On the CPU each step has run by the time mlx-lm returns: hand out the token it
+        # computed rather than the one before (``lean_batch``); a GPU keeps the pipeline.
+        self._fresh = mx.default_device() == mx.cpu
         self._uids: set[int] = set()
 
     def __len__(self) -> int:
@@ -83,6 +89,9 @@ class BatchLane:
         """One decode step for every generating sequence (and one prefill chunk for those
         still reading their prompt). Returns the new token of each sequence that has one."""
         _progress, responses = self._generator.next()
+        if self._fresh:
+            fresh = lean_batch.fresh_tokens(self._generator)
+            return {uid: token for uid, token in fresh.items() if uid in self._uids}
         return {r.uid: int(r.token) for r in responses}
 
     def finish(self, slot: Slot, *, keep_cache: bool) -> bool:
