@@ -2,9 +2,10 @@
 
 Chat clients resend the whole conversation every turn. Each loaded model keeps a small pool
 of KV caches keyed by the exact tokens they hold (prompt + every token fed back while
-generating, an end-of-turn token included); a new request starts from the cache with the
-longest common prefix and evaluates only the rest. The pool is bounded by entry count and
-bytes, least recently used first out. Runs on the scheduler thread only.
+generating; a batch lane on the CPU hands out its last token before feeding it, so that one
+is not held); a new request starts from the cache with the longest common prefix and
+evaluates only the rest. The pool is bounded by entry count and bytes, least recently used
+first out. Runs on the scheduler thread only.
 
 A model with a draft (speculative decoding) keeps the model's and the draft's caches in one
 list, model layers first, both holding the same tokens. Quantized KV caches
