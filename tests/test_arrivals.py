@@ -16,7 +16,7 @@ from fake_backend import FakeBackend, fake_model, in_thread, last_event, request
 from helpers import StubEngine, make_app, own_server, stop_server
 
 from mlx_ollama_bridge.config import Settings
-from mlx_ollama_bridge.engine import Engine, Finished
+from mlx_ollama_bridge.engine import Engine, Finished, inbox
 from mlx_ollama_bridge.engine.preflight import MemoryBudget
 from mlx_ollama_bridge.errors import ServerBusy
 
@@ -158,3 +158,29 @@ def test_a_real_server_holds_no_request_for_its_own_announcement(tmp_path, tiny_
         assert answer.status_code == 200 and answer.json()["done"] is True, answer.text
     finally:
         stop_server(running)
+
+
+def test_the_last_of_a_burst_joins_it_though_it_begins_after_the_others_are_queued(
+    tmp_path, backend, monkeypatch
+):
+    # The quiet spell that ends a burst is set far above any wait here; the batch is full
+    # (OLLAMA_NUM_PARALLEL 3) once the straggler is in, which ends the gather.
+    monkeypatch.setattr(inbox, "BURST_QUIET_S", PATIENT_MS / 1000)
+    settings = Settings().with_overrides(num_parallel=3, batch_gather_ms=PATIENT_MS)
+    engine = Engine(settings, backend, budget=MemoryBudget(total_bytes=10**12, fraction=1.0))
+    engine.start()
+    try:
+        model = fake_model(tmp_path, "a")
+        engine.load(model, None, 0)
+        arrivals = [engine.arrival() for _ in range(2)]
+        started = [submit_in_thread(engine, model, arrival) for arrival in arrivals]
+        until(engine, lambda: not any(arrival.is_open for arrival in arrivals))
+        settle(engine)  # both are taken in (the pings come after them): a burst, held open
+        assert backend.step_sizes == []
+        started.append(submit_in_thread(engine, model, engine.arrival()))
+        for thread, out in started:
+            thread.join(10)
+            assert isinstance(out.get_nowait(), Finished)
+        assert backend.step_sizes[0] == 3
+    finally:
+        engine.stop()

@@ -10,6 +10,7 @@ that comes alone is never held: nothing else is on its way.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 
 class Arrival:
@@ -18,6 +19,11 @@ class Arrival:
     def __init__(self, arrivals: Arrivals) -> None:
         self._arrivals = arrivals
         self._open = True
+
+    @property
+    def is_open(self) -> bool:
+        """Still on its way (not yet queued, not failed)."""
+        return self._open
 
     def close(self) -> None:
         """It is in the queue (or will never be): stop counting it."""
@@ -29,13 +35,15 @@ class Arrival:
 class Arrivals:
     """How many requests are on their way (safe from any thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_begin: Callable[[], None] = lambda: None) -> None:
         self._lock = threading.Lock()
         self._count = 0
+        self._on_begin = on_begin
 
     def begin(self) -> Arrival:
         """A generation request has begun (its body is not read yet)."""
         self._change(1)
+        self._on_begin()
         return Arrival(self)
 
     def on_the_way(self) -> int:

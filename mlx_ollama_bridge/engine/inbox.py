@@ -36,6 +36,9 @@ class Command:
 NO_REPLIES: queue.Queue[Any] = queue.Queue()  # for commands nobody waits on (wake)
 
 Handler = Callable[[Command], None]
+Full = Callable[[], bool]
+
+BURST_QUIET_S = 0.02  # after a burst, this long with no new request begun ends the gather
 
 
 class Inbox:
@@ -43,7 +46,9 @@ class Inbox:
 
     def __init__(self) -> None:
         self._queue: queue.Queue[Command] = queue.Queue()
-        self.arrivals = Arrivals()  # generation requests begun on the HTTP side, not yet put
+        # generation requests begun on the HTTP side, not yet put; each one begun wakes a
+        # gathering thread (``gather``)
+        self.arrivals = Arrivals(on_begin=lambda: self.put(Command("wake", NO_REPLIES)))
 
     def put(self, command: Command) -> None:
         """Send ``command`` to the thread."""
@@ -58,18 +63,26 @@ class Inbox:
             return True
         return self._take(command, handle) and self._take_queued(handle)
 
-    def gather(self, handle: Handler, bound_s: float) -> bool:
+    def gather(self, handle: Handler, bound_s: float, *, burst: bool, full: Full) -> bool:
         """Take in the requests on their way (``arrivals``), waiting at most ``bound_s``, so
         that requests sent together are admitted together and their prompts read in one
-        batched prefill. False on "stop"."""
+        batched prefill. ``burst``: more than one request is already waiting. After a
+        burst, a quiet spell of ``BURST_QUIET_S`` with no new request begun ends it (the
+        last of a burst can reach its HTTP thread after the others are queued); a request
+        that came alone is never held, nor is a batch that is ``full``. False on "stop"."""
         deadline = time.monotonic() + bound_s
-        while self.arrivals.on_the_way() and time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0 and not full():
+            on_the_way = self.arrivals.on_the_way()
+            if not on_the_way and not burst:
+                break
+            wait = left if on_the_way else min(BURST_QUIET_S, left)
             try:
-                command = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+                command = self._queue.get(timeout=wait)  # a request begun wakes it ("wake")
             except queue.Empty:
                 break  # late: they join the batch between its steps instead
             if not self._take(command, handle):
                 return False
+            burst = burst or command.kind == "generate"
         return self._take_queued(handle)  # an arrival ends after its request is put: take those
 
     def _take_queued(self, handle: Handler) -> bool:

@@ -203,7 +203,13 @@ class Scheduler:
         """Idle, about to start requests: take in those on their way first. False on "stop"."""
         if not self._pending or self._models.busy():
             return True
-        return self._inbox.gather(self._handle, self._settings.batch_gather_ms / 1000)
+        return self._inbox.gather(
+            self._handle,
+            self._settings.batch_gather_ms / 1000,
+            burst=len(self._pending) > 1,
+            # a set OLLAMA_NUM_PARALLEL reached: no straggler could join the batch anyway
+            full=lambda: 0 < self._settings.num_parallel <= len(self._pending),
+        )
 
     def _idle_timeout(self) -> float:
         """How long to wait for a command when nothing runs: until the next keep-alive
