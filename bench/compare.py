@@ -123,6 +123,8 @@ def concurrent(chat: Chat, streams: int, tokens: int) -> dict[str, float]:
     wall = run_threads([threading.Thread(target=one, args=(i,)) for i in range(streams)])
     return {
         "streams": streams,
+        "tokens": sum(r.completion_tokens for r in replies),
+        "wall_s": wall,
         "aggregate_tps": sum(r.completion_tokens for r in replies) / wall,
         "mean_ttft_s": statistics.mean(r.ttft_s for r in replies),
         "shortest": min(r.completion_tokens for r in replies),
