@@ -51,6 +51,9 @@ _MIB = 1024 * 1024
 # Dense float32 beat Q4 at every size measured (135M to 1.5B, docs/benchmarks.md): the limit
 # is memory, 4 bytes per parameter: at most ~4 GB of weights by default.
 DEFAULT_CPU_DENSE_MAX_PARAMS = 1_000_000_000
+# One KV cache kept per sequence a model decodes at once (8 on the test box), as Ollama's
+# slots keep theirs: with fewer, concurrent sessions evicted each other's every turn.
+DEFAULT_PROMPT_CACHE_ENTRIES = 8
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ class Settings:
     )
     prompt_cache_entries: int = _setting(
         "MLX_BRIDGE_PROMPT_CACHE",
-        8,
+        DEFAULT_PROMPT_CACHE_ENTRIES,
         "KV caches kept per loaded model for reuse across turns and sessions (LRU, at most "
         "1 GiB each model, and within the memory budget); one per sequence the model can "
         "decode at once by default, as Ollama's slots keep theirs; 0 = off.",
@@ -385,4 +388,11 @@ def _parse(setting: Setting, text: str, env: Mapping[str, str]) -> Any:
         return setting.default_for(env)
 
 
-__all__ = ["DEFAULT_CPU_DENSE_MAX_PARAMS", "DEFAULT_UPSTREAM", "SETTINGS", "Setting", "Settings"]
+__all__ = [
+    "DEFAULT_CPU_DENSE_MAX_PARAMS",
+    "DEFAULT_PROMPT_CACHE_ENTRIES",
+    "DEFAULT_UPSTREAM",
+    "SETTINGS",
+    "Setting",
+    "Settings",
+]

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import DEFAULT_PROMPT_CACHE_ENTRIES
 from ..errors import BadRequest
 from . import embeddings, generation, mlx_models, prompt_cache, prompt_lookup, prompts
 from .batching import BatchLane
@@ -42,7 +43,7 @@ class MLXBackend:
 
     def __init__(
         self,
-        prompt_cache_entries: int = 8,
+        prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
         *,
         kv_cache_type: str = "f16",
         num_draft_tokens: int = 3,

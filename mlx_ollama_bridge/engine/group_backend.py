@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config import DEFAULT_PROMPT_CACHE_ENTRIES
 from ..errors import BadRequest, BridgeError, ModelLoadError
 from . import embeddings, mlx_models, prompt_cache
 from .backend import MLXBackend
@@ -109,7 +110,7 @@ class GroupBackend(MLXBackend):
         self,
         channel: Channel,
         *,
-        prompt_cache_entries: int = 8,
+        prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
         sharding: str = "auto",
         step_timeout_s: float = 60.0,
         hosts: list[str] | None = None,

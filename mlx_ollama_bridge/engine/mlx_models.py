@@ -18,6 +18,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
 from mlx_lm.utils import load as mlx_load
 
+from ..config import DEFAULT_PROMPT_CACHE_ENTRIES
 from ..errors import ModelLoadError
 from ..model_code import check_model_dir
 from . import embeddings
@@ -42,7 +43,7 @@ _NO_REMOTE_CODE: dict[str, Any] = {
 class ModelSetup:
     """How models are set up once loaded: the backend's settings for loading."""
 
-    prompt_cache_entries: int = 8  # as the setting (MLX_BRIDGE_PROMPT_CACHE)
+    prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES
     kv_cache_type: str = "f16"
     num_draft_tokens: int = 3  # 0: draft models are not loaded
     disk_dir: Path | None = None  # None: no prompt caches on disk
