@@ -121,11 +121,12 @@ def concurrent(chat: Chat, streams: int, tokens: int) -> dict[str, float]:
             replies.append(reply)
 
     wall = run_threads([threading.Thread(target=one, args=(i,)) for i in range(streams)])
+    tokens = sum(r.completion_tokens for r in replies)
     return {
         "streams": streams,
-        "tokens": sum(r.completion_tokens for r in replies),
+        "tokens": tokens,
         "wall_s": wall,
-        "aggregate_tps": sum(r.completion_tokens for r in replies) / wall,
+        "aggregate_tps": tokens / wall,
         "mean_ttft_s": statistics.mean(r.ttft_s for r in replies),
         "shortest": min(r.completion_tokens for r in replies),
     }

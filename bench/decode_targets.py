@@ -71,18 +71,20 @@ def streams_runs(chats: dict[str, Any], streams: list[int], repeats: int, tokens
 def pooled(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Per stream count, the bridge's aggregate over ``mlx_lm.server``'s with every repeat
     pooled: all tokens over all wall time (a run of 4 streams lasts ~3 s, so one repeat is
-    at the mercy of a single slow first token). NaN if some stream got no tokens."""
+    at the mercy of a single slow first token); ``streams_ratio``'s rule for streams that
+    got no tokens."""
     out: dict[str, float] = {}
     for n in sorted({row["streams"] for row in rows}):
         same = [row for row in rows if row["streams"] == n]
-        if min(min(r["bridge_shortest"], r["mlx_lm_server_shortest"]) for r in same) <= 0:
-            out[str(n)] = float("nan")
-            continue
 
-        def tps(name: str, same: list[dict[str, Any]] = same) -> float:
-            return sum(r[f"{name}_tokens"] for r in same) / sum(r[f"{name}_wall_s"] for r in same)
+        def total(name: str, same: list[dict[str, Any]] = same) -> dict[str, float]:
+            tokens = sum(r[f"{name}_tokens"] for r in same)
+            return {
+                "aggregate_tps": tokens / sum(r[f"{name}_wall_s"] for r in same),
+                "shortest": min(r[f"{name}_shortest"] for r in same),
+            }
 
-        out[str(n)] = tps("bridge") / tps("mlx_lm_server")
+        out[str(n)] = streams_ratio(total("bridge"), total("mlx_lm_server"))
     return out
 
 
