@@ -8,7 +8,8 @@ is set far above any wait here, so the checks never depend on how fast the box i
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -29,12 +30,28 @@ def backend() -> FakeBackend:
 
 
 @pytest.fixture
-def engine(backend: FakeBackend) -> Iterator[Engine]:
-    settings = Settings().with_overrides(num_parallel=8, batch_gather_ms=PATIENT_MS)
-    engine = Engine(settings, backend, budget=MemoryBudget(total_bytes=10**12, fraction=1.0))
-    engine.start()
-    yield engine
-    engine.stop()
+def engine_with(backend: FakeBackend) -> Iterator[Callable[..., Engine]]:
+    """Started engines on the fake backend (gather bound PATIENT_MS, 8 in parallel unless
+    overridden), stopped after the test."""
+    engines: list[Engine] = []
+
+    def start(**overrides: Any) -> Engine:
+        settings = Settings().with_overrides(
+            **{"num_parallel": 8, "batch_gather_ms": PATIENT_MS, **overrides}
+        )
+        engine = Engine(settings, backend, budget=MemoryBudget(total_bytes=10**12, fraction=1.0))
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.stop()
+
+
+@pytest.fixture
+def engine(engine_with: Callable[..., Engine]) -> Engine:
+    return engine_with()
 
 
 def submit_in_thread(engine: Engine, model, arrival) -> tuple[threading.Thread, object]:
@@ -119,12 +136,10 @@ def test_other_routes_announce_nothing(monkeypatch):
     assert engine.announced == 0
 
 
-def test_a_request_refused_as_busy_ends_its_announcement(tmp_path, backend):
-    settings = Settings().with_overrides(max_queue=1, batch_gather_ms=PATIENT_MS)
-    engine = Engine(settings, backend, budget=MemoryBudget(total_bytes=10**12, fraction=1.0))
+def test_a_request_refused_as_busy_ends_its_announcement(tmp_path, backend, engine_with):
+    engine = engine_with(max_queue=1, num_parallel=0)
     model = fake_model(tmp_path, "a")
     gate = backend.gates.setdefault("a", threading.Event())
-    engine.start()
     try:
         first, first_out = submit_in_thread(engine, model, engine.arrival())
         assert backend.load_started.wait(10)  # it waits for its model: the queue is full
@@ -138,8 +153,7 @@ def test_a_request_refused_as_busy_ends_its_announcement(tmp_path, backend):
         thread.join(10)
         assert isinstance(out.get_nowait(), Finished)
     finally:
-        gate.set()
-        engine.stop()
+        gate.set()  # before the fixture stops the engine: the load it holds ends
 
 
 def test_a_real_server_holds_no_request_for_its_own_announcement(tmp_path, tiny_model_dir):
@@ -161,26 +175,21 @@ def test_a_real_server_holds_no_request_for_its_own_announcement(tmp_path, tiny_
 
 
 def test_the_last_of_a_burst_joins_it_though_it_begins_after_the_others_are_queued(
-    tmp_path, backend, monkeypatch
+    tmp_path, backend, engine_with, monkeypatch
 ):
     # The quiet spell that ends a burst is set far above any wait here; the batch is full
     # (OLLAMA_NUM_PARALLEL 3) once the straggler is in, which ends the gather.
     monkeypatch.setattr(inbox, "BURST_QUIET_S", PATIENT_MS / 1000)
-    settings = Settings().with_overrides(num_parallel=3, batch_gather_ms=PATIENT_MS)
-    engine = Engine(settings, backend, budget=MemoryBudget(total_bytes=10**12, fraction=1.0))
-    engine.start()
-    try:
-        model = fake_model(tmp_path, "a")
-        engine.load(model, None, 0)
-        arrivals = [engine.arrival() for _ in range(2)]
-        started = [submit_in_thread(engine, model, arrival) for arrival in arrivals]
-        until(engine, lambda: not any(arrival.is_open for arrival in arrivals))
-        settle(engine)  # both are taken in (the pings come after them): a burst, held open
-        assert backend.step_sizes == []
-        started.append(submit_in_thread(engine, model, engine.arrival()))
-        for thread, out in started:
-            thread.join(10)
-            assert isinstance(out.get_nowait(), Finished)
-        assert backend.step_sizes[0] == 3
-    finally:
-        engine.stop()
+    engine = engine_with(num_parallel=3)
+    model = fake_model(tmp_path, "a")
+    engine.load(model, None, 0)
+    arrivals = [engine.arrival() for _ in range(2)]
+    started = [submit_in_thread(engine, model, arrival) for arrival in arrivals]
+    until(engine, lambda: not any(arrival.is_open for arrival in arrivals))
+    settle(engine)  # both are taken in (the pings come after them): a burst, held open
+    assert backend.step_sizes == []
+    started.append(submit_in_thread(engine, model, engine.arrival()))
+    for thread, out in started:
+        thread.join(10)
+        assert isinstance(out.get_nowait(), Finished)
+    assert backend.step_sizes[0] == 3

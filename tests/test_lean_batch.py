@@ -3,6 +3,7 @@ without its log-softmax, each handed out in the step that computes it (on the CP
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from mlx_ollama_bridge.engine import lean_batch
 from mlx_ollama_bridge.engine.batching import BatchLane
 from mlx_ollama_bridge.engine.mlx_models import LoadedModel
 from mlx_ollama_bridge.engine.options import Options
+from mlx_ollama_bridge.engine.prompt_cache import PromptCachePool, cache_offset
 from mlx_ollama_bridge.engine.sampling import make_processors, make_sampler
 
 PROMPTS = [[1, 5, 9, 13, 17, 21, 25], [2, 4], [3, 6, 9, 12]]  # different lengths: padding
@@ -38,32 +40,53 @@ def sampling(row: int) -> tuple[Any, list[Any]]:
     return make_sampler(merged), make_processors(merged, prompt_length=len(PROMPTS[row]))
 
 
-def decode(model: Any, *, lean: bool) -> dict[int, list[int]]:
-    """Every row's tokens as mlx-lm's ``BatchGenerator`` hands them out."""
+def greedy(_row: int) -> tuple[Any, list[Any]]:
+    return make_sampler(Options(temperature=0)), []
+
+
+def decode(
+    model: Any, *, lean: bool, rows: Callable[[int], tuple[Any, list[Any]]] = sampling
+) -> tuple[list[list[int]], list[int]]:
+    """Every row's tokens as mlx-lm's ``BatchGenerator`` hands them out, and the ``next``
+    call (counted from 1) that handed out each row's first token."""
     generator = BatchGenerator(model, max_tokens=TOKENS, completion_batch_size=4)
     if lean:
         lean_batch.install(generator)
-    rows = [sampling(i) for i in range(len(PROMPTS))]
+    setup = [rows(i) for i in range(len(PROMPTS))]
     uids = generator.insert(
         PROMPTS,
         max_tokens=[TOKENS] * len(PROMPTS),
-        samplers=[s for s, _ in rows],
-        logits_processors=[p for _, p in rows],
+        samplers=[s for s, _ in setup],
+        logits_processors=[p for _, p in setup],
     )
     out: dict[int, list[int]] = {uid: [] for uid in uids}
+    first: dict[int, int] = {}
+    call = 0
     while any(len(t) < TOKENS for t in out.values()):
-        _, responses = generator.next()
-        for r in responses:
+        call += 1
+        for r in generator.next()[1]:
+            first.setdefault(r.uid, call)
             out[r.uid].append(int(r.token))
     generator.close()
-    return {i: out[uid] for i, uid in enumerate(uids)}
+    return [out[uid] for uid in uids], [first[uid] for uid in uids]
+
+
+def lane_on(
+    tiny: tuple[Any, Any], tmp_path: Path, width: int, pool: PromptCachePool | None = None
+) -> BatchLane:
+    """A batch lane of the tiny model (with ``pool`` as its prompt caches), as the backend
+    makes one."""
+    model, tokenizer = tiny
+    loaded = LoadedModel(tmp_path, model, tokenizer, size_bytes=0, context_length=512)
+    loaded.prompt_cache = pool
+    return BatchLane(loaded, width=width, prefill_step=512)
 
 
 def test_the_lean_step_samples_what_mlx_lms_own_step_samples(tiny_loaded):
     model, _ = tiny_loaded
-    plain = decode(model, lean=False)
-    assert decode(model, lean=True) == plain
-    assert all(len(tokens) == TOKENS for tokens in plain.values())
+    plain, _ = decode(model, lean=False)
+    assert decode(model, lean=True)[0] == plain
+    assert all(len(tokens) == TOKENS for tokens in plain)
 
 
 def test_install_refuses_a_generator_already_decoding(tiny_loaded):
@@ -78,56 +101,36 @@ def test_install_refuses_a_generator_already_decoding(tiny_loaded):
 
 
 def test_a_cpu_lane_hands_out_each_token_in_the_step_that_computes_it(tiny_loaded, tmp_path):
-    model, tokenizer = tiny_loaded
     assert mx.default_device() == mx.cpu
-    greedy = Options(temperature=0)
+    plain, first_plain = decode(tiny_loaded[0], lean=False, rows=greedy)
 
-    # mlx-lm's own generator: in which call does each row's first token come out?
-    generator = BatchGenerator(model, max_tokens=TOKENS)
-    uids = generator.insert(PROMPTS, samplers=[make_sampler(greedy)] * len(PROMPTS))
-    first_plain: dict[int, int] = {}
-    plain: dict[int, list[int]] = {uid: [] for uid in uids}
-    call = 0
-    while any(len(t) < TOKENS for t in plain.values()):
-        call += 1
-        for r in generator.next()[1]:
-            first_plain.setdefault(r.uid, call)
-            plain[r.uid].append(int(r.token))
-    generator.close()
-
-    loaded = LoadedModel(tmp_path, model, tokenizer, size_bytes=0, context_length=512)
-    lane = BatchLane(loaded, width=len(PROMPTS), prefill_step=512)
-    slots = [lane.add(p, make_sampler(greedy), []) for p in PROMPTS]
-    first_lane: dict[int, int] = {}
+    lane = lane_on(tiny_loaded, tmp_path, width=len(PROMPTS))
+    slots = [lane.add(p, *greedy(i)) for i, p in enumerate(PROMPTS)]
     got: dict[int, list[int]] = {s.uid: [] for s in slots}
+    first: dict[int, int] = {}
     call = 0
     while any(len(t) < TOKENS for t in got.values()):
         call += 1
         for uid, token in lane.step().items():
-            first_lane.setdefault(uid, call)
+            first.setdefault(uid, call)
             if len(got[uid]) < TOKENS:
                 got[uid].append(token)
     lane.close()
 
-    assert [got[s.uid] for s in slots] == [plain[u] for u in uids]
-    assert [first_lane[s.uid] for s in slots] == [first_plain[u] - 1 for u in uids]
+    assert [got[s.uid] for s in slots] == plain
+    assert [first[s.uid] for s in slots] == [call - 1 for call in first_plain]
 
 
 def test_a_finished_sequence_leaves_a_cache_of_exactly_the_tokens_it_fed(tiny_loaded, tmp_path):
     """Handed out one step early, the last token is not in the cache yet: what the pool
     keeps must hold exactly the tokens its key names (prompt + all but the last token)."""
-    from mlx_ollama_bridge.engine.prompt_cache import PromptCachePool, cache_offset
-
-    model, tokenizer = tiny_loaded
-    loaded = LoadedModel(tmp_path, model, tokenizer, size_bytes=0, context_length=512)
-    loaded.prompt_cache = PromptCachePool(model, max_entries=2)
-    lane = BatchLane(loaded, width=1, prefill_step=512)
-    greedy = make_sampler(Options(temperature=0))
-    slot = lane.add(PROMPTS[0], greedy, [])
+    pool = PromptCachePool(tiny_loaded[0], max_entries=2)
+    lane = lane_on(tiny_loaded, tmp_path, width=1, pool=pool)
+    slot = lane.add(PROMPTS[0], *greedy(0))
     tokens: list[int] = []
     while len(tokens) < 5:
         tokens += list(lane.step().values())
     assert lane.finish(slot, keep_cache=True)
-    cache, rest = loaded.prompt_cache.fetch(PROMPTS[0] + tokens[:4] + [99])
+    cache, rest = pool.fetch(PROMPTS[0] + tokens[:4] + [99])
     assert rest == [99]
     assert cache_offset(cache) == len(PROMPTS[0]) + 4
